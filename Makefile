@@ -1,0 +1,35 @@
+# Set-up is part of every target: the venv is created and completed on demand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build of torch is pinned first so that no multi-GB CUDA build is pulled in.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup run test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# The main job: Table 5.1 smoke sweep on the embedded digits, then its report.
+run: setup
+	$(BIN)/gensweep run cmnist-table --preset smoke
+	$(BIN)/gensweep report cmnist-table
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/cmnist_step.py
+
+clean:
+	rm -rf $(VENV) results

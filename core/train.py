@@ -1,0 +1,148 @@
+"""The shared full-batch training loop for Colored MNIST-style domain generalization.
+
+One call trains a block of K models (K = 1 for a single configuration), each
+with its own hidden size, seed, learning rate, L2 weight, penalty weight and
+anneal step; models never interact (stacked weights, element-wise Adam), so a
+model's numbers do not depend on the block it was trained in.
+
+Metrics at step s are computed on the forward pass of step s, before its
+update, exactly as the IRM reference prints them; the test domains are only
+evaluated at eval steps (every ``eval_every`` steps and the last step).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from core import models
+from core.cmnist import Domains
+from core.objectives import check_method, irm_penalty, mean_accuracy, mean_nll, training_loss
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One configuration's hyperparameters (IRM code names in brackets)."""
+
+    hidden: int = 390  # [hidden_dim]
+    l2: float = 0.00110794568  # [l2_regularizer_weight]
+    lr: float = 0.0004898536566546834  # [lr]
+    anneal_iters: int = 190  # [penalty_anneal_iters]
+    penalty_weight: float = 91257.18613115903  # [penalty_weight]
+    seed: int = 0  # model initialisation
+
+
+def default_device() -> torch.device:
+    """CUDA when present, CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def adam_step(params, grads, m, v, step: int, lr: torch.Tensor) -> None:
+    """One torch.optim.Adam update (default betas and eps) with a learning rate per model (K,)."""
+    b1, b2 = ADAM_BETAS
+    bc1, bc2 = 1 - b1**step, 1 - b2**step
+    for p, g, mi, vi in zip(params, grads, m, v):
+        mi.mul_(b1).add_(g, alpha=1 - b1)
+        vi.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (vi.sqrt() / bc2**0.5).add_(ADAM_EPS)
+        p.sub_(lr.view(-1, *([1] * (p.dim() - 1))) / bc1 * mi / denom)
+
+
+def _domain_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {
+        "nll": mean_nll(logits, y),
+        "acc": mean_accuracy(logits, y),
+        "penalty": irm_penalty(logits, y),
+    }
+
+
+def _rows(metrics: dict[str, torch.Tensor], k: int) -> list[dict[str, float]]:
+    cpu = {name: value.detach().float().cpu().tolist() for name, value in metrics.items()}
+    return [{name: values[i] for name, values in cpu.items()} for i in range(k)]
+
+
+EvalCallback = Callable[[int, list[dict[str, float]]], None]
+
+
+def train_block(
+    domains: Domains,
+    method: str,
+    configs: list[ModelConfig],
+    steps: int,
+    eval_every: int = 100,
+    on_eval: EvalCallback | None = None,
+    device: torch.device | None = None,
+) -> list[dict[str, float]]:
+    """Train ``len(configs)`` models of one method on ``domains``; return each model's final metrics.
+
+    Metrics per model: ``step``, ``train_acc``/``train_nll``/``train_penalty``
+    (means over training domains), ``<domain>_acc``/``_nll``/``_penalty`` for
+    every domain (penalty = IRMv1 penalty of that domain), ``test_acc``/``test_nll``
+    (mean over test domains), ``rex_penalty`` (the objective's penalty term) and ``min_acc`` (the lowest
+    accuracy over all domains: the IRM random search's selection criterion).
+    ``on_eval(step, metrics)`` is called at every eval step, the last included.
+    """
+    check_method(method)
+    device = device or default_device()
+    grayscale = method == "grayscale"
+    channels = domains.train[0].x.shape[1]
+    x_train = torch.cat([models.flatten_inputs(d.x, grayscale) for d in domains.train]).to(device)
+    y_train = [d.y.to(device) for d in domains.train]
+    sizes = [len(y) for y in y_train]
+    tests = [(d.name, models.flatten_inputs(d.x, grayscale).to(device), d.y.to(device)) for d in domains.test]
+
+    k = len(configs)
+    params = models.init_block(models.input_dim(channels, grayscale), [c.hidden for c in configs], [c.seed for c in configs])
+    params = [p.to(device).requires_grad_() for p in params]
+    m_state = [torch.zeros_like(p) for p in params]
+    v_state = [torch.zeros_like(p) for p in params]
+    as_vec = lambda name: torch.tensor([getattr(c, name) for c in configs], dtype=torch.float32, device=device)  # noqa: E731
+    lr, l2, pw, anneal = as_vec("lr"), as_vec("l2"), as_vec("penalty_weight"), as_vec("anneal_iters")
+
+    final: list[dict[str, float]] = []
+    for step in range(steps):
+        logits = models.forward(params, x_train).split(sizes, dim=1)
+        per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
+        risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
+        irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
+        loss, penalty = training_loss(
+            method, risks, irm, models.squared_norm(params), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal
+        )
+        grads = torch.autograd.grad(loss.sum(), params)
+
+        if step % eval_every == 0 or step == steps - 1:
+            metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
+            for d, values in zip(domains.train, per_domain):
+                metrics.update({f"{d.name}_{name}": value for name, value in values.items()})
+            metrics["train_acc"] = torch.stack([d["acc"] for d in per_domain]).mean(0)
+            metrics["train_nll"] = risks.mean(-1)
+            metrics["train_penalty"] = irm.mean(-1)
+            metrics["rex_penalty"] = penalty
+            with torch.no_grad():
+                test_acc, test_nll = [], []
+                for name, x, y in tests:
+                    values = _domain_metrics(models.forward(params, x), y)
+                    metrics.update({f"{name}_{key}": value for key, value in values.items()})
+                    test_acc.append(values["acc"])
+                    test_nll.append(values["nll"])
+                metrics["test_acc"] = torch.stack(test_acc).mean(0)
+                metrics["test_nll"] = torch.stack(test_nll).mean(0)
+            domain_accs = [d["acc"] for d in per_domain] + test_acc
+            metrics["min_acc"] = torch.stack(domain_accs).min(0).values
+            final = _rows(metrics, k)
+            if on_eval is not None:
+                on_eval(step, final)
+
+        with torch.no_grad():
+            adam_step(params, grads, m_state, v_state, step + 1, lr)
+    return final
+
+
+def config_from_dict(config: dict) -> ModelConfig:
+    """The ModelConfig fields of a flat config dict (other keys are ignored)."""
+    fields = asdict(ModelConfig())
+    return ModelConfig(**{name: type(default)(config[name]) for name, default in fields.items() if name in config})

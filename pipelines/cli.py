@@ -1,0 +1,162 @@
+"""``gensweep``: run sweeps, render reports, list pipelines, browse MLflow.
+
+    gensweep run PIPELINE [--preset smoke|paper] [--results DIR] [--data-dir DIR]
+                          [--address RAY_ADDRESS] [--set key=value ...]
+    gensweep report PIPELINE [--results DIR] [--sweep ID]
+    gensweep list
+    gensweep ui [--results DIR] [--host 127.0.0.1] [--port 5000]
+    gensweep download mnist DIR
+
+User errors print one line ``gensweep: error: ...`` and exit 2; a sweep that
+ends with trials missing exits 1; an interrupted one exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from core.data import DataError
+from pipelines.spec import GensweepError
+
+DEFAULT_RESULTS = "results"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        print(f"gensweep: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gensweep", description="Reproducible sweeps of generalization experiments on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run (or resume) a pipeline's sweep")
+    run.add_argument("pipeline")
+    run.add_argument("--preset", default="smoke")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or filesystem URI (default ./results)")
+    run.add_argument("--data-dir", default=None, help="MNIST-format IDX directory (default: embedded scikit-learn digits)")
+    run.add_argument("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: local)")
+    run.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///RESULTS/mlflow.db)")
+    run.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default: sqlite:///RESULTS/optuna.db)")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+
+    report = sub.add_parser("report", help="render a pipeline's table and figures from its Parquet results")
+    report.add_argument("pipeline")
+    report.add_argument("--results", default=DEFAULT_RESULTS)
+    report.add_argument("--sweep", default=None, help="sweep id (default: the most recently finished)")
+
+    sub.add_parser("list", help="list pipelines, presets and their settings")
+
+    ui = sub.add_parser("ui", help="MLflow UI on the results' SQLite store (bound to localhost)")
+    ui.add_argument("--results", default=DEFAULT_RESULTS)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+
+    download = sub.add_parser("download", help="download a data set (needs internet)")
+    download.add_argument("dataset", choices=["mnist"])
+    download.add_argument("directory")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from pipelines import registry
+    from pipelines.runner import Sweep, run_sweep
+    from pipelines.spec import resolve_settings
+
+    pipeline = registry.get(args.pipeline)
+    settings = resolve_settings(pipeline, args.preset, args.overrides)
+    if pipeline.trials is not None:
+        pipeline.trials(settings)  # validate settings before anything starts
+    else:
+        pipeline.search(settings)
+    sweep = Sweep(
+        pipeline, args.preset, settings, args.results, data_dir=args.data_dir, address=args.address,
+        mlflow_uri=args.mlflow_uri, optuna_storage=args.optuna_storage, num_cpus=args.num_cpus,
+    )
+    summary = run_sweep(sweep)
+    print(json.dumps(summary))
+    if summary.get("ran", 0) == 0 and summary["skipped"] == summary["total"]:
+        print(f"[{pipeline.name}] all {summary['total']} trials already done; report: gensweep report {pipeline.name} --results {args.results}")
+        return 0
+    if not summary.get("complete", False):
+        print(f"[{pipeline.name}] {summary['finished']} of {summary['total']} trials done; re-run the same command to resume", file=sys.stderr)
+        return 1
+    print(f"[{pipeline.name}] done; report: gensweep report {pipeline.name} --results {args.results}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipelines import registry
+    from pipelines.store import ResultStore
+
+    pipeline = registry.get(args.pipeline)
+    store = ResultStore.open(args.results)
+    sweeps = store.sweeps(pipeline.name)
+    if not sweeps:
+        raise GensweepError(f"no results for {pipeline.name} in {args.results} (run: gensweep run {pipeline.name})")
+    sweep = args.sweep or sweeps[-1]
+    if sweep not in sweeps:
+        raise GensweepError(f"no sweep {sweep!r} for {pipeline.name} (have: {', '.join(sweeps)})")
+    trials, curves = store.read("trials", pipeline.name, sweep), store.read("curves", pipeline.name, sweep)
+    out_dir = Path(args.results) / "reports" / pipeline.name / sweep
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n" + pipeline.report(trials, curves, str(out_dir))
+    (out_dir / "report.md").write_text(markdown)
+    print(markdown)
+    print(f"report written to {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from pipelines import registry
+
+    for pipeline in registry.pipelines().values():
+        print(f"{pipeline.name}: {pipeline.description}")
+        for preset, settings in pipeline.presets.items():
+            print(f"  preset {preset}:")
+            for key, value in settings.items():
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                print(f"    {key} = {shown}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    db = Path(args.results).resolve() / "mlflow.db"
+    if not db.is_file():
+        raise GensweepError(f"no MLflow store at {db} (run a pipeline first)")
+    command = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", args.host, "--port", str(args.port)]
+    print(" ".join(command), flush=True)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    os.execv(str(mlflow_bin), command) if mlflow_bin.exists() else os.execvp("mlflow", command)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from core.data import download_mnist
+
+    print(f"MNIST downloaded to {download_mnist(args.directory)}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (GensweepError, DataError) as exc:
+        print(f"gensweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gensweep: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

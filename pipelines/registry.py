@@ -1,0 +1,19 @@
+"""The pipelines the CLI knows, by name."""
+from __future__ import annotations
+
+from pipelines.spec import GensweepError, Pipeline
+
+
+def pipelines() -> dict[str, Pipeline]:
+    """Every pipeline, keyed by its CLI name."""
+    from pipelines import cmnist_search, cmnist_table
+
+    return {p.name: p for p in (cmnist_table.PIPELINE, cmnist_search.PIPELINE)}
+
+
+def get(name: str) -> Pipeline:
+    """The pipeline called ``name``, or a GensweepError listing the known ones."""
+    known = pipelines()
+    if name not in known:
+        raise GensweepError(f"unknown pipeline {name!r} (choose from {', '.join(known)})")
+    return known[name]

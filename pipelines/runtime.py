@@ -1,0 +1,51 @@
+"""Ray start-up and trial resources, shared by every pipeline."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from pipelines.spec import GensweepError
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when ``host:port`` (or ``ray://host:port``) does not answer."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise GensweepError(f"bad Ray address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise GensweepError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start a local Ray runtime (default), or connect to a cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``).
+
+    Local runtimes bind to loopback and run without the dashboard.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    if address:
+        if address != "auto":
+            _check_reachable(address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise GensweepError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **common)
+
+
+def trial_resources(cpus: float, gpus: float) -> dict:
+    """Resources of one trial: ``gpus`` (a fraction is fine) only where the cluster has GPUs."""
+    import ray
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    return {"cpu": cpus, "gpu": gpus if has_gpu else 0}

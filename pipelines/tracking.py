@@ -1,0 +1,104 @@
+"""MLflow tracking, written by the driver only: one parent run per sweep, one child run per trial.
+
+The experiment is ``gensweep/<pipeline>``. Runs carry the tags
+``gensweep.sweep_id`` and (children) ``gensweep.trial_key``, so a resumed
+sweep reopens its parent run and never logs a finished trial twice.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipelines.spec import GensweepError
+
+MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+MAX_PARAMS = 100
+
+
+def default_tracking_uri(results: str) -> str:
+    """The SQLite store inside a local results directory."""
+    return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
+
+
+class MlflowSweep:
+    """A sweep's parent run and the writer of its child runs."""
+
+    def __init__(self, tracking_uri: str, pipeline: str, sweep: str, settings: dict):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self._mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.pipeline, self.sweep = pipeline, sweep
+        try:
+            name = f"gensweep/{pipeline}"
+            experiment = self.client.get_experiment_by_name(name)
+            self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+            parents = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`gensweep.sweep_id` = '{sweep}' and tags.`gensweep.role` = 'sweep'",
+                max_results=1,
+            )
+        except Exception as exc:  # MLflow raises many types for an unreachable or broken store
+            raise GensweepError(f"cannot reach MLflow tracking store {tracking_uri}: {str(exc).splitlines()[0]}") from None
+        if parents:
+            self.parent_id = parents[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{pipeline} {sweep}",
+                tags={"gensweep.role": "sweep", "gensweep.sweep_id": sweep, "gensweep.pipeline": pipeline},
+            )
+            self.parent_id = run.info.run_id
+            self._log(self.parent_id, params=settings)
+
+    def _log(self, run_id: str, params: dict | None = None, metrics: list | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted((params or {}).items())]
+        for i in range(0, len(items), MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS])
+        now = int(time.time() * 1000)
+        values = [Metric(name, float(value), now, int(step)) for name, value, step in metrics or []]
+        for i in range(0, len(values), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=values[i : i + MAX_BATCH])
+
+    def log_trial(self, key: str, label: str, config: dict, curve: list[dict], final: dict) -> None:
+        """Create the trial's child run (params, metric history by step, final metrics); once per key."""
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`gensweep.trial_key` = '{key}' and tags.`gensweep.sweep_id` = '{self.sweep}'",
+        )
+        for run in existing:
+            if run.info.status == "FINISHED":
+                return
+            self.client.delete_run(run.info.run_id)  # a crash left it half-written
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "gensweep.sweep_id": self.sweep,
+            "gensweep.trial_key": key,
+            "gensweep.pipeline": self.pipeline,
+            "method": str(config.get("method", "")),
+            "seed": str(config.get("seed", "")),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"{label} {key[:8]}", tags=tags)
+        numeric = lambda row: {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # noqa: E731
+        history = [(name, value, row.get("step", i)) for i, row in enumerate(curve) for name, value in numeric(row).items() if name != "step"]
+        last_step = int(final.get("step", len(curve)))
+        finals = [(f"final_{name}", value, last_step) for name, value in numeric(final).items() if name != "step"]
+        self._log(run.info.run_id, params=config, metrics=history + finals)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+
+    def child_count(self) -> int:
+        """Number of finished child runs of this sweep."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`gensweep.sweep_id` = '{self.sweep}' and tags.`mlflow.parentRunId` = '{self.parent_id}'",
+            max_results=50000,
+        )
+        return sum(run.info.status == "FINISHED" for run in runs)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Close the parent run (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(self.parent_id, status)

@@ -1,0 +1,63 @@
+"""Trainable for Colored MNIST-style experiments: one flat config -> metrics via ``tune.report``.
+
+Config keys (all JSON scalars): ``method``, ``hidden``, ``l2``, ``lr``,
+``anneal_iters``, ``penalty_weight``, ``seed`` (model init), ``steps``,
+``eval_every``, ``data_seed`` (domain construction), ``source`` (the source's
+fingerprint) and ``variant`` (``standard``; the covariate-shift variants add
+their own keys). The image source arrives through the object store
+(``tune.with_parameters``); domains are built once per worker process and
+reused by every trial that asks for the same (source, variant, data seed).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from core.cmnist import Domains, build_cmnist
+from core.data import ImageSource
+from core.train import config_from_dict, train_block
+
+_DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
+_CACHE_SIZE = 4
+
+DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
+    "standard": lambda source, config: build_cmnist(source, int(config["data_seed"])),
+}
+
+
+def domains_for(source: ImageSource, config: dict) -> Domains:
+    """The domains a config asks for, from this process's cache when already built."""
+    variant = config.get("variant", "standard")
+    key = (config["source"], variant, int(config["data_seed"]), config.get("shift_p"))
+    if key in _DOMAIN_CACHE:
+        _DOMAIN_CACHE.move_to_end(key)
+        return _DOMAIN_CACHE[key]
+    domains = DOMAIN_BUILDERS[variant](source, config)
+    _DOMAIN_CACHE[key] = domains
+    while len(_DOMAIN_CACHE) > _CACHE_SIZE:
+        _DOMAIN_CACHE.popitem(last=False)
+    return domains
+
+
+def run_cmnist(config: dict, source: ImageSource, report: Callable[[dict], None]) -> dict:
+    """Train one configuration; ``report`` receives the metrics of every eval step (last one: ``done``)."""
+    steps = int(config["steps"])
+
+    def on_eval(step: int, rows: list[dict]) -> None:
+        report({**rows[0], "done": step == steps - 1})
+
+    return train_block(
+        domains_for(source, config),
+        config["method"],
+        [config_from_dict(config)],
+        steps=steps,
+        eval_every=int(config.get("eval_every", 100)),
+        on_eval=on_eval,
+    )[0]
+
+
+def cmnist_trainable(config: dict, source: ImageSource) -> None:
+    """Ray Tune function trainable (use with ``tune.with_parameters(cmnist_trainable, source=...)``)."""
+    from ray import tune
+
+    run_cmnist(config, source, tune.report)
