@@ -158,8 +158,9 @@ def run_sweep(sweep: Sweep) -> dict:
     pipeline = sweep.pipeline
     store = ResultStore.open(sweep.results)
     store.check_writable()
-    source: ImageSource = load_source(sweep.data_dir)
-    sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, source.fingerprint)
+    source: ImageSource | None = load_source(sweep.data_dir) if pipeline.needs_source else None
+    fingerprint = source.fingerprint if source is not None else "none"
+    sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, fingerprint)
     tracking = MlflowSweep(
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
     )
@@ -170,7 +171,7 @@ def run_sweep(sweep: Sweep) -> dict:
 
     tune_config: dict = {"reuse_actors": True}
     if pipeline.trials is not None:
-        configs = [{**c, "source": source.fingerprint} for c in pipeline.trials(sweep.settings)]
+        configs = [{**c, "source": fingerprint} for c in pipeline.trials(sweep.settings)]
         todo = [c for c in configs if trial_key(c) not in done]
         total, param_space = len(configs), {}
         tune_config.update(search_alg=explicit_configs(todo), num_samples=len(todo))
@@ -184,7 +185,7 @@ def run_sweep(sweep: Sweep) -> dict:
         n_trials = prepare_study(storage, study_name, "maximize" if search.mode == "max" else "minimize")
         seed = search.seed + n_trials  # a resumed study must not redraw the configurations it already tried
         sampler = optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-        total, param_space = search.num_samples, {**search.fixed, "source": source.fingerprint}
+        total, param_space = search.num_samples, {**search.fixed, "source": fingerprint}
         todo = list(range(max(0, total - len(done))))
         searcher = OptunaSearch(
             space=search.space, metric=search.metric, mode=search.mode, sampler=sampler, study_name=study_name, storage=storage

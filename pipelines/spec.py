@@ -45,6 +45,7 @@ class Pipeline:
     metric: str = "test_acc"
     mode: str = "max"
     label: Callable[[dict], str] = field(default=lambda config: config.get("method", "trial"))
+    needs_source: bool = True  # False: the trainable gets source=None and --data-dir is ignored
 
     @property
     def fields(self) -> dict:
