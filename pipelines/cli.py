@@ -146,7 +146,17 @@ def cmd_download(args) -> int:
 COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
 
 
+def _quiet_libraries() -> None:
+    """Keep MLflow/Alembic/Optuna INFO chatter off the console (errors still show)."""
+    import logging
+
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

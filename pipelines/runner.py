@@ -132,6 +132,24 @@ def explicit_configs(configs: list[dict]):
     return ExplicitConfigs()
 
 
+def finished_only(searcher_class):
+    """``searcher_class`` telling Optuna only trials that reached their final report.
+
+    A trial that ends without ``done`` (interrupted sweep, dead worker) is told
+    FAIL, so the study holds exactly one COMPLETE trial per Parquet row and a
+    resumed sweep samples a replacement. (No scheduler stops trials early here.)
+    """
+
+    class FinishedOnly(searcher_class):
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+            if error or not (result or {}).get("done", False):
+                return super().on_trial_complete(trial_id, None, True)
+            return super().on_trial_complete(trial_id, result, False)
+
+    FinishedOnly.__name__ = f"FinishedOnly{searcher_class.__name__}"
+    return FinishedOnly
+
+
 def _optuna_storage(sweep: Sweep):
     import optuna
 
@@ -179,6 +197,7 @@ def run_sweep(sweep: Sweep) -> dict:
         from ray.tune.search.optuna import OptunaSearch
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = pipeline.search(sweep.settings)
         storage = _optuna_storage(sweep)
         study_name = f"{pipeline.name}/{sweep.id}"
@@ -187,7 +206,7 @@ def run_sweep(sweep: Sweep) -> dict:
         sampler = optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
         total, param_space = search.num_samples, {**search.fixed, "source": fingerprint}
         todo = list(range(max(0, total - len(done))))
-        searcher = OptunaSearch(
+        searcher = finished_only(OptunaSearch)(
             space=search.space, metric=search.metric, mode=search.mode, sampler=sampler, study_name=study_name, storage=storage
         )
         tune_config.update(

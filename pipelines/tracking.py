@@ -6,8 +6,10 @@ sweep reopens its parent run and never logs a finished trial twice.
 """
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pipelines.spec import GensweepError
 
@@ -20,14 +22,26 @@ def default_tracking_uri(results: str) -> str:
     return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
 
 
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with one clear line when an http(s) tracking server does not answer."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise GensweepError(f"cannot reach MLflow tracking server {tracking_uri}: {exc.strerror or exc}") from None
+
+
 class MlflowSweep:
     """A sweep's parent run and the writer of its child runs."""
 
     def __init__(self, tracking_uri: str, pipeline: str, sweep: str, settings: dict):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
-        self._mlflow = mlflow
+        check_reachable(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.pipeline, self.sweep = pipeline, sweep
         try:

@@ -3,8 +3,8 @@
 Config keys (all JSON scalars): ``method``, ``hidden``, ``l2``, ``lr``,
 ``anneal_iters``, ``penalty_weight``, ``seed`` (model init), ``steps``,
 ``eval_every``, ``data_seed`` (domain construction), ``source`` (the source's
-fingerprint) and ``variant`` (``standard``; the covariate-shift variants add
-their own keys). The image source arrives through the object store
+fingerprint) and ``variant`` (``standard``, or the covariate-shift variants ``class``, ``digit``,
+``color``, which add ``shift_p``). The image source arrives through the object store
 (``tune.with_parameters``); domains are built once per worker process and
 reused by every trial that asks for the same (source, variant, data seed).
 """
@@ -14,14 +14,24 @@ from collections import OrderedDict
 from typing import Callable
 
 from core.cmnist import Domains, build_cmnist
+from core.cmnist_shift import build_shifted_cmnist
 from core.data import ImageSource
 from core.train import config_from_dict, train_block
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
 _CACHE_SIZE = 4
 
+
+def _shifted(source: ImageSource, variant: str, config: dict) -> Domains:
+    """Covariate-shift variant domains at ``config["shift_p"]`` (see core.cmnist_shift)."""
+    return build_shifted_cmnist(source, variant, float(config["shift_p"]), int(config["data_seed"]))
+
+
 DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
     "standard": lambda source, config: build_cmnist(source, int(config["data_seed"])),
+    "class": lambda source, config: _shifted(source, "class", config),
+    "digit": lambda source, config: _shifted(source, "digit", config),
+    "color": lambda source, config: _shifted(source, "color", config),
 }
 
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: small image sources and the path to the project's CLI."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.data import ImageSource, load_digits_source
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+GENSWEEP = [sys.executable, "-m", "pipelines.cli"]
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def digits() -> ImageSource:
+    return load_digits_source()
+
+
+@pytest.fixture(scope="session")
+def synthetic_source() -> ImageSource:
+    """60,000 random 28x28 images with uniform digit labels: MNIST-sized, for label/colour statistics."""
+    rng = np.random.default_rng(123)
+    images = rng.integers(1, 256, size=(60000, 28, 28), dtype=np.uint8)
+    return ImageSource("synthetic", images, rng.integers(0, 10, size=60000).astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A real local Ray runtime (2 CPUs, no dashboard), shut down at the end of the module."""
+    import ray
+
+    from pipelines.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
