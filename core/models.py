@@ -47,10 +47,20 @@ def init_block(in_dim: int, hiddens: list[int], seeds: list[int]) -> list[torch.
 
 
 def forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits (K, N, 1) of every model in the block for shared inputs x (N, in)."""
+    """Logits (K, N, 1) of every model in the block for shared inputs x (N, in).
+
+    The first layer of all K models is one matrix product (x is shared); a
+    single model runs as plain fused ``addmm`` products.
+    """
     w1, b1, w2, b2, w3, b3 = params
-    h = torch.relu(torch.matmul(x, w1) + b1)
-    h = torch.relu(torch.baddbmm(b2, h, w2))
+    k, d, width = w1.shape
+    if k == 1:
+        h = torch.addmm(b1[0], x, w1[0]).relu_()
+        h = torch.addmm(b2[0], h, w2[0]).relu_()
+        return torch.addmm(b3[0], h, w3[0]).unsqueeze(0)
+    h = torch.addmm(b1.reshape(1, k * width), x, w1.transpose(0, 1).reshape(d, k * width)).relu_()
+    h = h.view(-1, k, width).transpose(0, 1)
+    h = torch.baddbmm(b2, h, w2).relu_()
     return torch.baddbmm(b3, h, w3)
 
 
