@@ -1,10 +1,10 @@
-"""The CMNIST MLP, stored as a block of K independent models with stacked weights.
+"""The CMNIST MLP, as a block of K independent models trained side by side.
 
 Model k is ``in -> h_k -> h_k -> 1`` with ReLU, Xavier-uniform weights and zero
-biases (IRM reference). A block pads every model to the block's largest hidden
-size H with zero weights; padded units stay exactly zero through training
-(their gradients, Adam moments and L2 terms are all zero), so model k computes
-the same function as if it were trained alone. K = 1 is the ordinary MLP.
+biases (IRM reference). Each model keeps its own tensors at its own size (no
+padding); since the input is shared, the first layers of all K models run as
+one matrix product over their concatenated weights, and the rest per model.
+K = 1 is the ordinary MLP, computed with fused ``addmm`` products.
 """
 from __future__ import annotations
 
@@ -30,40 +30,33 @@ def _xavier(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.Tens
     return (torch.rand(fan_in, fan_out, generator=generator) * 2 - 1) * bound
 
 
-def init_block(in_dim: int, hiddens: list[int], seeds: list[int]) -> list[torch.Tensor]:
-    """Stacked parameters [W1 (K,in,H), b1 (K,1,H), W2 (K,H,H), b2 (K,1,H), W3 (K,H,1), b3 (K,1,1)].
-
-    Model k is initialised from ``seeds[k]`` alone, independent of the block.
-    """
-    k, width = len(hiddens), max(hiddens)
-    w1, w2, w3 = torch.zeros(k, in_dim, width), torch.zeros(k, width, width), torch.zeros(k, width, 1)
-    for i, (h, seed) in enumerate(zip(hiddens, seeds)):
-        g = torch.Generator().manual_seed(int(seed))
-        w1[i, :, :h] = _xavier(in_dim, h, g)
-        w2[i, :h, :h] = _xavier(h, h, g)
-        w3[i, :h, :] = _xavier(h, 1, g)
-    b1, b2, b3 = torch.zeros(k, 1, width), torch.zeros(k, 1, width), torch.zeros(k, 1, 1)
-    return [w1, b1, w2, b2, w3, b3]
+def init_model(in_dim: int, hidden: int, seed: int) -> list[torch.Tensor]:
+    """[W1 (in,h), b1 (1,h), W2 (h,h), b2 (1,h), W3 (h,1), b3 (1,1)] initialised from ``seed`` alone."""
+    g = torch.Generator().manual_seed(int(seed))
+    w1, w2, w3 = _xavier(in_dim, hidden, g), _xavier(hidden, hidden, g), _xavier(hidden, 1, g)
+    return [w1, torch.zeros(1, hidden), w2, torch.zeros(1, hidden), w3, torch.zeros(1, 1)]
 
 
-def forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits (K, N, 1) of every model in the block for shared inputs x (N, in).
-
-    The first layer of all K models is one matrix product (x is shared); a
-    single model runs as plain fused ``addmm`` products.
-    """
-    w1, b1, w2, b2, w3, b3 = params
-    k, d, width = w1.shape
-    if k == 1:
-        h = torch.addmm(b1[0], x, w1[0]).relu_()
-        h = torch.addmm(b2[0], h, w2[0]).relu_()
-        return torch.addmm(b3[0], h, w3[0]).unsqueeze(0)
-    h = torch.addmm(b1.reshape(1, k * width), x, w1.transpose(0, 1).reshape(d, k * width)).relu_()
-    h = h.view(-1, k, width).transpose(0, 1)
-    h = torch.baddbmm(b2, h, w2).relu_()
-    return torch.baddbmm(b3, h, w3)
+def init_block(in_dim: int, hiddens: list[int], seeds: list[int]) -> list[list[torch.Tensor]]:
+    """One parameter list per model (see :func:`init_model`); model k depends on ``seeds[k]`` only."""
+    return [init_model(in_dim, h, s) for h, s in zip(hiddens, seeds)]
 
 
-def squared_norm(params: list[torch.Tensor]) -> torch.Tensor:
+def forward(block: list[list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    """Logits (K, N, 1) of every model in the block for shared inputs x (N, in)."""
+    if len(block) == 1:
+        w1, b1, w2, b2, w3, b3 = block[0]
+        h = torch.addmm(b1, x, w1).relu_()
+        h = torch.addmm(b2, h, w2).relu_()
+        return torch.addmm(b3, h, w3).unsqueeze(0)
+    first = torch.addmm(torch.cat([p[1] for p in block], 1), x, torch.cat([p[0] for p in block], 1)).relu_()
+    outputs = []
+    for h, (_, _, w2, b2, w3, b3) in zip(first.split([p[0].shape[1] for p in block], dim=1), block):
+        h = torch.addmm(b2, h, w2).relu_()
+        outputs.append(torch.addmm(b3, h, w3))
+    return torch.stack(outputs)
+
+
+def squared_norm(block: list[list[torch.Tensor]]) -> torch.Tensor:
     """Per-model sum of squared parameters, (K,) (the explicit L2 term)."""
-    return sum(p.pow(2).flatten(1).sum(dim=1) for p in params)
+    return torch.stack([sum(p.pow(2).sum() for p in params) for params in block])

@@ -18,8 +18,8 @@ from core.train import ModelConfig
 
 
 def reference_mlp(in_dim: int, config: ModelConfig) -> nn.Sequential:
-    """The reference MLP, initialised from the same weights :func:`core.models.init_block` gives model 0."""
-    w1, b1, w2, b2, w3, b3 = (p[0] for p in models.init_block(in_dim, [config.hidden], [config.seed]))
+    """The reference MLP, initialised from the same weights as :func:`core.models.init_model`."""
+    w1, b1, w2, b2, w3, b3 = models.init_model(in_dim, config.hidden, config.seed)
     lin1, lin2, lin3 = nn.Linear(in_dim, config.hidden), nn.Linear(config.hidden, config.hidden), nn.Linear(config.hidden, 1)
     with torch.no_grad():
         for lin, w, b in ((lin1, w1, b1), (lin2, w2, b2), (lin3, w3, b3)):

@@ -2,8 +2,9 @@
 
 One call trains a block of K models (K = 1 for a single configuration), each
 with its own hidden size, seed, learning rate, L2 weight, penalty weight and
-anneal step; models never interact (stacked weights, element-wise Adam), so a
-model's numbers do not depend on the block it was trained in.
+anneal step; models never interact (separate tensors, a loss that is a sum of
+per-model losses, per-model Adam), so a model's numbers do not depend on the
+block it was trained in.
 
 Metrics at step s are computed on the forward pass of step s, before its
 update, exactly as the IRM reference prints them; the test domains are only
@@ -41,15 +42,15 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def adam_step(params, grads, m, v, step: int, lr: torch.Tensor) -> None:
-    """One torch.optim.Adam update (default betas and eps) with a learning rate per model (K,)."""
+def adam_step(params: list[torch.Tensor], grads, m, v, step: int, lr: float) -> None:
+    """One torch.optim.Adam update (default betas and eps) of one model's tensors."""
     b1, b2 = ADAM_BETAS
     bc1, bc2 = 1 - b1**step, 1 - b2**step
     for p, g, mi, vi in zip(params, grads, m, v):
         mi.mul_(b1).add_(g, alpha=1 - b1)
         vi.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (vi.sqrt() / bc2**0.5).add_(ADAM_EPS)
-        p.sub_(lr.view(-1, *([1] * (p.dim() - 1))) / bc1 * mi / denom)
+        p.addcdiv_(mi, denom, value=-lr / bc1)
 
 
 def _domain_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -96,23 +97,24 @@ def train_block(
     tests = [(d.name, models.flatten_inputs(d.x, grayscale).to(device), d.y.to(device)) for d in domains.test]
 
     k = len(configs)
-    params = models.init_block(models.input_dim(channels, grayscale), [c.hidden for c in configs], [c.seed for c in configs])
-    params = [p.to(device).requires_grad_() for p in params]
-    m_state = [torch.zeros_like(p) for p in params]
-    v_state = [torch.zeros_like(p) for p in params]
+    block = models.init_block(models.input_dim(channels, grayscale), [c.hidden for c in configs], [c.seed for c in configs])
+    block = [[p.to(device).requires_grad_() for p in params] for params in block]
+    flat = [p for params in block for p in params]
+    m_state, v_state = [torch.zeros_like(p) for p in flat], [torch.zeros_like(p) for p in flat]
     as_vec = lambda name: torch.tensor([getattr(c, name) for c in configs], dtype=torch.float32, device=device)  # noqa: E731
-    lr, l2, pw, anneal = as_vec("lr"), as_vec("l2"), as_vec("penalty_weight"), as_vec("anneal_iters")
+    l2, pw, anneal = as_vec("l2"), as_vec("penalty_weight"), as_vec("anneal_iters")
+    n_params = len(block[0])
 
     final: list[dict[str, float]] = []
     for step in range(steps):
-        logits = models.forward(params, x_train).split(sizes, dim=1)
+        logits = models.forward(block, x_train).split(sizes, dim=1)
         per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
         risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
         irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
         loss, penalty = training_loss(
-            method, risks, irm, models.squared_norm(params), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal
+            method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal
         )
-        grads = torch.autograd.grad(loss.sum(), params)
+        grads = torch.autograd.grad(loss.sum(), flat)
 
         if step % eval_every == 0 or step == steps - 1:
             metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
@@ -125,7 +127,7 @@ def train_block(
             with torch.no_grad():
                 test_acc, test_nll = [], []
                 for name, x, y in tests:
-                    values = _domain_metrics(models.forward(params, x), y)
+                    values = _domain_metrics(models.forward(block, x), y)
                     metrics.update({f"{name}_{key}": value for key, value in values.items()})
                     test_acc.append(values["acc"])
                     test_nll.append(values["nll"])
@@ -138,7 +140,9 @@ def train_block(
                 on_eval(step, final)
 
         with torch.no_grad():
-            adam_step(params, grads, m_state, v_state, step + 1, lr)
+            for i, config in enumerate(configs):
+                part = slice(i * n_params, (i + 1) * n_params)
+                adam_step(flat[part], grads[part], m_state[part], v_state[part], step + 1, config.lr)
     return final
 
 
