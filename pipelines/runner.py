@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data import ImageSource, load_source
+from pipelines.block_search import block_searcher, make_sampler, study_names
 from pipelines.runtime import init_ray, trial_resources
 from pipelines.spec import GensweepError, Pipeline, sweep_id, trial_key
 from pipelines.store import ResultStore
@@ -48,8 +49,24 @@ def _metrics(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in TUNE_KEYS and not isinstance(v, dict)}
 
 
+def units(config: dict) -> list[dict]:
+    """The configurations a trial trains: the config itself, or each block entry merged over the shared keys."""
+    if "block" not in config:
+        return [config]
+    shared = {k: v for k, v in config.items() if k != "block"}
+    return [{**shared, **entry} for entry in config["block"]]
+
+
+def unit_rows(result: dict, n: int) -> list[dict]:
+    """Per-configuration metrics of one reported result (blocks report ``models``)."""
+    if "models" in result:
+        step = result.get("step")
+        return [{"step": step, **row} for row in result["models"]]
+    return [_metrics(result)] * n
+
+
 def make_sink_callback(sweep: Sweep, store: ResultStore, tracking: MlflowSweep, total: int, already: int):
-    """The driver-side Tune callback: MLflow child run + Parquet row per finished trial, and progress lines."""
+    """The driver-side Tune callback: per finished configuration an MLflow child run and a Parquet row; progress."""
     from ray import tune
 
     pipeline = sweep.pipeline
@@ -61,31 +78,38 @@ def make_sink_callback(sweep: Sweep, store: ResultStore, tracking: MlflowSweep, 
             self.best: tuple[float, str] | None = None
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            row = _metrics(result)
-            self.curves.setdefault(trial.trial_id, {})[int(row.get("step", result["training_iteration"]))] = row
+            step = int(result.get("step", result["training_iteration"]))
+            self.curves.setdefault(trial.trial_id, {})[step] = result
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            config, final = dict(trial.config), _metrics(trial.last_result or {})
-            curve = [row for _, row in sorted(self.curves.pop(trial.trial_id, {}).items())]
-            if not final:
+            last = trial.last_result or {}
+            results = [result for _, result in sorted(self.curves.pop(trial.trial_id, {}).items())]
+            if not last.get("done"):
                 return
-            key, label = trial_key(config), pipeline.label(config)
-            tracking.log_trial(key, label, config, curve, final)
-            row = {**config, **final, "label": label, "config_json": _json(config)}
-            row["wall_s"] = float((trial.last_result or {}).get("time_total_s", 0.0))
-            store.write_trial(pipeline.name, sweep.id, key, row, curve)
-            self.done += 1
-            value = final.get(pipeline.metric)
-            if value is not None:
-                better = self.best is None or (value > self.best[0] if pipeline.mode == "max" else value < self.best[0])
-                if better:
-                    self.best = (value, label)
-            self._print(f"{label}: {pipeline.metric}={_fmt(value)}")
+            configs = units(dict(trial.config))
+            curves = list(zip(*[unit_rows(r, len(configs)) for r in results])) or [[] for _ in configs]
+            finals = unit_rows(last, len(configs))
+            for config, final, curve in zip(configs, finals, curves):
+                key, label = trial_key(config), pipeline.label(config)
+                tracking.log_trial(key, label, config, list(curve), final)
+                row = {**{k: v for k, v in config.items()}, **final, "label": label, "config_json": _json(config)}
+                row.update(wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"))
+                store.write_trial(pipeline.name, sweep.id, key, row, list(curve))
+                self.done += 1
+                self._track_best(final.get(pipeline.metric), label)
+            self._print(f"{pipeline.label(configs[-1])}" + (f" (+{len(configs) - 1} in block)" if len(configs) > 1 else "")
+                        + f": {pipeline.metric}={_fmt(finals[-1].get(pipeline.metric))}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.curves.pop(trial.trial_id, None)
             self.failed += 1
-            self._print(f"{pipeline.label(trial.config)}: FAILED (see {trial.local_path})")
+            self._print(f"{pipeline.label(units(trial.config)[0])}: FAILED (see {trial.local_path})")
+
+        def _track_best(self, value, label: str) -> None:
+            if value is None:
+                return
+            if self.best is None or (value > self.best[0] if pipeline.mode == "max" else value < self.best[0]):
+                self.best = (value, label)
 
         def _print(self, last: str) -> None:
             if sweep.quiet:
@@ -171,8 +195,70 @@ def prepare_study(storage, study_name: str, direction: str) -> int:
     return len(study.get_trials(deepcopy=False))
 
 
+@dataclass
+class Phase:
+    """One Tuner run of a sweep: a trainable, its searcher, how many configurations it still owes."""
+
+    name: str
+    trainable: object
+    search_alg: object
+    num_samples: int
+    todo: int
+    param_space: dict = field(default_factory=dict)
+    max_concurrent: int = 0
+    keys: set[str] = field(default_factory=set)  # grid phases: every configuration's key, to check completion
+
+
+def _grid_phase(pipeline: Pipeline, settings: dict, fingerprint: str, done: set[str]) -> tuple[Phase, int]:
+    configs = [{**c, "source": fingerprint} for c in pipeline.trials(settings)]
+    todo = []
+    for config in configs:  # drop finished configurations; blocks keep their unfinished entries
+        if "block" in config:
+            left = [entry for entry, unit in zip(config["block"], units(config)) if trial_key(unit) not in done]
+            if left:
+                todo.append({**config, "block": left})
+        elif trial_key(config) not in done:
+            todo.append(config)
+    keys = {trial_key(unit) for config in configs for unit in units(config)}
+    phase = Phase("grid", pipeline.trainable, explicit_configs(todo), len(todo), sum(len(units(c)) for c in todo), keys=keys)
+    return phase, len(keys)
+
+
+def _search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, done: set[str]) -> tuple[Phase, int]:
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = pipeline.search(sweep.settings)
+    storage = _optuna_storage(sweep)
+    study_name = f"{pipeline.name}/{sweep.id}"
+    n_trials = prepare_study(storage, study_name, "maximize" if search.mode == "max" else "minimize")
+    sampler = make_sampler(search.sampler, search.seed + n_trials)  # a resumed study must not redraw old configurations
+    todo = max(0, search.num_samples - len(done))
+    searcher = finished_only(OptunaSearch)(
+        space=search.space, metric=search.metric, mode=search.mode, sampler=sampler, study_name=study_name, storage=storage
+    )
+    phase = Phase("search", pipeline.trainable, searcher, todo, todo, {**search.fixed, "source": fingerprint}, _max_concurrent(sweep))
+    return phase, search.num_samples
+
+
+def _block_search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, store: ResultStore) -> tuple[Phase, int]:
+    search = pipeline.block_search(sweep.settings)
+    prefix = f"{pipeline.name}/{sweep.id}/"
+    names = study_names(search, prefix)
+    rows = store.read("trials", pipeline.name, sweep.id)
+    counts = rows["study"].value_counts().to_dict() if not rows.empty and "study" in rows else {}
+    remaining = {name: max(0, search.budget - int(counts.get(name, 0))) for name in names}
+    searcher = block_searcher(search, _optuna_storage(sweep), remaining, {"source": fingerprint}, prefix)
+    todo = sum(remaining.values())
+    trainable = pipeline.block_trainable or pipeline.trainable
+    return Phase("search", trainable, searcher, -1 if todo else 0, todo, {}, _max_concurrent(sweep)), search.budget * len(names)
+
+
 def run_sweep(sweep: Sweep) -> dict:
-    """Run (or resume) a sweep to completion; return a summary dict (sweep id, counts, paths)."""
+    """Run (or resume) a sweep to completion; return a summary dict (sweep id, counts, paths).
+
+    A pipeline's grid (``trials``) runs first, then its search (``search`` or
+    ``block_search``), each as one Tuner; configurations with a Parquet row are skipped.
+    """
     pipeline = sweep.pipeline
     store = ResultStore.open(sweep.results)
     store.check_writable()
@@ -183,63 +269,68 @@ def run_sweep(sweep: Sweep) -> dict:
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
     )
     done = store.finished_keys(pipeline.name, sweep.id)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(sweep.address, sweep.num_cpus)
+
+    phases, total = [], 0
+    if pipeline.trials is not None:
+        phase, n = _grid_phase(pipeline, sweep.settings, fingerprint, done)
+        phases.append(phase)
+        total += n
+    if pipeline.search is not None:
+        phase, n = _search_phase(pipeline, sweep, fingerprint, done)
+        phases.append(phase)
+        total += n
+    if pipeline.block_search is not None:
+        phase, n = _block_search_phase(pipeline, sweep, fingerprint, store)
+        phases.append(phase)
+        total += n
+    todo = sum(p.todo for p in phases)
+
+    summary = {"pipeline": pipeline.name, "sweep": sweep.id, "total": total, "skipped": total - todo, "results": sweep.results}
+    if not sweep.quiet:
+        print(f"[{pipeline.name}] sweep {sweep.id}: {todo} of {total} configurations to run ({total - todo} already done)", flush=True)
+    if not todo:
+        tracking.finish("FINISHED")
+        return {**summary, "ran": 0, "failed": 0, "finished": total, "complete": True}
 
     from ray import tune
 
-    tune_config: dict = {"reuse_actors": True}
-    if pipeline.trials is not None:
-        configs = [{**c, "source": fingerprint} for c in pipeline.trials(sweep.settings)]
-        todo = [c for c in configs if trial_key(c) not in done]
-        total, param_space = len(configs), {}
-        tune_config.update(search_alg=explicit_configs(todo), num_samples=len(todo))
-    else:
-        from ray.tune.search.optuna import OptunaSearch
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        search = pipeline.search(sweep.settings)
-        storage = _optuna_storage(sweep)
-        study_name = f"{pipeline.name}/{sweep.id}"
-        n_trials = prepare_study(storage, study_name, "maximize" if search.mode == "max" else "minimize")
-        seed = search.seed + n_trials  # a resumed study must not redraw the configurations it already tried
-        sampler = optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-        total, param_space = search.num_samples, {**search.fixed, "source": fingerprint}
-        todo = list(range(max(0, total - len(done))))
-        searcher = finished_only(OptunaSearch)(
-            space=search.space, metric=search.metric, mode=search.mode, sampler=sampler, study_name=study_name, storage=storage
-        )
-        tune_config.update(
-            search_alg=searcher, num_samples=len(todo), max_concurrent_trials=max(1, int(_cluster_cpus()))
-        )
-
-    summary = {"pipeline": pipeline.name, "sweep": sweep.id, "total": total, "skipped": total - len(todo), "results": sweep.results}
-    if not sweep.quiet:
-        print(f"[{pipeline.name}] sweep {sweep.id}: {len(todo)} of {total} trials to run ({total - len(todo)} already done)", flush=True)
-    if not todo:
-        tracking.finish("FINISHED")
-        return {**summary, "ran": 0, "failed": 0}
-
     resources = trial_resources(sweep.settings.get("cpus_per_trial", 1), sweep.settings.get("gpus_per_trial", 0.0))
-    trainable = tune.with_resources(tune.with_parameters(pipeline.trainable, source=source), resources)
-    sink = make_sink_callback(sweep, store, tracking, total, total - len(todo))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(**tune_config),
-        run_config=tune.RunConfig(
-            name=sweep.id,
-            storage_path=str(Path(sweep.results, "tune").resolve()) if "://" not in sweep.results else f"{sweep.results}/tune",
-            callbacks=[sink],
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=int(sweep.settings.get("max_failures", 2))),
-        ),
-    )
-    tuner.fit()
+    sink = make_sink_callback(sweep, store, tracking, total, total - todo)
+    storage_path = str(Path(sweep.results, "tune").resolve()) if "://" not in sweep.results else f"{sweep.results}/tune"
+    for phase in phases:
+        if phase.todo == 0:
+            continue
+        trainable = tune.with_resources(tune.with_parameters(phase.trainable, source=source), resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=phase.param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=phase.search_alg, num_samples=phase.num_samples, reuse_actors=True,
+                max_concurrent_trials=phase.max_concurrent or None,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{sweep.id}-{phase.name}",
+                storage_path=storage_path,
+                callbacks=[sink],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=int(sweep.settings.get("max_failures", 2))),
+            ),
+        )
+        tuner.fit()
+        if not phase.keys <= store.finished_keys(pipeline.name, sweep.id):
+            break  # interrupted or failed: later phases wait for the next run
     finished = len(store.finished_keys(pipeline.name, sweep.id))
     complete = finished >= total
     tracking.finish("FINISHED" if complete else "KILLED")
-    return {**summary, "ran": sink.done - (total - len(todo)), "failed": sink.failed, "finished": finished, "complete": complete}
+    return {**summary, "ran": sink.done - (total - todo), "failed": sink.failed, "finished": finished, "complete": complete}
+
+
+def _max_concurrent(sweep: Sweep) -> int:
+    return max(1, int(_cluster_cpus() // max(1e-9, sweep.settings.get("cpus_per_trial", 1))))
 
 
 def _cluster_cpus() -> float:

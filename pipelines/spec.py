@@ -40,7 +40,9 @@ class Pipeline:
     presets: dict[str, dict]
     trainable: Callable  # the task's trainable, called as trainable(config, source=...)
     trials: Callable[[dict], list[dict]] | None = None  # grid pipelines
-    search: Callable[[dict], Search] | None = None  # search pipelines
+    search: Callable[[dict], Search] | None = None  # search pipelines (one Optuna study, one config per trial)
+    block_search: Callable[[dict], Any] | None = None  # many studies searched in blocks (pipelines.block_search)
+    block_trainable: Callable | None = None  # trainable of block configs, when it differs from ``trainable``
     report: Callable[[Any, Any, str], str] | None = None  # (trials, curves, out_dir) -> markdown
     metric: str = "test_acc"
     mode: str = "max"

@@ -66,6 +66,33 @@ def run_cmnist(config: dict, source: ImageSource, report: Callable[[dict], None]
     )[0]
 
 
+def run_cmnist_block(config: dict, source: ImageSource, report: Callable[[dict], None]) -> list[dict]:
+    """Train the K configurations of ``config["block"]`` together (one set of domains, one method).
+
+    Each block entry holds one configuration's own keys (hidden, l2, lr,
+    anneal_iters, penalty_weight, seed, ...); the other keys of ``config`` are
+    shared. ``report`` receives ``{"step", "done", "models": [metrics per configuration]}``.
+    """
+    steps = int(config["steps"])
+    shared = {k: v for k, v in config.items() if k != "block"}
+    configs = [config_from_dict({**shared, **entry}) for entry in config["block"]]
+
+    def on_eval(step: int, rows: list[dict]) -> None:
+        report({"step": step, "done": step == steps - 1, "models": rows})
+
+    return train_block(
+        domains_for(source, config), config["method"], configs, steps=steps,
+        eval_every=int(config.get("eval_every", 100)), on_eval=on_eval,
+    )
+
+
+def cmnist_block_trainable(config: dict, source: ImageSource) -> None:
+    """Ray Tune trainable for a block of configurations (see :func:`run_cmnist_block`)."""
+    from ray import tune
+
+    run_cmnist_block(config, source, tune.report)
+
+
 def cmnist_trainable(config: dict, source: ImageSource) -> None:
     """Ray Tune function trainable (use with ``tune.with_parameters(cmnist_trainable, source=...)``)."""
     from ray import tune

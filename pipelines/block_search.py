@@ -1,0 +1,116 @@
+"""Many Optuna studies searched in blocks: one Tune trial trains K configurations at once.
+
+Each *setting* (e.g. one (variant, p, method) of rex-vs-irm) has its own
+Optuna study in the results' RDB storage and a budget of configurations. The
+searcher asks a study for up to K trials, hands Tune one block trial holding
+them, and tells the study each configuration's value when the block finishes.
+A block that fails or is interrupted is told FAIL and its configurations are
+sampled again, so every study ends with exactly ``budget`` COMPLETE trials,
+one per Parquet row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class BlockSearch:
+    """What to search: settings (shared config of each study), space, budget per study, block size."""
+
+    settings: list[dict]
+    study_name: Callable[[dict], str]  # readable, unique per setting
+    space: Callable[[Any], dict]  # define-by-run: suggests on an Optuna trial, returns derived values
+    budget: int
+    block_size: int
+    metric: str
+    mode: str = "max"
+    sampler: str = "random"  # or "tpe"
+    seed: int = 0
+
+
+def make_sampler(kind: str, seed: int):
+    """Optuna's RandomSampler or TPESampler with ``seed``."""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {kind!r} (choose from random, tpe)")
+
+
+def open_study(storage, name: str, direction: str, sampler_kind: str, seed: int):
+    """Create or load a study; trials a crash left RUNNING become FAIL.
+
+    The sampler's seed is offset by the trials the study already has, so a
+    resumed study does not draw the configurations it already tried again.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    n_trials = len(study.get_trials(deepcopy=False))
+    return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_kind, seed + n_trials))
+
+
+def study_names(search: BlockSearch, prefix: str) -> list[str]:
+    """The full study name of each setting, in order."""
+    return [prefix + search.study_name(setting) for setting in search.settings]
+
+
+def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shared: dict, prefix: str):
+    """A Tune Searcher yielding block configs ``{**setting, **shared, "study": name, "block": [...]}``.
+
+    ``remaining[name]`` is how many configurations each study (named
+    ``prefix + study_name(setting)``) still needs.
+    """
+    from optuna.trial import TrialState
+    from ray.tune.search import Searcher
+
+    direction = "maximize" if search.mode == "max" else "minimize"
+    entries = []
+    for i, (setting, name) in enumerate(zip(search.settings, study_names(search, prefix))):
+        if remaining.get(name, 0) > 0:
+            study = open_study(storage, name, direction, search.sampler, search.seed + 1000 * i)
+            entries.append({"name": name, "setting": setting, "study": study, "left": remaining[name]})
+
+    class OptunaBlockSearcher(Searcher):
+        def __init__(self):
+            super().__init__()  # blocks report per-model metrics; the study reads them itself
+            self.live: dict[str, tuple[dict, list]] = {}
+
+        def suggest(self, trial_id: str):
+            entry = next((e for e in entries if e["left"] > 0), None)
+            if entry is None:
+                return None if self.live else Searcher.FINISHED
+            k = min(search.block_size, entry["left"])
+            entry["left"] -= k
+            trials, block = [], []
+            for _ in range(k):
+                trial = entry["study"].ask()
+                derived = search.space(trial)
+                trials.append(trial)
+                block.append({**trial.params, **derived, "seed": trial.number, "optuna_trial": trial.number})
+            self.live[trial_id] = (entry, trials)
+            return {**entry["setting"], **shared, "study": entry["name"], "block": block}
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+            entry, trials = self.live.pop(trial_id)
+            if error or not (result or {}).get("done"):
+                for trial in trials:
+                    entry["study"].tell(trial, state=TrialState.FAIL)
+                entry["left"] += len(trials)
+                return
+            for trial, row in zip(trials, result["models"]):
+                entry["study"].tell(trial, row[search.metric])
+
+        def save(self, checkpoint_path: str):
+            pass  # the studies live in RDB storage; a resumed sweep reopens them
+
+        def restore(self, checkpoint_path: str):
+            pass
+
+    return OptunaBlockSearcher()
