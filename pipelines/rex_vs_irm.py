@@ -32,7 +32,7 @@ COMMON = dict(
     gpus_per_trial=0.25, max_failures=2,
 )
 PRESETS = {
-    "smoke": dict(COMMON, ps=[0.1, 0.3], restarts=3, num_samples=4, block_size=4, steps=201, eval_every=50),
+    "smoke": dict(COMMON, ps=[0.1, 0.3], restarts=3, num_samples=4, block_size=8, steps=201, eval_every=50),
     "paper": dict(COMMON, ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], restarts=3, num_samples=340, block_size=8, steps=501, eval_every=100),
 }
 
@@ -58,6 +58,9 @@ def _settings(settings: dict, stage: str) -> list[dict]:
 
 def trials(settings: dict) -> list[dict]:
     """Stage 1: one block per (variant, p, method) holding ``restarts`` seeds at IRM's hyperparameters."""
+    if settings["restarts"] < 1:
+        _settings(settings, "fixed")  # still validate
+        return []
     return [
         {**setting, "study": "", "block": [dict(IRM_HPARAMS, seed=seed) for seed in range(settings["restarts"])]}
         for setting in _settings(settings, "fixed")

@@ -1,0 +1,68 @@
+"""rex-vs-irm: the grid of fixed-hyperparameter blocks, and a block search that resumes to its exact budget."""
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import GENSWEEP, ROOT
+from pipelines import rex_vs_irm
+from pipelines.spec import GensweepError, resolve_settings
+from pipelines.store import ResultStore
+
+BUDGET = 6
+SETTINGS = ["variants=class", "ps=0.1", "methods=irm,vrex", "restarts=2", f"num_samples={BUDGET}", "block_size=2", "steps=101", "eval_every=50"]
+
+
+def test_stage_one_blocks_and_validation():
+    settings = resolve_settings(rex_vs_irm.PIPELINE, "paper", [])
+    blocks = rex_vs_irm.trials(settings)
+    assert len(blocks) == 3 * 6 * 4 and all(len(b["block"]) == 3 for b in blocks)
+    assert {b["block"][0]["hidden"] for b in blocks} == {390}  # IRM's published hyperparameters
+    search = rex_vs_irm.block_search(settings)
+    assert len(search.settings) == 72 and search.budget == 340 and search.study_name(search.settings[0]) == "class/p=0.0/erm"
+    with pytest.raises(GensweepError, match="unknown variant"):
+        rex_vs_irm.trials(dict(settings, variants=["shape"]))
+    with pytest.raises(GensweepError, match="bad p 0.7"):
+        rex_vs_irm.trials(dict(settings, ps=[0.7]))
+
+
+def _rows(results):
+    return ResultStore.open(str(results)).read("trials", "rex-vs-irm")
+
+
+def test_interrupted_block_search_resumes_to_exact_budget(tmp_path):
+    results = tmp_path / "results"
+    command = GENSWEEP + ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]
+    for item in SETTINGS:
+        command += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 300
+    while first.poll() is None and time.time() < deadline:
+        trial_dir = results / "parquet" / "trials"
+        if trial_dir.exists() and len(list(trial_dir.rglob("*.parquet"))) >= 4 + 2:  # stage 1 (4) + a search block
+            break
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    first.wait(timeout=120)
+    interrupted = _rows(results)
+    assert len(interrupted) < 4 + 2 * BUDGET, (tmp_path / "first.log").read_text()
+
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    rows = _rows(results)
+    assert rows["trial_key"].is_unique and len(rows) == 4 + 2 * BUDGET
+    assert rows[rows["stage"] == "fixed"].groupby("method").size().to_dict() == {"irm": 2, "vrex": 2}
+    search = rows[rows["stage"] == "search"]
+    assert search.groupby("study").size().tolist() == [BUDGET, BUDGET]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
+    for summary in optuna.get_all_study_summaries(storage):
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+        assert sum(t.state == TrialState.COMPLETE for t in trials) == BUDGET
+        assert not any(t.state == TrialState.RUNNING for t in trials)
+        assert summary.study_name.endswith(("class/p=0.1/irm", "class/p=0.1/vrex"))
