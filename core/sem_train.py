@@ -26,7 +26,8 @@ to its epsilon); reg = 0 (pure penalty) is w = inf, i.e. loss = penalty. By
 default (``penalty_weight < 0``) the reference's grid reg in {0, 1e-5, 1e-4,
 1e-3, 1e-2, 1e-1} is trained and the model with the lowest validation MSE is
 kept (first in grid order on ties); the grid's models are trained together as
-one stacked block with element-wise Adam, so they never interact.
+one stacked block with element-wise Adam (torch.optim.Adam, default betas
+and eps, as the reference), so they never interact.
 
 Risks are computed from per-domain second moments (R_e(beta) = beta^T A_e beta
 - 2 beta^T b_e + c_e with A_e = X^T X / n, b_e = X^T y / n, c_e = y^T y / n),
@@ -35,6 +36,7 @@ which is exactly the mean squared error without touching the samples each step.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -43,7 +45,6 @@ import torch
 
 from core.objectives import mmrex_penalty, penalty_weight_at, vrex_penalty
 from core.sem import Domain
-from core.train import adam_step
 
 METHODS = ("erm", "irm", "vrex", "mmrex")
 REFERENCE_REGS: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -109,13 +110,13 @@ def moments(domains: Sequence[Domain]) -> Moments:
 
 def domain_risks(beta: torch.Tensor, m: Moments) -> torch.Tensor:
     """Mean squared error of each model (rows of ``beta``, (G, p)) on each domain: (G, E)."""
-    quad = torch.einsum("gi,eij,gj->ge", beta, m.gram, beta)
+    quad = ((beta @ m.gram) * beta).sum(dim=-1).T  # (E, G, p) -> (G, E)
     return quad - 2.0 * beta @ m.cross.T + m.sq
 
 
 def risk_gradients(beta: torch.Tensor, m: Moments) -> torch.Tensor:
     """d R_e / d beta = 2 (A_e beta - b_e) for each model and domain: (G, E, p)."""
-    return 2.0 * (torch.einsum("eij,gj->gei", m.gram, beta) - m.cross)
+    return 2.0 * ((beta @ m.gram).transpose(0, 1) - m.cross)  # gram is symmetric: A_e beta = beta A_e
 
 
 def irm_penalties(beta: torch.Tensor, phi: torch.Tensor | None, m: Moments, dummy: str = "vector") -> torch.Tensor:
@@ -129,9 +130,9 @@ def irm_penalties(beta: torch.Tensor, phi: torch.Tensor | None, m: Moments, dumm
     if dummy == "vector":
         if phi is None:
             raise ValueError("the vector dummy needs the matrix Phi")
-        return torch.einsum("gij,gei->gej", phi, grads).pow(2).mean(dim=-1)
+        return (grads @ phi).pow(2).mean(dim=-1)  # row e of grads @ Phi is (Phi^T grad R_e)^T
     if dummy == "scalar":
-        return torch.einsum("gi,gei->ge", beta, grads).pow(2)
+        return (grads * beta.unsqueeze(1)).sum(dim=-1).pow(2)
     raise ValueError(f"unknown IRM dummy {dummy!r} (choose from {', '.join(IRM_DUMMIES)})")
 
 
@@ -190,6 +191,22 @@ def _select(beta: torch.Tensor, penalty: torch.Tensor, weights: Sequence[float],
     )
 
 
+@contextmanager
+def single_thread():
+    """Run torch on one intra-op thread, restoring the previous count on exit.
+
+    The solvers' tensors are tiny (dim x dim); on a busy machine multi-threaded
+    batched matmuls of that size are several hundred times slower than one thread
+    (the IRM code also calls ``torch.set_num_threads(1)``).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def fit_penalized(
     method: str, domains: Sequence[Domain], config: SolverConfig, on_eval: Callable[[int, LinearFit], None] | None = None,
 ) -> LinearFit:
@@ -198,6 +215,13 @@ def fit_penalized(
     ``on_eval(step, fit)`` receives the currently selected model after ``step``
     updates, every ``config.eval_every`` steps and after the last one.
     """
+    with single_thread():
+        return _fit_penalized(method, domains, config, on_eval)
+
+
+def _fit_penalized(
+    method: str, domains: Sequence[Domain], config: SolverConfig, on_eval: Callable[[int, LinearFit], None] | None,
+) -> LinearFit:
     check_method(method)
     if method == "erm":
         raise ValueError("ERM is solved in closed form: use least_squares")
@@ -213,8 +237,7 @@ def fit_penalized(
         param = torch.eye(p, dtype=DTYPE).repeat(g, 1, 1).requires_grad_()  # Phi; beta = Phi @ ones
     else:
         param = torch.ones(g, p, dtype=DTYPE).requires_grad_()  # beta itself
-    m_state, v_state = [torch.zeros_like(param)], [torch.zeros_like(param)]
-    lr = torch.full((g,), float(config.lr), dtype=DTYPE)
+    optimizer = torch.optim.Adam([param], lr=float(config.lr))  # element-wise: the block's models stay independent
 
     def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         beta = param.sum(dim=-1) if method == "irm" else param
@@ -226,10 +249,9 @@ def fit_penalized(
     for step in range(steps):
         _, risks, penalty = forward()
         w = penalty_weight_at(step, weight_tensor, config.anneal_iters)
-        loss = combine(risks, penalty, w).sum()
-        (grad,) = torch.autograd.grad(loss, [param])
-        with torch.no_grad():
-            adam_step([param], [grad], m_state, v_state, step + 1, lr)
+        optimizer.zero_grad(set_to_none=True)
+        combine(risks, penalty, w).sum().backward()
+        optimizer.step()
         done = step + 1
         if on_eval is not None and done % every == 0 and done != steps:
             beta, _, penalty = forward()
