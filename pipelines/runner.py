@@ -297,6 +297,7 @@ def run_sweep(sweep: Sweep) -> dict:
         return {**summary, "ran": 0, "failed": 0, "finished": total, "complete": True}
 
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     resources = trial_resources(sweep.settings.get("cpus_per_trial", 1), sweep.settings.get("gpus_per_trial", 0.0))
     sink = make_sink_callback(sweep, store, tracking, total, total - todo)
@@ -315,7 +316,7 @@ def run_sweep(sweep: Sweep) -> dict:
             run_config=tune.RunConfig(
                 name=f"{sweep.id}-{phase.name}",
                 storage_path=storage_path,
-                callbacks=[sink],
+                callbacks=[sink, JsonLoggerCallback()],  # per-trial result.json; no CSV/TensorBoard files
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=int(sweep.settings.get("max_failures", 2))),
             ),

@@ -31,6 +31,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the runner adds the JSON logger only
     common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     if address:
         if address != "auto":
