@@ -37,7 +37,7 @@ def test_interrupted_search_resumes(tmp_path):
 
     second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert f"{BUDGET - interrupted} of {BUDGET} trials to run" in second.stdout
+    assert f"{BUDGET - interrupted} of {BUDGET} configurations to run" in second.stdout
 
     rows = ResultStore.open(str(results)).read("trials", "cmnist-search")
     assert len(rows) == BUDGET and rows["trial_key"].is_unique
