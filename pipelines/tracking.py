@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import socket
 import time
+from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pipelines.spec import GensweepError
 
-MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
-MAX_PARAMS = 100
+MAX_PARAMS = 100  # MLflow's log_batch limits: 100 params, 1000 entities in all
+MAX_METRICS = 900
 
 
 def default_tracking_uri(results: str) -> str:
@@ -66,30 +67,44 @@ class MlflowSweep:
             )
             self.parent_id = run.info.run_id
             self._log(self.parent_id, params=settings)
+        self.children = self._children()
+
+    def _children(self) -> dict[str, tuple[str, str]]:
+        """trial_key -> (run_id, status) of this sweep's child runs, read once (paginated)."""
+        children, token = {}, None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], f"tags.`gensweep.sweep_id` = '{self.sweep}' and tags.`gensweep.role` = 'trial'",
+                max_results=10000, page_token=token,
+            )
+            for run in page:
+                children[run.data.tags["gensweep.trial_key"]] = (run.info.run_id, run.info.status)
+            token = page.token
+            if not token:
+                return children
 
     def _log(self, run_id: str, params: dict | None = None, metrics: list | None = None) -> None:
+        """Params and (name, value, step) metrics in as few log_batch calls as MLflow's limits allow."""
         from mlflow.entities import Metric, Param
 
         items = [Param(k, str(v)[:6000]) for k, v in sorted((params or {}).items())]
-        for i in range(0, len(items), MAX_PARAMS):
-            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS])
         now = int(time.time() * 1000)
         values = [Metric(name, float(value), now, int(step)) for name, value, step in metrics or []]
-        for i in range(0, len(values), MAX_BATCH):
-            self.client.log_batch(run_id, metrics=values[i : i + MAX_BATCH])
+        param_chunks = [items[i : i + MAX_PARAMS] for i in range(0, len(items), MAX_PARAMS)]
+        metric_chunks = [values[i : i + MAX_METRICS] for i in range(0, len(values), MAX_METRICS)]
+        for params_chunk, metrics_chunk in zip_longest(param_chunks, metric_chunks, fillvalue=[]):
+            self.client.log_batch(run_id, params=params_chunk, metrics=metrics_chunk)
 
     def log_trial(self, key: str, label: str, config: dict, curve: list[dict], final: dict) -> None:
         """Create the trial's child run (params, metric history by step, final metrics); once per key."""
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`gensweep.trial_key` = '{key}' and tags.`gensweep.sweep_id` = '{self.sweep}'",
-        )
-        for run in existing:
-            if run.info.status == "FINISHED":
+        if key in self.children:
+            run_id, status = self.children[key]
+            if status == "FINISHED":
                 return
-            self.client.delete_run(run.info.run_id)  # a crash left it half-written
+            self.client.delete_run(run_id)  # a crash left it half-written
         tags = {
             "mlflow.parentRunId": self.parent_id,
+            "gensweep.role": "trial",
             "gensweep.sweep_id": self.sweep,
             "gensweep.trial_key": key,
             "gensweep.pipeline": self.pipeline,
@@ -103,6 +118,7 @@ class MlflowSweep:
         finals = [(f"final_{name}", value, last_step) for name, value in numeric(final).items() if name != "step"]
         self._log(run.info.run_id, params=config, metrics=history + finals)
         self.client.set_terminated(run.info.run_id, "FINISHED")
+        self.children[key] = (run.info.run_id, "FINISHED")
 
     def child_count(self) -> int:
         """Number of finished child runs of this sweep."""
