@@ -1,11 +1,13 @@
-"""Run a pipeline's sweep on Ray Tune: skip finished trials, sink results, show progress.
+"""Run a pipeline's sweep on Ray Tune: skip finished configurations, sink results, show progress.
 
 Data flow: the driver loads the image source once (so bad data fails before
-Ray starts), puts it in the object store, and launches the trials that have no
-result row yet. A driver-side callback writes each finished trial to MLflow,
-then to Parquet (the Parquet file is the record that a trial is done), and
-prints progress. Grid pipelines run their explicit configs; search pipelines
-run an Optuna study in the results' RDB storage through ``OptunaSearch``.
+Ray starts), puts it in the object store, and launches only the configurations
+that have no result row yet. A driver-side callback writes each finished
+configuration to MLflow, then to Parquet (the Parquet file is the record that
+it is done), and prints progress. A sweep runs up to two phases, each one
+Tuner: the pipeline's grid (explicit configs, possibly blocks of several
+configurations per trial), then its search: one Optuna study through
+``OptunaSearch``, or many studies searched in blocks (``pipelines.block_search``).
 """
 from __future__ import annotations
 
