@@ -1,0 +1,42 @@
+"""Parquet store (unified schemas, one file per configuration) and settings parsing / naming."""
+import pytest
+
+from pipelines import cmnist_table
+from pipelines.spec import GensweepError, parse_value, resolve_settings, sweep_id, trial_key
+from pipelines.store import ResultStore
+
+
+def test_rows_with_different_columns_are_all_read(tmp_path):
+    store = ResultStore.open(str(tmp_path))
+    store.write_trial("p", "s1", "a", {"method": "erm", "test_acc": 0.1}, [{"step": 0, "test_acc": 0.2}])
+    store.write_trial("p", "s1", "b", {"method": "irm", "test_acc": 0.3, "extra": 7}, [])
+    store.write_trial("q", "s2", "c", {"variant": "class"}, [])
+    rows = store.read("trials", "p").sort_values("trial_key")
+    assert rows["trial_key"].tolist() == ["a", "b"] and rows["extra"].isna().tolist() == [True, False]
+    assert set(rows["pipeline"]) == {"p"} and set(rows["sweep"]) == {"s1"}
+    assert "variant" in store.read("trials").columns  # all pipelines: columns of every file kept
+    assert store.read("curves", "p", "s1")["step"].tolist() == [0]
+    assert store.finished_keys("p", "s1") == {"a", "b"} and store.finished_keys("p", "nope") == set()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_rewriting_a_configuration_replaces_its_row(tmp_path):
+    store = ResultStore.open(str(tmp_path))
+    for value in (0.1, 0.2):
+        store.write_trial("p", "s", "k", {"test_acc": value}, [])
+    assert store.read("trials", "p")["test_acc"].tolist() == [0.2]
+
+
+def test_settings_are_typed_and_validated():
+    settings = resolve_settings(cmnist_table.PIPELINE, "smoke", ["restarts=3", "methods=erm, irm", "steps=11"])
+    assert settings["restarts"] == 3 and settings["methods"] == ["erm", "irm"] and settings["steps"] == 11
+    assert parse_value("0.25", 1.0, "x") == 0.25 and parse_value("yes", False, "x") is True
+    with pytest.raises(GensweepError, match="bad value for gpus_per_trial"):
+        resolve_settings(cmnist_table.PIPELINE, "smoke", ["gpus_per_trial=half"])
+
+
+def test_names_are_deterministic():
+    settings = resolve_settings(cmnist_table.PIPELINE, "smoke", [])
+    assert sweep_id("cmnist-table", "smoke", settings, "digits:1") == sweep_id("cmnist-table", "smoke", dict(settings), "digits:1")
+    assert sweep_id("cmnist-table", "smoke", settings, "digits:1") != sweep_id("cmnist-table", "smoke", settings, "idx:2")
+    assert trial_key({"a": 1, "b": 2}) == trial_key({"b": 2, "a": 1}) != trial_key({"a": 1, "b": 3})
