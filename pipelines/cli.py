@@ -1,8 +1,10 @@
 """``gensweep``: run sweeps, render reports, list pipelines, browse MLflow.
 
     gensweep run PIPELINE [--preset smoke|paper] [--results DIR] [--data-dir DIR]
-                          [--address RAY_ADDRESS] [--set key=value ...]
-    gensweep report PIPELINE [--results DIR] [--sweep ID]
+                          [--address RAY_ADDRESS] [--mlflow-uri URI] [--optuna-storage URL]
+                          [--set key=value ...]
+    gensweep resume [RESULTS] [--sweep ID]
+    gensweep report PIPELINE [--results DIR] [--sweep ID] [--out DIR]
     gensweep list
     gensweep ui [--results DIR] [--host 127.0.0.1] [--port 5000]
     gensweep download mnist DIR
@@ -45,10 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
 
+    resume = sub.add_parser("resume", help="re-run a sweep recorded in a results directory (default: the newest)")
+    resume.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
+    resume.add_argument("--sweep", default=None, help="sweep id (default: the most recently started)")
+
     report = sub.add_parser("report", help="render a pipeline's table and figures from its Parquet results")
     report.add_argument("pipeline")
     report.add_argument("--results", default=DEFAULT_RESULTS)
     report.add_argument("--sweep", default=None, help="sweep id (default: the most recently finished)")
+    report.add_argument(
+        "--out", default=None,
+        help="local directory for reports (default: RESULTS/reports, or ./reports when --results is a URI)",
+    )
 
     sub.add_parser("list", help="list pipelines, presets and their settings")
 
@@ -63,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, expect_id: str | None = None) -> int:
     from pipelines import registry
     from pipelines.runner import Sweep, run_sweep
+    from pipelines.runtime import init_ray
     from pipelines.spec import resolve_settings
 
     pipeline = registry.get(args.pipeline)
@@ -74,9 +85,12 @@ def cmd_run(args) -> int:
         pipeline.trials(settings)  # validate settings before anything starts
     else:
         pipeline.search(settings)
+    if args.address:
+        init_ray(args.address, args.num_cpus)  # a bad cluster address fails before MLflow or results are touched
     sweep = Sweep(
         pipeline, args.preset, settings, args.results, data_dir=args.data_dir, address=args.address,
         mlflow_uri=args.mlflow_uri, optuna_storage=args.optuna_storage, num_cpus=args.num_cpus,
+        overrides=list(args.overrides), expect_id=expect_id,
     )
     summary = run_sweep(sweep)
     print(json.dumps(summary))
@@ -84,10 +98,34 @@ def cmd_run(args) -> int:
         print(f"[{pipeline.name}] all {summary['total']} trials already done; report: gensweep report {pipeline.name} --results {args.results}")
         return 0
     if not summary.get("complete", False):
-        print(f"[{pipeline.name}] {summary['finished']} of {summary['total']} trials done; re-run the same command to resume", file=sys.stderr)
+        print(
+            f"[{pipeline.name}] {summary['finished']} of {summary['total']} trials done; re-run the same command "
+            f"(or gensweep resume {args.results}) to resume",
+            file=sys.stderr,
+        )
         return 1
     print(f"[{pipeline.name}] done; report: gensweep report {pipeline.name} --results {args.results}")
     return 0
+
+
+def cmd_resume(args) -> int:
+    """Re-run a recorded sweep: the arguments of ``gensweep run`` stored in RESULTS/sweeps/<sweep id>.json."""
+    from pipelines.runner import load_sweep_args
+
+    recorded = load_sweep_args(args.results, args.sweep)
+    run_args = argparse.Namespace(
+        pipeline=recorded["pipeline"], preset=recorded["preset"], overrides=list(recorded.get("overrides", [])),
+        results=args.results, data_dir=recorded.get("data_dir"), address=recorded.get("address"),
+        mlflow_uri=recorded.get("mlflow_uri"), optuna_storage=recorded.get("optuna_storage"),
+        num_cpus=recorded.get("num_cpus"),
+    )
+    options = [("--preset", run_args.preset), ("--results", run_args.results), ("--data-dir", run_args.data_dir),
+               ("--address", run_args.address), ("--mlflow-uri", run_args.mlflow_uri),
+               ("--optuna-storage", run_args.optuna_storage), ("--num-cpus", run_args.num_cpus)]
+    options += [("--set", item) for item in run_args.overrides]
+    command = " ".join([f"gensweep run {run_args.pipeline}"] + [f"{flag} {value}" for flag, value in options if value is not None])
+    print(f"[{run_args.pipeline}] resuming sweep {recorded['sweep']}: {command}", flush=True)
+    return cmd_run(run_args, expect_id=recorded["sweep"])
 
 
 def cmd_report(args) -> int:
@@ -103,7 +141,8 @@ def cmd_report(args) -> int:
     if sweep not in sweeps:
         raise GensweepError(f"no sweep {sweep!r} for {pipeline.name} (have: {', '.join(sweeps)})")
     trials, curves = store.read("trials", pipeline.name, sweep), store.read("curves", pipeline.name, sweep)
-    out_dir = Path(args.results) / "reports" / pipeline.name / sweep
+    root = Path(args.out) if args.out else Path("reports") if "://" in args.results else Path(args.results) / "reports"
+    out_dir = root / pipeline.name / sweep
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n" + pipeline.report(trials, curves, str(out_dir))
     (out_dir / "report.md").write_text(markdown)
@@ -143,7 +182,7 @@ def cmd_download(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
 
 
 def _quiet_libraries() -> None:
@@ -164,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gensweep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gensweep: interrupted; re-run the same command to resume", file=sys.stderr)
+        print("gensweep: interrupted; re-run the same command (or gensweep resume RESULTS) to resume", file=sys.stderr)
         return 130
 
 

@@ -44,6 +44,8 @@ class Sweep:
     optuna_storage: str | None = None
     num_cpus: int | None = None
     quiet: bool = False
+    overrides: list[str] = field(default_factory=list)  # the --set arguments, recorded for `gensweep resume`
+    expect_id: str | None = None  # resume: fail unless the settings still give this sweep id
     id: str = field(init=False, default="")
 
 
@@ -96,6 +98,8 @@ def make_sink_callback(sweep: Sweep, store: ResultStore, tracking: MlflowSweep, 
                 tracking.log_trial(key, label, config, list(curve), final)
                 row = {**{k: v for k, v in config.items()}, **final, "label": label, "config_json": _json(config)}
                 row.update(wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"))
+                if "node_id" in last:  # block units' rows come from ``models``: copy the node like the host
+                    row["node_id"] = last["node_id"]
                 store.write_trial(pipeline.name, sweep.id, key, row, list(curve))
                 self.done += 1
                 self._track_best(final.get(pipeline.metric), label)
@@ -267,6 +271,11 @@ def run_sweep(sweep: Sweep) -> dict:
     source: ImageSource | None = load_source(sweep.data_dir) if pipeline.needs_source else None
     fingerprint = source.fingerprint if source is not None else "none"
     sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, fingerprint)
+    if sweep.expect_id and sweep.id != sweep.expect_id:
+        raise GensweepError(
+            f"the recorded command of sweep {sweep.expect_id} now gives sweep {sweep.id} "
+            "(preset or data changed since); run it with `gensweep run` to start that sweep"
+        )
     tracking = MlflowSweep(
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
     )
@@ -275,6 +284,7 @@ def run_sweep(sweep: Sweep) -> dict:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(sweep.address, sweep.num_cpus)
+    save_sweep_args(store, sweep)  # once storage, tracking and Ray all answer: `gensweep resume` re-runs this
 
     phases, total = [], 0
     if pipeline.trials is not None:
@@ -330,6 +340,74 @@ def run_sweep(sweep: Sweep) -> dict:
     complete = finished >= total
     tracking.finish("FINISHED" if complete else "KILLED")
     return {**summary, "ran": sink.done - (total - todo), "failed": sink.failed, "finished": finished, "complete": complete}
+
+
+SWEEPS_DIR = "sweeps"  # RESULTS/sweeps/<sweep id>.json: the arguments of each sweep, for `gensweep resume`
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with any password taken out (``scheme://user:pw@host`` -> ``scheme://user@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
+
+
+def save_sweep_args(store: ResultStore, sweep: Sweep) -> None:
+    """Record the sweep's command arguments (written on every start, so the newest start is last).
+
+    Passwords in URLs are left out: results hold no credentials (give them
+    through ~/.pgpass or the environment, as docs/cluster.md shows).
+    """
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    local = lambda path: path if path is None or "://" in path else os.path.abspath(path)  # noqa: E731
+    args = {
+        "sweep": sweep.id, "pipeline": sweep.pipeline.name, "preset": sweep.preset, "overrides": list(sweep.overrides),
+        "data_dir": local(sweep.data_dir), "address": _without_password(sweep.address),
+        "mlflow_uri": _without_password(sweep.mlflow_uri), "optuna_storage": _without_password(sweep.optuna_storage),
+        "num_cpus": sweep.num_cpus,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
+    path = f"{store.root}/{SWEEPS_DIR}/{sweep.id}.json"
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    store.fs.create_dir(f"{store.root}/{SWEEPS_DIR}", recursive=True)
+    with store.fs.open_output_stream(tmp) as out:
+        out.write(json.dumps(args, indent=1).encode())
+    store.fs.move(tmp, path)
+
+
+def load_sweep_args(results: str, sweep: str | None = None) -> dict:
+    """The recorded arguments of sweep ``sweep``, or of the most recently started sweep in ``results``."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    store = ResultStore.open(results)
+    selector = pafs.FileSelector(f"{store.root}/{SWEEPS_DIR}", allow_not_found=True)
+    found = {}
+    for info in store.fs.get_file_info(selector):
+        if info.path.endswith(".json"):
+            try:
+                with store.fs.open_input_stream(info.path) as stream:
+                    args = json.loads(stream.read())
+                found[args["sweep"]] = args
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise GensweepError(f"cannot read sweep record {info.path}: {exc}") from None
+    if not found:
+        raise GensweepError(f"no recorded sweeps in {results} (start one with: gensweep run PIPELINE --results {results})")
+    if sweep is None:
+        return max(found.values(), key=lambda args: args["started_at"])
+    if sweep not in found:
+        raise GensweepError(f"no recorded sweep {sweep!r} in {results} (have: {', '.join(sorted(found))})")
+    return found[sweep]
 
 
 def _max_concurrent(sweep: Sweep) -> int:

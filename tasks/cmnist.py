@@ -86,15 +86,20 @@ def run_cmnist_block(config: dict, source: ImageSource, report: Callable[[dict],
     )
 
 
-def cmnist_block_trainable(config: dict, source: ImageSource) -> None:
-    """Ray Tune trainable for a block of configurations (see :func:`run_cmnist_block`)."""
+def _tune_report() -> Callable[[dict], None]:
+    """``tune.report`` that adds this trial's Ray node id (looked up once) to every report, as ``node_id``."""
+    import ray
     from ray import tune
 
-    run_cmnist_block(config, source, tune.report)
+    node_id = ray.get_runtime_context().get_node_id()
+    return lambda metrics: tune.report({**metrics, "node_id": node_id})
+
+
+def cmnist_block_trainable(config: dict, source: ImageSource) -> None:
+    """Ray Tune trainable for a block of configurations (see :func:`run_cmnist_block`)."""
+    run_cmnist_block(config, source, _tune_report())
 
 
 def cmnist_trainable(config: dict, source: ImageSource) -> None:
     """Ray Tune function trainable (use with ``tune.with_parameters(cmnist_trainable, source=...)``)."""
-    from ray import tune
-
-    run_cmnist(config, source, tune.report)
+    run_cmnist(config, source, _tune_report())
