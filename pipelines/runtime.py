@@ -24,7 +24,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start a local Ray runtime (default), or connect to a cluster (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``).
 
-    Local runtimes bind to loopback and run without the dashboard.
+    Local runtimes run without the dashboard. (Ray 2.60 advertises the
+    machine's routable address even when asked for 127.0.0.1.)
     """
     import ray
 
