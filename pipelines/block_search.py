@@ -40,19 +40,25 @@ def make_sampler(kind: str, seed: int):
     raise ValueError(f"unknown sampler {kind!r} (choose from random, tpe)")
 
 
-def open_study(storage, name: str, direction: str, sampler_kind: str, seed: int):
-    """Create or load a study; trials a crash left RUNNING become FAIL.
-
-    The sampler's seed is offset by the trials the study already has, so a
-    resumed study does not draw the configurations it already tried again.
-    """
+def prepare_study(storage, name: str, direction: str) -> int:
+    """Create or load a study, mark trials a crash left RUNNING (or WAITING) as FAIL; return its trial count."""
     import optuna
     from optuna.trial import TrialState
 
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    n_trials = len(study.get_trials(deepcopy=False))
+    return len(study.get_trials(deepcopy=False))
+
+
+def open_study(storage, name: str, direction: str, sampler_kind: str, seed: int):
+    """:func:`prepare_study`, then load it with a sampler seeded ``seed`` + its trial count.
+
+    The offset means a resumed study does not draw the configurations it already tried again.
+    """
+    import optuna
+
+    n_trials = prepare_study(storage, name, direction)
     return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_kind, seed + n_trials))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.data import ImageSource, load_source
-from pipelines.block_search import block_searcher, make_sampler, study_names
+from pipelines.block_search import block_searcher, make_sampler, prepare_study, study_names
 from pipelines.runtime import init_ray, trial_resources
 from pipelines.spec import GensweepError, Pipeline, sweep_id, trial_key
 from pipelines.store import ResultStore
@@ -188,17 +188,6 @@ def _optuna_storage(sweep: Sweep):
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # SQLAlchemy raises driver-specific errors
         raise GensweepError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
-
-
-def prepare_study(storage, study_name: str, direction: str) -> int:
-    """Create or load the study, mark trials a crash left RUNNING as FAIL; return its trial count."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction, load_if_exists=True)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False))
 
 
 @dataclass

@@ -120,15 +120,6 @@ class MlflowSweep:
         self.client.set_terminated(run.info.run_id, "FINISHED")
         self.children[key] = (run.info.run_id, "FINISHED")
 
-    def child_count(self) -> int:
-        """Number of finished child runs of this sweep."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`gensweep.sweep_id` = '{self.sweep}' and tags.`mlflow.parentRunId` = '{self.parent_id}'",
-            max_results=50000,
-        )
-        return sum(run.info.status == "FINISHED" for run in runs)
-
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""
         self.client.set_terminated(self.parent_id, status)
