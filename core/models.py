@@ -3,10 +3,17 @@
 Model k is ``in -> h_k -> h_k -> 1`` with ReLU, Xavier-uniform weights and zero
 biases (IRM reference). Each model keeps its own tensors at its own size (no
 padding) and shares the block's inputs, loss graph and optimizer loop.
+
+Colored MNIST puts each image in one channel and zeros in the others, so the
+first layer only needs the active channel's rows of W1: :func:`channel_inputs`
+groups the examples by channel, and the first layer then multiplies each
+group's 196 pixels by that channel's 196 rows of W1 (the same sums without
+the zero terms: 1/C of the dense first-layer work, forward and backward).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -21,6 +28,44 @@ def input_dim(channels: int, grayscale: bool) -> int:
 def flatten_inputs(x: torch.Tensor, grayscale: bool) -> torch.Tensor:
     """(N, C, 14, 14) -> (N, C*196), or (N, 196) with channels summed for the grayscale oracle."""
     return x.sum(dim=1).flatten(1) if grayscale else x.flatten(1)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A batch of flattened inputs for :func:`forward`.
+
+    Dense: ``pixels`` is (N, in) and ``segments`` is empty. Channel form:
+    ``pixels`` is (N, 196), the active channel of each example, and
+    ``segments`` lists (start, stop, channel): rows start..stop-1 live in that channel.
+    """
+
+    pixels: torch.Tensor
+    segments: tuple[tuple[int, int, int], ...] = ()
+
+    def to(self, device: torch.device) -> "Inputs":
+        return Inputs(self.pixels.to(device), self.segments)
+
+
+def channel_order(x: torch.Tensor) -> torch.Tensor | None:
+    """Row order grouping x (N, C, 14, 14) by its one active channel, or None when some row uses two channels.
+
+    The order is a stable sort by channel (all-zero rows count as channel 0).
+    """
+    active = x.flatten(2).ne(0).any(dim=2)  # (N, C)
+    if x.shape[1] < 2 or bool((active.sum(dim=1) > 1).any()):
+        return None
+    return torch.sort(active.float().argmax(dim=1), stable=True).indices
+
+
+def channel_inputs(x: torch.Tensor) -> Inputs:
+    """The channel form of x (N, C, 14, 14) whose rows are already grouped by channel (see :func:`channel_order`)."""
+    channel = x.flatten(2).ne(0).any(dim=2).float().argmax(dim=1)
+    pixels = x[torch.arange(len(x)), channel].flatten(1)
+    segments, start = [], 0
+    for c, count in zip(*torch.unique_consecutive(channel, return_counts=True)):
+        segments.append((start, start + int(count), int(c)))
+        start += int(count)
+    return Inputs(pixels, tuple(segments))
 
 
 def _xavier(fan_in: int, fan_out: int, generator: torch.Generator) -> torch.Tensor:
@@ -40,16 +85,25 @@ def init_block(in_dim: int, hiddens: list[int], seeds: list[int]) -> list[list[t
     return [init_model(in_dim, h, s) for h, s in zip(hiddens, seeds)]
 
 
-def forward(block: list[list[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-    """Logits (K, N, 1) of every model in the block for shared inputs x (N, in).
+def first_layer(x: Inputs, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    """x @ w1 + b1 (before the ReLU); in channel form, each segment against its channel's rows of w1."""
+    if not x.segments:
+        return torch.addmm(b1, x.pixels, w1)
+    size = x.pixels.shape[1]
+    parts = [torch.addmm(b1, x.pixels[a:b], w1[c * size : (c + 1) * size]) for a, b, c in x.segments]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    Each model runs as three fused ``addmm`` products on contiguous tensors;
+
+def forward(block: list[list[torch.Tensor]], x: Inputs) -> torch.Tensor:
+    """Logits (K, N, 1) of every model in the block for shared inputs x (N rows).
+
+    Each model runs as fused ``addmm`` products on contiguous tensors;
     one concatenated first-layer product for all K models measured slower on
     CPU at MNIST size (strided slices into a (N, sum h) activation).
     """
     outputs = []
     for w1, b1, w2, b2, w3, b3 in block:
-        h = torch.addmm(b1, x, w1).relu_()
+        h = first_layer(x, w1, b1).relu_()
         h = torch.addmm(b2, h, w2).relu_()
         outputs.append(torch.addmm(b3, h, w3))
     return torch.stack(outputs)

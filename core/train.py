@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from core import models
-from core.cmnist import Domains
+from core.cmnist import Domain, Domains
 from core.objectives import check_method, irm_penalty, mean_accuracy, mean_nll, training_loss
 
 ADAM_BETAS = (0.9, 0.999)
@@ -66,6 +66,21 @@ def _rows(metrics: dict[str, torch.Tensor], k: int) -> list[dict[str, float]]:
     return [{name: values[i] for name, values in cpu.items()} for i in range(k)]
 
 
+def batch_inputs(domains: list[Domain], grayscale: bool, device: torch.device) -> tuple[models.Inputs, list[torch.Tensor]]:
+    """The domains' examples as one input batch, in domain order, and each domain's targets.
+
+    Within a domain, examples are grouped by their active channel (the channel
+    form of :mod:`core.models`) unless some image uses two channels or the
+    method is the grayscale oracle; per-domain means do not depend on the order.
+    """
+    orders = [None if grayscale else models.channel_order(d.x) for d in domains]
+    if any(order is None for order in orders):
+        x = torch.cat([models.flatten_inputs(d.x, grayscale) for d in domains])
+        return models.Inputs(x).to(device), [d.y.to(device) for d in domains]
+    x = torch.cat([d.x[order] for d, order in zip(domains, orders)])
+    return models.channel_inputs(x).to(device), [d.y[order].to(device) for d, order in zip(domains, orders)]
+
+
 EvalCallback = Callable[[int, list[dict[str, float]]], None]
 
 
@@ -91,10 +106,12 @@ def train_block(
     device = device or default_device()
     grayscale = method == "grayscale"
     channels = domains.train[0].x.shape[1]
-    x_train = torch.cat([models.flatten_inputs(d.x, grayscale) for d in domains.train]).to(device)
-    y_train = [d.y.to(device) for d in domains.train]
+    x_train, y_train = batch_inputs(domains.train, grayscale, device)
     sizes = [len(y) for y in y_train]
-    tests = [(d.name, models.flatten_inputs(d.x, grayscale).to(device), d.y.to(device)) for d in domains.test]
+    tests = []
+    for d in domains.test:
+        x, (y,) = batch_inputs([d], grayscale, device)
+        tests.append((d.name, x, y))
 
     k = len(configs)
     block = models.init_block(models.input_dim(channels, grayscale), [c.hidden for c in configs], [c.seed for c in configs])

@@ -2,9 +2,11 @@
 import pytest
 import torch
 
+from core import models
 from core.cmnist import build_cmnist
+from core.cmnist_shift import build_shifted_cmnist
 from core.reference import reference_train
-from core.train import ModelConfig, train_block
+from core.train import ModelConfig, batch_inputs, train_block
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +22,46 @@ def test_matches_the_reference_loop(domains, method):
     ref = reference_train(domains, method, config, steps=12)
     for key in ("train_acc", "test_acc", "train_nll"):
         assert ours[key] == pytest.approx(ref[key], abs=2e-5), key
+
+
+def test_four_channel_variant_matches_the_reference_loop(digits):
+    # Colour imbalance: 4 channels, each image in one of them (the channel form's 1/4 first layer).
+    shifted = build_shifted_cmnist(digits, "color", 0.2, seed=1)
+    config = ModelConfig(hidden=32, l2=0.001, lr=0.001, anneal_iters=5, penalty_weight=100.0, seed=3)
+    ours = train_block(shifted, "vrex", [config], steps=12, eval_every=100, device=torch.device("cpu"))[0]
+    ref = reference_train(shifted, "vrex", config, steps=12)
+    for key in ("train_acc", "test_acc", "train_nll"):
+        assert ours[key] == pytest.approx(ref[key], abs=2e-5), key
+
+
+def test_channel_form_first_layer_equals_the_dense_product():
+    # Hand-made case: 3 channels of 196 pixels, rows in channels 2, 0, 2, 1 (one active channel each).
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 3, 14, 14)
+    for row, channel in enumerate((2, 0, 2, 1)):
+        x[row, channel] = torch.rand(14, 14, generator=gen)
+    order = models.channel_order(x)
+    assert order.tolist() == [1, 3, 0, 2]  # stable sort by channel
+    inputs = models.channel_inputs(x[order])
+    assert inputs.segments == ((0, 1, 0), (1, 2, 1), (2, 4, 2))
+    w1 = torch.randn(3 * 196, 5, generator=gen, requires_grad=True)
+    b1 = torch.randn(1, 5, generator=gen)
+    sparse = models.first_layer(inputs, w1, b1)
+    (g_sparse,) = torch.autograd.grad(sparse.square().sum(), w1)
+    dense = models.first_layer(models.Inputs(x[order].flatten(1)), w1, b1)
+    (g_dense,) = torch.autograd.grad(dense.square().sum(), w1)
+    torch.testing.assert_close(sparse, dense)
+    torch.testing.assert_close(g_sparse, g_dense)
+    assert float(g_sparse[196:392].abs().sum()) > 0  # every channel's rows got their gradient
+
+
+def test_two_channel_images_use_the_dense_form(domains):
+    assert models.channel_order(torch.ones(2, 2, 14, 14)) is None
+    inputs, ys = batch_inputs(domains.train, grayscale=False, device=torch.device("cpu"))
+    assert [len(y) for y in ys] == [len(d.y) for d in domains.train]
+    assert len(inputs.segments) == 4 and inputs.pixels.shape[1] == 196  # two domains x two colours
+    gray, _ = batch_inputs(domains.train, grayscale=True, device=torch.device("cpu"))
+    assert gray.segments == () and gray.pixels.shape[1] == 196
 
 
 def test_block_equals_separate_runs(domains):
