@@ -10,6 +10,7 @@ one per Parquet row.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -40,25 +41,37 @@ def make_sampler(kind: str, seed: int):
     raise ValueError(f"unknown sampler {kind!r} (choose from random, tpe)")
 
 
-def prepare_study(storage, name: str, direction: str) -> int:
-    """Create or load a study, mark trials a crash left RUNNING (or WAITING) as FAIL; return its trial count."""
+def prepare_study(storage, name: str, direction: str, finished: list[dict] = (), metric: str = "") -> int:
+    """Create or load a study and settle the trials a crash left RUNNING (or WAITING); return its trial count.
+
+    ``finished`` holds the study's result rows (Parquet). A left trial whose
+    params all equal those of a row reached Parquet before the crash stopped
+    its ``tell``: it is told COMPLETE with the row's ``metric``. Every other
+    left trial is told FAIL (its configuration is sampled again).
+    """
     import optuna
     from optuna.trial import TrialState
 
     study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    unmatched = list(finished)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        row = next((r for r in unmatched if trial.params and all(r.get(k) == v for k, v in trial.params.items())), None)
+        if row is not None and row.get(metric) is not None and not math.isnan(row[metric]):  # tell() fails NaN too
+            unmatched.remove(row)
+            storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [float(row[metric])])
+        else:
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return len(study.get_trials(deepcopy=False))
 
 
-def open_study(storage, name: str, direction: str, sampler_kind: str, seed: int):
+def open_study(storage, name: str, direction: str, sampler_kind: str, seed: int, finished: list[dict] = (), metric: str = ""):
     """:func:`prepare_study`, then load it with a sampler seeded ``seed`` + its trial count.
 
     The offset means a resumed study does not draw the configurations it already tried again.
     """
     import optuna
 
-    n_trials = prepare_study(storage, name, direction)
+    n_trials = prepare_study(storage, name, direction, finished, metric)
     return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_kind, seed + n_trials))
 
 
@@ -67,11 +80,11 @@ def study_names(search: BlockSearch, prefix: str) -> list[str]:
     return [prefix + search.study_name(setting) for setting in search.settings]
 
 
-def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shared: dict, prefix: str):
+def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shared: dict, prefix: str, finished: dict[str, list[dict]]):
     """A Tune Searcher yielding block configs ``{**setting, **shared, "study": name, "block": [...]}``.
 
     ``remaining[name]`` is how many configurations each study (named
-    ``prefix + study_name(setting)``) still needs.
+    ``prefix + study_name(setting)``) still needs; ``finished[name]`` its result rows (see :func:`prepare_study`).
     """
     from optuna.trial import TrialState
     from ray.tune.search import Searcher
@@ -80,7 +93,7 @@ def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shar
     entries = []
     for i, (setting, name) in enumerate(zip(search.settings, study_names(search, prefix))):
         if remaining.get(name, 0) > 0:
-            study = open_study(storage, name, direction, search.sampler, search.seed + 1000 * i)
+            study = open_study(storage, name, direction, search.sampler, search.seed + 1000 * i, finished.get(name, []), search.metric)
             entries.append({"name": name, "setting": setting, "study": study, "left": remaining[name]})
 
     class OptunaBlockSearcher(Searcher):

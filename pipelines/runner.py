@@ -219,13 +219,14 @@ def _grid_phase(pipeline: Pipeline, settings: dict, fingerprint: str, done: set[
     return phase, len(keys)
 
 
-def _search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, done: set[str]) -> tuple[Phase, int]:
+def _search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, store: ResultStore, done: set[str]) -> tuple[Phase, int]:
     from ray.tune.search.optuna import OptunaSearch
 
     search = pipeline.search(sweep.settings)
     storage = _optuna_storage(sweep)
     study_name = f"{pipeline.name}/{sweep.id}"
-    n_trials = prepare_study(storage, study_name, "maximize" if search.mode == "max" else "minimize")
+    rows = store.read("trials", pipeline.name, sweep.id).to_dict("records")
+    n_trials = prepare_study(storage, study_name, "maximize" if search.mode == "max" else "minimize", rows, search.metric)
     sampler = make_sampler(search.sampler, search.seed + n_trials)  # a resumed study must not redraw old configurations
     todo = max(0, search.num_samples - len(done))
     searcher = finished_only(OptunaSearch)(
@@ -240,9 +241,9 @@ def _block_search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, stor
     prefix = f"{pipeline.name}/{sweep.id}/"
     names = study_names(search, prefix)
     rows = store.read("trials", pipeline.name, sweep.id)
-    counts = rows["study"].value_counts().to_dict() if not rows.empty and "study" in rows else {}
-    remaining = {name: max(0, search.budget - int(counts.get(name, 0))) for name in names}
-    searcher = block_searcher(search, _optuna_storage(sweep), remaining, {"source": fingerprint}, prefix)
+    finished = {name: group.to_dict("records") for name, group in rows.groupby("study")} if "study" in rows else {}
+    remaining = {name: max(0, search.budget - len(finished.get(name, []))) for name in names}
+    searcher = block_searcher(search, _optuna_storage(sweep), remaining, {"source": fingerprint}, prefix, finished)
     todo = sum(remaining.values())
     trainable = pipeline.block_trainable or pipeline.trainable
     return Phase("search", trainable, searcher, -1 if todo else 0, todo, {}, _max_concurrent(sweep)), search.budget * len(names)
@@ -269,6 +270,7 @@ def run_sweep(sweep: Sweep) -> dict:
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
     )
     done = store.finished_keys(pipeline.name, sweep.id)
+    tracking.drop_unrecorded(done)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -281,7 +283,7 @@ def run_sweep(sweep: Sweep) -> dict:
         phases.append(phase)
         total += n
     if pipeline.search is not None:
-        phase, n = _search_phase(pipeline, sweep, fingerprint, done)
+        phase, n = _search_phase(pipeline, sweep, fingerprint, store, done)
         phases.append(phase)
         total += n
     if pipeline.block_search is not None:

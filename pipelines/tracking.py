@@ -69,8 +69,8 @@ class MlflowSweep:
             self._log(self.parent_id, params=settings)
         self.children = self._children()
 
-    def _children(self) -> dict[str, tuple[str, str]]:
-        """trial_key -> (run_id, status) of this sweep's child runs, read once (paginated)."""
+    def _children(self) -> dict[str, str]:
+        """trial_key -> run_id of this sweep's child runs, read once (paginated)."""
         children, token = {}, None
         while True:
             page = self.client.search_runs(
@@ -78,7 +78,7 @@ class MlflowSweep:
                 max_results=10000, page_token=token,
             )
             for run in page:
-                children[run.data.tags["gensweep.trial_key"]] = (run.info.run_id, run.info.status)
+                children[run.data.tags["gensweep.trial_key"]] = run.info.run_id
             token = page.token
             if not token:
                 return children
@@ -95,13 +95,21 @@ class MlflowSweep:
         for params_chunk, metrics_chunk in zip_longest(param_chunks, metric_chunks, fillvalue=[]):
             self.client.log_batch(run_id, params=params_chunk, metrics=metrics_chunk)
 
+    def drop_unrecorded(self, recorded: set[str]) -> int:
+        """Delete the child runs whose trial_key has no Parquet row (a crash came between the two writes); return how many.
+
+        Parquet is the record of what finished: a dropped configuration is run
+        (grid) or sampled (search) again, and logged again then.
+        """
+        dropped = [key for key in self.children if key not in recorded]
+        for key in dropped:
+            self.client.delete_run(self.children.pop(key))
+        return len(dropped)
+
     def log_trial(self, key: str, label: str, config: dict, curve: list[dict], final: dict) -> None:
         """Create the trial's child run (params, metric history by step, final metrics); once per key."""
         if key in self.children:
-            run_id, status = self.children[key]
-            if status == "FINISHED":
-                return
-            self.client.delete_run(run_id)  # a crash left it half-written
+            return
         tags = {
             "mlflow.parentRunId": self.parent_id,
             "gensweep.role": "trial",
@@ -118,7 +126,7 @@ class MlflowSweep:
         finals = [(f"final_{name}", value, last_step) for name, value in numeric(final).items() if name != "step"]
         self._log(run.info.run_id, params=config, metrics=history + finals)
         self.client.set_terminated(run.info.run_id, "FINISHED")
-        self.children[key] = (run.info.run_id, "FINISHED")
+        self.children[key] = run.info.run_id
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""

@@ -1,0 +1,99 @@
+"""A crash between a configuration's three writes (MLflow, then Parquet, then Optuna's tell) loses and duplicates nothing.
+
+Parquet is the record: on restart, MLflow child runs without a Parquet row are
+deleted, and Optuna trials left RUNNING are told COMPLETE when their
+configuration has a Parquet row, FAIL otherwise.
+"""
+import os
+import sqlite3
+import subprocess
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import GENSWEEP, ROOT
+from pipelines.block_search import prepare_study
+from pipelines.store import ResultStore
+from pipelines.tracking import MlflowSweep, default_tracking_uri
+
+BUDGET = 4
+
+
+def test_left_trials_are_settled_from_the_result_rows(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    left = []
+    for x in (0.25, 0.5, 0.75, 1.0):
+        trial = study.ask()
+        storage.set_trial_param(trial._trial_id, "x", x, optuna.distributions.FloatDistribution(0.0, 1.0))
+        left.append(trial)
+    done = left.pop()
+    study.tell(done, 0.1)
+    # Rows: the first left trial's result reached Parquet; a row whose metric is NaN cannot be told COMPLETE.
+    rows = [{"x": 0.25, "acc": 0.9}, {"x": 0.75, "acc": float("nan")}, {"x": 1.0, "acc": 0.1}]
+    assert prepare_study(storage, "s", "maximize", rows, "acc") == 4
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=storage).get_trials()}
+    assert trials[left[0].number].state == TrialState.COMPLETE and trials[left[0].number].value == 0.9
+    assert trials[left[1].number].state == TrialState.FAIL
+    assert trials[left[2].number].state == TrialState.FAIL
+    assert trials[done.number].value == 0.1
+
+
+def test_child_runs_without_a_result_row_are_dropped(tmp_path):
+    uri = default_tracking_uri(str(tmp_path))
+    first = MlflowSweep(uri, "p", "sweep1", {"a": 1})
+    for key in ("k1", "k2", "k3"):
+        first.log_trial(key, key, {"method": "erm"}, [{"step": 0, "acc": 0.5}], {"step": 0, "acc": 0.5})
+    again = MlflowSweep(uri, "p", "sweep1", {"a": 1})
+    assert again.drop_unrecorded({"k1", "k3"}) == 1
+    again.log_trial("k1", "k1", {"method": "erm"}, [], {"acc": 0.5})  # recorded: not logged twice
+    runs = MlflowClient(uri).search_runs([again.experiment_id], "tags.`gensweep.role` = 'trial'")
+    assert sorted(r.data.tags["gensweep.trial_key"] for r in runs) == ["k1", "k3"]
+
+
+def _reopen_trial(db, study_suffix: str, number: int) -> None:
+    """Put a COMPLETE Optuna trial back to RUNNING, as a driver killed before its tell() leaves it."""
+    with sqlite3.connect(db) as con:
+        (trial_id,) = con.execute(
+            "select t.trial_id from trials t join studies s on s.study_id = t.study_id where s.study_name like ? and t.number = ?",
+            (f"%{study_suffix}", number),
+        ).fetchone()
+        con.execute("update trials set state = 'RUNNING', datetime_complete = null where trial_id = ?", (trial_id,))
+        con.execute("delete from trial_values where trial_id = ?", (trial_id,))
+
+
+def test_resume_after_a_crash_between_the_writes(tmp_path):
+    results = tmp_path / "results"
+    command = GENSWEEP + ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]
+    for item in ["variants=class", "ps=0.1", "methods=irm", "restarts=0", f"num_samples={BUDGET}", "block_size=2", "steps=3", "eval_every=3"]:
+        command += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    store = ResultStore.open(str(results))
+    rows = store.read("trials", "rex-vs-irm").sort_values("optuna_trial")
+    sweep = rows["sweep"].iloc[0]
+    # Crash after MLflow, before Parquet: trial 0 has a child run but no row, and is RUNNING in Optuna.
+    lost = rows.iloc[0]
+    os.remove(results / "parquet" / "trials" / "pipeline=rex-vs-irm" / f"sweep={sweep}" / f"{lost['trial_key']}.parquet")
+    _reopen_trial(results / "optuna.db", "class/p=0.1/irm", int(lost["optuna_trial"]))
+    # Crash after Parquet, before tell(): trial 1 has its row but is RUNNING in Optuna.
+    kept = rows.iloc[1]
+    _reopen_trial(results / "optuna.db", "class/p=0.1/irm", int(kept["optuna_trial"]))
+
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"1 of {BUDGET} configurations to run" in second.stdout
+    rows = store.read("trials", "rex-vs-irm")
+    assert len(rows) == BUDGET and rows["trial_key"].is_unique and lost["trial_key"] not in set(rows["trial_key"])
+    storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()}
+    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == BUDGET
+    assert trials[int(kept["optuna_trial"])].value == kept["min_acc"]
+    assert trials[int(lost["optuna_trial"])].state == TrialState.FAIL
+    client = MlflowClient(default_tracking_uri(str(results)))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "gensweep/rex-vs-irm"]
+    children = client.search_runs([experiment.experiment_id], "tags.`gensweep.role` = 'trial'")
+    assert sorted(r.data.tags["gensweep.trial_key"] for r in children) == sorted(rows["trial_key"])
