@@ -7,6 +7,13 @@ the smoke preset's (embedded digits, smoke steps) and the paper preset's
 space; ``--paper-steps`` steps per configuration so that the run stays short:
 the rate is reported per configuration at that step count).
 
+To say where the time goes it also measures, at the smoke size:
+- training alone (``train_block`` in this process, one thread, no Ray), per
+  configuration, run one at a time and as one block of K;
+- the pipeline at 1 step per configuration, i.e. the per-configuration cost
+  outside training that blocks amortize;
+and prints the speedup those two imply.
+
     python benchmarks/search_throughput.py [--configs 48] [--paper-configs 16] [--paper-steps 10]
 
 Ends with ``speedup=<default K / K=1>`` at the smoke size.
@@ -20,7 +27,11 @@ import time
 
 import numpy as np
 
-from core.data import ImageSource
+import torch
+
+from core.cmnist_shift import build_shifted_cmnist
+from core.data import load_digits_source
+from core.train import config_from_dict, train_block
 from pipelines import rex_vs_irm
 from pipelines.runner import Sweep, run_sweep
 from pipelines.runtime import init_ray
@@ -42,8 +53,8 @@ def mnist_sized_dir(root: str) -> str:
     return root
 
 
-def rate(preset: str, k: int, configs: int, steps: int, data_dir: str | None) -> float:
-    """Configurations per hour for one search stage of ``configs`` configurations in blocks of ``k``."""
+def wall_seconds(preset: str, k: int, configs: int, steps: int, data_dir: str | None) -> float:
+    """Wall seconds of one search stage of ``configs`` configurations in blocks of ``k`` (a fresh results directory)."""
     overrides = [
         "variants=class", "ps=0.1", "methods=irm", "restarts=0", f"num_samples={configs}",
         f"block_size={k}", f"steps={steps}", f"eval_every={steps}",
@@ -54,7 +65,38 @@ def rate(preset: str, k: int, configs: int, steps: int, data_dir: str | None) ->
         summary = run_sweep(Sweep(rex_vs_irm.PIPELINE, preset, settings, results, data_dir=data_dir, quiet=True))
         wall = time.perf_counter() - start
     assert summary["finished"] == configs, summary
-    return configs / wall * 3600
+    return wall
+
+
+def rate(preset: str, k: int, configs: int, steps: int, data_dir: str | None) -> float:
+    """Configurations per hour for one search stage of ``configs`` configurations in blocks of ``k``."""
+    return configs / wall_seconds(preset, k, configs, steps, data_dir) * 3600
+
+
+def marginal_seconds(k: int, configs: int) -> float:
+    """Pipeline seconds per extra configuration at 1 training step (smoke data): 2x ``configs`` minus 1x, over ``configs``."""
+    return (wall_seconds("smoke", k, 2 * configs, 1, None) - wall_seconds("smoke", k, configs, 1, None)) / configs
+
+
+def training_seconds(k: int, configs: int, steps: int) -> float:
+    """Seconds per configuration of training alone (one thread) on the smoke data, in blocks of ``k``."""
+    import optuna
+
+    from pipelines.cmnist_search import irm_space
+
+    domains = build_shifted_cmnist(load_digits_source(), "class", 0.1, seed=0)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for number in range(configs):
+        trial = study.ask()
+        drawn.append(config_from_dict({**trial.params, **irm_space(trial), "seed": number}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    for i in range(0, configs, k):
+        train_block(domains, "irm", drawn[i : i + k], steps=steps, eval_every=steps, device=torch.device("cpu"))
+    torch.set_num_threads(threads)
+    return (time.perf_counter() - start) / configs
 
 
 def main() -> None:
@@ -66,7 +108,20 @@ def main() -> None:
     init_ray(num_cpus=os.cpu_count())
     k_default = rex_vs_irm.PRESETS["paper"]["block_size"]
     smoke_steps = rex_vs_irm.PRESETS["smoke"]["steps"]
-    print(f"{os.cpu_count()} CPUs; default K = {k_default}")
+    cpus = os.cpu_count() or 1
+    print(f"{cpus} CPUs; default K = {k_default}")
+
+    train = {k: training_seconds(k, 2 * k_default, smoke_steps) for k in (1, k_default)}
+    for k, seconds in train.items():
+        print(f"training alone, smoke size ({smoke_steps} steps, 1 thread): K={k}: {seconds:.3f} s/configuration")
+    overhead = {k: marginal_seconds(k, args.configs) for k in (1, k_default)}
+    for k, seconds in overhead.items():
+        print(f"pipeline cost outside training (smoke data, 1 step, per added configuration): K={k}: {seconds:.3f} s")
+    implied = (train[1] / cpus + overhead[1]) / (train[k_default] / cpus + overhead[k_default])
+    limit = cpus * (overhead[1] - 5 * overhead[k_default]) / 4  # training time at which the implied speedup is 5
+    reach = f"5 needs training under {limit:.3f} s/configuration" if limit > 0 else "5 is out of reach even without training"
+    print(f"speedup these imply at the smoke size: {implied:.2f} (without training: "
+          f"{overhead[1] / overhead[k_default]:.2f}; {reach})")
 
     smoke = {k: rate("smoke", k, args.configs, smoke_steps, None) for k in (1, k_default)}
     for k, value in smoke.items():
