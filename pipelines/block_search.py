@@ -80,11 +80,26 @@ def study_names(search: BlockSearch, prefix: str) -> list[str]:
     return [prefix + search.study_name(setting) for setting in search.settings]
 
 
-def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shared: dict, prefix: str, finished: dict[str, list[dict]]):
+def next_block_size(block_size: int, left_in_study: int, left_in_all: int, workers: int) -> int:
+    """How many configurations the next block gets: ``block_size``, fewer near the end of the search.
+
+    Guided scheduling: at most ceil(left_in_all / (2 * workers)), so the last
+    blocks shrink and ``workers`` concurrent trials finish together instead of
+    one long block running alone at the end.
+    """
+    return max(1, min(block_size, left_in_study, math.ceil(left_in_all / (2 * max(1, workers)))))
+
+
+def block_searcher(
+    search: BlockSearch, storage, remaining: dict[str, int], shared: dict, prefix: str,
+    finished: dict[str, list[dict]], workers: int = 1,
+):
     """A Tune Searcher yielding block configs ``{**setting, **shared, "study": name, "block": [...]}``.
 
     ``remaining[name]`` is how many configurations each study (named
-    ``prefix + study_name(setting)``) still needs; ``finished[name]`` its result rows (see :func:`prepare_study`).
+    ``prefix + study_name(setting)``) still needs; ``finished[name]`` its
+    result rows (see :func:`prepare_study`); ``workers`` how many trials run at
+    once (see :func:`next_block_size`).
     """
     from optuna.trial import TrialState
     from ray.tune.search import Searcher
@@ -105,7 +120,7 @@ def block_searcher(search: BlockSearch, storage, remaining: dict[str, int], shar
             entry = next((e for e in entries if e["left"] > 0), None)
             if entry is None:
                 return None if self.live else Searcher.FINISHED
-            k = min(search.block_size, entry["left"])
+            k = next_block_size(search.block_size, entry["left"], sum(e["left"] for e in entries), workers)
             entry["left"] -= k
             trials, block = [], []
             for _ in range(k):

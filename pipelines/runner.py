@@ -243,10 +243,11 @@ def _block_search_phase(pipeline: Pipeline, sweep: Sweep, fingerprint: str, stor
     rows = store.read("trials", pipeline.name, sweep.id)
     finished = {name: group.to_dict("records") for name, group in rows.groupby("study")} if "study" in rows else {}
     remaining = {name: max(0, search.budget - len(finished.get(name, []))) for name in names}
-    searcher = block_searcher(search, _optuna_storage(sweep), remaining, {"source": fingerprint}, prefix, finished)
+    workers = _max_concurrent(sweep)
+    searcher = block_searcher(search, _optuna_storage(sweep), remaining, {"source": fingerprint}, prefix, finished, workers)
     todo = sum(remaining.values())
     trainable = pipeline.block_trainable or pipeline.trainable
-    return Phase("search", trainable, searcher, -1 if todo else 0, todo, {}, _max_concurrent(sweep)), search.budget * len(names)
+    return Phase("search", trainable, searcher, -1 if todo else 0, todo, {}, workers), search.budget * len(names)
 
 
 def run_sweep(sweep: Sweep) -> dict:

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
 from pipelines import rex_vs_irm
+from pipelines.block_search import next_block_size
 from pipelines.spec import GensweepError, resolve_settings
 from pipelines.store import ResultStore
 
@@ -28,6 +29,14 @@ def test_stage_one_blocks_and_validation():
         rex_vs_irm.trials(dict(settings, variants=["shape"]))
     with pytest.raises(GensweepError, match="bad p 0.7"):
         rex_vs_irm.trials(dict(settings, ps=[0.7]))
+
+
+def test_blocks_shrink_at_the_end_of_the_search():
+    assert next_block_size(8, left_in_study=340, left_in_all=1000, workers=2) == 8
+    assert next_block_size(8, left_in_study=5, left_in_all=1000, workers=2) == 5  # a study's last block
+    assert next_block_size(8, left_in_study=16, left_in_all=16, workers=2) == 4  # 16 / (2 * 2)
+    assert next_block_size(8, left_in_study=3, left_in_all=3, workers=2) == 1
+    assert next_block_size(8, left_in_study=40, left_in_all=40, workers=0) == 8
 
 
 def _rows(results):
