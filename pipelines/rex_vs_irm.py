@@ -25,6 +25,7 @@ from tasks.cmnist import cmnist_block_trainable
 
 VARIANTS = ("class", "digit", "color")
 METHODS = ("erm", "irm", "vrex", "mmrex")
+STYLES = {"erm": ("o", "-"), "irm": ("s", "--"), "vrex": ("^", "-."), "mmrex": ("D", ":")}  # marker, line: overlaps stay visible
 VARIANT_NAMES = {"class": "Class imbalance", "digit": "Digit (shape) imbalance", "color": "Color imbalance"}
 
 COMMON = dict(
@@ -105,7 +106,8 @@ def _figure_5_4(frame, path: str) -> str:
         for method in _methods(part):
             stats = [(p, *reports.mean_sem(100 * g["test_acc"])) for p, g in part[part["method"] == method].groupby("shift_p")]
             ps, means, sems = zip(*stats)
-            ax.errorbar(ps, means, yerr=sems, marker="o", capsize=3, label=NAMES[method])
+            marker, line = STYLES[method]
+            ax.errorbar(ps, means, yerr=sems, marker=marker, ls=line, capsize=3, label=NAMES[method])
             rows += [[VARIANT_NAMES[variant], f"{p:g}", NAMES[method], reports.pm(m, s)] for p, m, s in stats]
         ax.axhline(50, color="grey", ls="--", lw=0.8)
         ax.set_title(VARIANT_NAMES[variant])
@@ -140,7 +142,8 @@ def _chance_table(frame, path: str) -> str:
         for method in methods:
             runs = part[part["method"] == method]
             share = runs.groupby("shift_p")["test_acc"].apply(lambda s: 100 * (s > 0.5).mean())
-            ax.plot(share.index, share.values, marker="o", label=NAMES[method])
+            marker, line = STYLES[method]
+            ax.plot(share.index, share.values, marker=marker, ls=line, mfc="none", ms=9 - 2 * methods.index(method), label=NAMES[method])
         ax.set_title(VARIANT_NAMES[variant])
         ax.set_xlabel("p")
         ax.set_ylabel("% of configurations beating chance")
