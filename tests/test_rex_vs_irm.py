@@ -75,3 +75,11 @@ def test_interrupted_block_search_resumes_to_exact_budget(tmp_path):
         assert sum(t.state == TrialState.COMPLETE for t in trials) == BUDGET
         assert not any(t.state == TrialState.RUNNING for t in trials)
         assert summary.study_name.endswith(("class/p=0.1/irm", "class/p=0.1/vrex"))
+
+    report = subprocess.run(GENSWEEP + ["report", "rex-vs-irm", "--results", str(results)], capture_output=True, text=True, timeout=300, env=env)
+    assert report.returncode == 0, report.stdout + report.stderr
+    (folder,) = (results / "reports" / "rex-vs-irm").iterdir()
+    assert {p.name for p in folder.iterdir()} == {"report.md", "figure_5_4.png", "above_chance.png"}
+    text = (folder / "report.md").read_text()
+    assert "| Class imbalance | 0.1 | IRM |" in text  # Figure 5.4's table
+    assert f"/{BUDGET}), best" in text  # beats-chance count and best configuration per setting
