@@ -46,12 +46,17 @@ class Inputs:
         return Inputs(self.pixels.to(device), self.segments)
 
 
+def _active_channels(x: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool: which channels of each example of x (N, C, 14, 14) hold a non-zero pixel."""
+    return x.flatten(2).ne(0).any(dim=2)
+
+
 def channel_order(x: torch.Tensor) -> torch.Tensor | None:
     """Row order grouping x (N, C, 14, 14) by its one active channel, or None when some row uses two channels.
 
     The order is a stable sort by channel (all-zero rows count as channel 0).
     """
-    active = x.flatten(2).ne(0).any(dim=2)  # (N, C)
+    active = _active_channels(x)
     if x.shape[1] < 2 or bool((active.sum(dim=1) > 1).any()):
         return None
     return torch.sort(active.float().argmax(dim=1), stable=True).indices
@@ -59,7 +64,7 @@ def channel_order(x: torch.Tensor) -> torch.Tensor | None:
 
 def channel_inputs(x: torch.Tensor) -> Inputs:
     """The channel form of x (N, C, 14, 14) whose rows are already grouped by channel (see :func:`channel_order`)."""
-    channel = x.flatten(2).ne(0).any(dim=2).float().argmax(dim=1)
+    channel = _active_channels(x).float().argmax(dim=1)
     pixels = x[torch.arange(len(x)), channel].flatten(1)
     segments, start = [], 0
     for c, count in zip(*torch.unique_consecutive(channel, return_counts=True)):
