@@ -22,8 +22,9 @@ import torch
 from core.cmnist import build_cmnist
 from core.data import ImageSource, load_idx_dir
 from core.reference import reference_train
+from core.hparams import CMNIST_IRM
 from core.train import config_from_dict
-from pipelines.cmnist_table import IRM_HPARAMS, PRESETS
+from pipelines.cmnist_table import PRESETS
 from tasks.cmnist import run_cmnist
 
 
@@ -41,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     source = load_idx_dir(args.data_dir) if args.data_dir else mnist_sized_source()
-    config = dict(IRM_HPARAMS, method=args.method, seed=0, data_seed=0, steps=args.steps,
-                  eval_every=PRESETS["paper"]["eval_every"], variant="standard", source=source.fingerprint)
+    config = dict(CMNIST_IRM, method=args.method, seed=0, data_seed=0, steps=args.steps, risk_reduction="mean",
+                  eval_every=PRESETS["paper"]["eval_every"], variant="standard", data=source.fingerprint)
     domains = build_cmnist(source, 0)
     print(f"source {source.name}: train domains {[len(d.y) for d in domains.train]}, test {len(domains.test[0].y)}; "
           f"method {args.method}, hidden {config['hidden']}, {args.steps} steps, torch threads {torch.get_num_threads()}")

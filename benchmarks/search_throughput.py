@@ -56,7 +56,7 @@ def mnist_sized_dir(root: str) -> str:
 def wall_seconds(preset: str, k: int, configs: int, steps: int, data_dir: str | None) -> float:
     """Wall seconds of one search stage of ``configs`` configurations in blocks of ``k`` (a fresh results directory)."""
     overrides = [
-        "variants=class", "ps=0.1", "methods=irm", "restarts=0", f"num_samples={configs}",
+        "stages=search", "variants=class", "ps=0.1", "methods=irm", f"num_samples={configs}",
         f"block_size={k}", f"steps={steps}", f"eval_every={steps}",
     ]
     settings = resolve_settings(rex_vs_irm.PIPELINE, preset, overrides)
@@ -82,7 +82,7 @@ def training_seconds(k: int, configs: int, steps: int) -> float:
     """Seconds per configuration of training alone (one thread) on the smoke data, in blocks of ``k``."""
     import optuna
 
-    from pipelines.cmnist_search import irm_space
+    from core.hparams import cmnist_random_space as irm_space
 
     domains = build_shifted_cmnist(load_digits_source(), "class", 0.1, seed=0)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=10)
     args = parser.parse_args()
     init_ray(num_cpus=os.cpu_count())
-    k_default = rex_vs_irm.PRESETS["paper"]["block_size"]
-    smoke_steps = rex_vs_irm.PRESETS["smoke"]["steps"]
+    k_default = rex_vs_irm.SETTINGS["block_size"].default
+    smoke_steps = rex_vs_irm.SETTINGS["steps"].default
     cpus = os.cpu_count() or 1
     print(f"{cpus} CPUs; default K = {k_default}")
 

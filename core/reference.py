@@ -28,8 +28,13 @@ def reference_mlp(in_dim: int, config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(lin1, nn.ReLU(True), lin2, nn.ReLU(True), lin3)
 
 
-def reference_train(domains: Domains, method: str, config: ModelConfig, steps: int) -> dict[str, float]:
-    """Train like the IRM/REx reference (method irm, vrex, mmrex or erm); return final train/test accuracy."""
+def reference_train(domains: Domains, method: str, config: ModelConfig, steps: int, reduction: str = "mean") -> dict[str, float]:
+    """Train like the IRM/REx reference (method erm, irm, vrex, mmrex or ri); return final train/test accuracy.
+
+    ``reduction`` "mean" is the IRM code's ``torch.stack([nll1, nll2]).mean()``,
+    "sum" the REx code's ``loss1 + loss2`` (its RI: ``--mse False
+    --penalty_weight 1.0``, i.e. R1 + R2 + |R1 - R2|).
+    """
     device = domains.train[0].x.device
     envs = [{"x": d.x.flatten(1), "y": d.y} for d in domains.train + domains.test]
     mlp = reference_mlp(envs[0]["x"].shape[1], config).to(device)
@@ -45,8 +50,13 @@ def reference_train(domains: Domains, method: str, config: ModelConfig, steps: i
         weight_norm = torch.tensor(0.0, device=device)
         for w in mlp.parameters():
             weight_norm += w.norm().pow(2)
-        loss = train_nll.clone() + config.l2 * weight_norm
-        if method != "erm":
+        if method == "ri":  # the REx code's risk interpolation: MM-REx at penalty weight 1, no anneal
+            both = envs[0]["nll"] + envs[1]["nll"] + (envs[0]["nll"] - envs[1]["nll"]).abs()
+            risk = both if reduction == "sum" else both / 2
+        else:
+            risk = envs[0]["nll"] + envs[1]["nll"] if reduction == "sum" else train_nll.clone()
+        loss = risk + config.l2 * weight_norm
+        if method not in ("erm", "ri"):
             if method == "irm":
                 penalty = torch.stack([envs[0]["penalty"], envs[1]["penalty"]]).mean()
             elif method == "vrex":

@@ -16,7 +16,9 @@ others are the training domains (:data:`core.sem.N_TRAIN_DOMAINS`).
   ``mmrex_penalty`` of core.objectives on the training risks ((R1 - R2)^2 and
   |R1 - R2| with two training domains).
 
-Loss of the penalized methods at step t, with w = ``penalty_weight_at(t, ...)``::
+Loss of the penalized methods at step t (:func:`core.methods.objective` with
+the REx / IRM SEM code's conventions: risks summed over the training domains,
+IRM penalties summed too, no L2), with w = ``penalty_weight_at(t, ...)``::
 
     loss = sum_e R_e + w * penalty,  divided by w when w > 1,
 
@@ -27,7 +29,8 @@ default (``penalty_weight < 0``) the reference's grid reg in {0, 1e-5, 1e-4,
 1e-3, 1e-2, 1e-1} is trained and the model with the lowest validation MSE is
 kept (first in grid order on ties); the grid's models are trained together as
 one stacked block with element-wise Adam (torch.optim.Adam, default betas
-and eps, as the reference), so they never interact.
+and eps, as the reference), so they never interact. Any registry method with
+a penalty fits this way; unpenalized ones (ERM) are solved in closed form.
 
 Risks are computed from per-domain second moments (R_e(beta) = beta^T A_e beta
 - 2 beta^T b_e + c_e with A_e = X^T X / n, b_e = X^T y / n, c_e = y^T y / n),
@@ -43,19 +46,21 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.objectives import mmrex_penalty, penalty_weight_at, vrex_penalty
+from core import hparams, methods
 from core.sem import Domain
 
-METHODS = ("erm", "irm", "vrex", "mmrex")
-REFERENCE_REGS: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+METHODS = tuple(methods.names(input="full", penalized=True))  # the penalized methods; plus ERM in closed form
+REFERENCE_REGS: tuple[float, ...] = hparams.SEM_REGS
 IRM_DUMMIES = ("vector", "scalar")
 DTYPE = torch.float64
+RISK_REDUCTION = "sum"  # the SEM reference codes sum the training-domain risks ...
+IRM_REDUCTION = "sum"  # ... and the IRM penalties
 
 
 def check_method(method: str) -> str:
-    """Return ``method`` if it is one of :data:`METHODS`, else raise ValueError."""
-    if method not in METHODS:
-        raise ValueError(f"unknown SEM method {method!r} (choose from {', '.join(METHODS)})")
+    """Return ``method`` if it is ERM or a penalized registry method, else raise ValueError."""
+    if method != "erm" and method not in METHODS:
+        raise ValueError(f"unknown SEM method {method!r} (choose from erm, {', '.join(METHODS)})")
     return method
 
 
@@ -76,8 +81,8 @@ REFERENCE_PENALTY_WEIGHTS: tuple[float, ...] = tuple(penalty_weight_from_reg(r) 
 class SolverConfig:
     """Hyperparameters of the penalized solvers (reference names in brackets, reference values as defaults)."""
 
-    lr: float = 1e-3  # [lr], Adam
-    steps: int = 100_000  # [n_iterations]
+    lr: float = hparams.SEM_LR  # [lr], Adam
+    steps: int = hparams.SEM_STEPS  # [n_iterations]
     penalty_weight: float = -1.0  # < 0: the reference grid [reg = -1], chosen on the validation domain
     anneal_iters: int = 0  # weight 1.0 before this step (the SEM reference has no anneal)
     irm_dummy: str = "vector"  # the IRM code's dummy w = ones(dim, 1); "scalar": IRMv1's scalar dummy
@@ -134,26 +139,6 @@ def irm_penalties(beta: torch.Tensor, phi: torch.Tensor | None, m: Moments, dumm
     if dummy == "scalar":
         return (grads * beta.unsqueeze(1)).sum(dim=-1).pow(2)
     raise ValueError(f"unknown IRM dummy {dummy!r} (choose from {', '.join(IRM_DUMMIES)})")
-
-
-def method_penalty(method: str, risks: torch.Tensor, irm: torch.Tensor | None) -> torch.Tensor:
-    """The unweighted penalty of each model, (G,): IRM summed over domains, V-REx / MM-REx from core.objectives."""
-    if method == "irm":
-        return irm.sum(dim=-1)
-    if method == "vrex":
-        return vrex_penalty(risks)
-    if method == "mmrex":
-        return mmrex_penalty(risks)
-    raise ValueError(f"{method!r} has no penalty")
-
-
-def combine(risks: torch.Tensor, penalty: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum_e R_e + w * penalty, divided by w where w > 1; inf-safe (w = inf gives the penalty alone)."""
-    weight = weight.to(risks.dtype)
-    above = weight > 1.0
-    scale = torch.where(above, weight, torch.ones_like(weight))
-    coef = torch.where(above, torch.ones_like(weight), weight)
-    return risks.sum(dim=-1) / scale + coef * penalty
 
 
 def least_squares(domains: Sequence[Domain]) -> np.ndarray:
@@ -223,7 +208,7 @@ def _fit_penalized(
     method: str, domains: Sequence[Domain], config: SolverConfig, on_eval: Callable[[int, LinearFit], None] | None,
 ) -> LinearFit:
     check_method(method)
-    if method == "erm":
+    if not methods.get(method).penalized:
         raise ValueError("ERM is solved in closed form: use least_squares")
     if len(domains) < 3:
         raise ValueError("need at least two training domains and one validation domain")
@@ -239,24 +224,27 @@ def _fit_penalized(
         param = torch.ones(g, p, dtype=DTYPE).requires_grad_()  # beta itself
     optimizer = torch.optim.Adam([param], lr=float(config.lr))  # element-wise: the block's models stay independent
 
-    def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         beta = param.sum(dim=-1) if method == "irm" else param
         risks = domain_risks(beta, train)
         irm = irm_penalties(beta, param if method == "irm" else None, train, config.irm_dummy) if method == "irm" else None
-        return beta, risks, method_penalty(method, risks, irm)
+        loss, penalty = methods.objective(
+            method, risks, irm, 0.0, step=step, l2=0.0, penalty_weight=weight_tensor, anneal_iters=config.anneal_iters,
+            reduction=RISK_REDUCTION, irm_reduction=IRM_REDUCTION,
+        )
+        return beta, loss, penalty
 
     steps, every = int(config.steps), max(1, int(config.eval_every))
     for step in range(steps):
-        _, risks, penalty = forward()
-        w = penalty_weight_at(step, weight_tensor, config.anneal_iters)
+        _, loss, _ = forward(step)
         optimizer.zero_grad(set_to_none=True)
-        combine(risks, penalty, w).sum().backward()
+        loss.sum().backward()
         optimizer.step()
         done = step + 1
         if on_eval is not None and done % every == 0 and done != steps:
-            beta, _, penalty = forward()
+            beta, _, penalty = forward(done)
             on_eval(done, _select(beta, penalty.detach(), weights, train, val))
-    beta, _, penalty = forward()
+    beta, _, penalty = forward(steps)
     fit = _select(beta, penalty.detach(), weights, train, val)
     if on_eval is not None:
         on_eval(steps, fit)

@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
-from core import models
+from core import hparams, methods, models
 from core.cmnist import Domain, Domains
-from core.objectives import check_method, irm_penalty, mean_accuracy, mean_nll, training_loss
+from core.objectives import irm_penalty, mean_accuracy, mean_nll
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -29,11 +29,11 @@ ADAM_EPS = 1e-8
 class ModelConfig:
     """One configuration's hyperparameters (IRM code names in brackets)."""
 
-    hidden: int = 390  # [hidden_dim]
-    l2: float = 0.00110794568  # [l2_regularizer_weight]
-    lr: float = 0.0004898536566546834  # [lr]
-    anneal_iters: int = 190  # [penalty_anneal_iters]
-    penalty_weight: float = 91257.18613115903  # [penalty_weight]
+    hidden: int = hparams.CMNIST_IRM["hidden"]  # [hidden_dim]
+    l2: float = hparams.CMNIST_IRM["l2"]  # [l2_regularizer_weight]
+    lr: float = hparams.CMNIST_IRM["lr"]  # [lr]
+    anneal_iters: int = hparams.CMNIST_IRM["anneal_iters"]  # [penalty_anneal_iters]
+    penalty_weight: float = hparams.CMNIST_IRM["penalty_weight"]  # [penalty_weight]
     seed: int = 0  # model initialisation
 
 
@@ -92,8 +92,12 @@ def train_block(
     eval_every: int = 100,
     on_eval: EvalCallback | None = None,
     device: torch.device | None = None,
+    reduction: str = "method",
 ) -> list[dict[str, float]]:
     """Train ``len(configs)`` models of one method on ``domains``; return each model's final metrics.
+
+    ``reduction`` combines the training-domain risks: "mean" (IRM code),
+    "sum" (REx code) or "method" (the method's reference code; see core.methods).
 
     Metrics per model: ``step``, ``train_acc``/``train_nll``/``train_penalty``
     (means over training domains), ``<domain>_acc``/``_nll``/``_penalty`` for
@@ -102,9 +106,9 @@ def train_block(
     accuracy over all domains: the IRM random search's selection criterion).
     ``on_eval(step, metrics)`` is called at every eval step, the last included.
     """
-    check_method(method)
+    reduction = methods.resolve_reduction(method, reduction)
     device = device or default_device()
-    grayscale = method == "grayscale"
+    grayscale = methods.get(method).input == "grayscale"
     channels = domains.train[0].x.shape[1]
     x_train, y_train = batch_inputs(domains.train, grayscale, device)
     sizes = [len(y) for y in y_train]
@@ -128,8 +132,9 @@ def train_block(
         per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
         risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
         irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
-        loss, penalty = training_loss(
-            method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal
+        loss, penalty = methods.objective(
+            method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal,
+            reduction=reduction,
         )
         grads = torch.autograd.grad(loss.sum(), flat)
 

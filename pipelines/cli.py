@@ -80,11 +80,8 @@ def cmd_run(args, expect_id: str | None = None) -> int:
     from pipelines.spec import resolve_settings
 
     pipeline = registry.get(args.pipeline)
-    settings = resolve_settings(pipeline, args.preset, args.overrides)
-    if pipeline.trials is not None:
-        pipeline.trials(settings)  # validate settings before anything starts
-    else:
-        pipeline.search(settings)
+    settings = resolve_settings(pipeline, args.preset, args.overrides)  # typed and checked: bad values end here
+    pipeline.stages(settings)  # and the stages they make, before anything starts
     if args.address:
         init_ray(args.address, args.num_cpus)  # a bad cluster address fails before MLflow or results are touched
     sweep = Sweep(
@@ -154,13 +151,15 @@ def cmd_report(args) -> int:
 def cmd_list(args) -> int:
     from pipelines import registry
 
+    show = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # noqa: E731
     for pipeline in registry.pipelines().values():
         print(f"{pipeline.name}: {pipeline.description}")
-        for preset, settings in pipeline.presets.items():
-            print(f"  preset {preset}:")
-            for key, value in settings.items():
-                shown = ",".join(map(str, value)) if isinstance(value, list) else value
-                print(f"    {key} = {shown}")
+        print("  settings (default; --set KEY=VALUE):")
+        for key, setting in pipeline.all_settings().items():
+            print(f"    {key} = {show(setting.default)}  # {setting.help}")
+        for preset, overrides in pipeline.presets.items():
+            changes = ", ".join(f"{k}={show(v)}" for k, v in overrides.items()) or "the defaults"
+            print(f"  preset {preset}: {changes}")
     return 0
 
 

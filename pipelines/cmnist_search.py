@@ -2,46 +2,49 @@
 
 Varies (IRM code): hidden = int(2^U(6, 9)), l2 = 10^U(-5, -2),
 lr = 10^U(-3.5, -2.5), anneal = randint(50, 250), penalty = 10^U(2, 6).
-Fixed: method, steps, data seed. Selects on min(train-domain accuracies,
-test accuracy) (``min_acc``). The study lives in the results' Optuna
-database; re-running the same command resumes it.
+The space is core.hparams.cmnist_random_space. Fixed: method, steps, data
+seed. Selects on min(train-domain accuracies, test accuracy) (``min_acc``).
+The study lives in the results' Optuna database; re-running the same command
+resumes it. With the random sampler, configuration i is the i-th draw of a
+seeded stream (and model seed i), so a search is reproducible draw by draw.
 """
 from __future__ import annotations
 
+from core import hparams, methods
 from pipelines import reports
-from pipelines.spec import GensweepError, Pipeline, Search
+from pipelines.cmnist_common import load_images, risk_reduction_setting
+from pipelines.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
-
-def irm_space(trial) -> dict:
-    """IRM's random-search space (define-by-run); returns the derived integer hidden size."""
-    log2_hidden = trial.suggest_float("log2_hidden", 6.0, 9.0)
-    trial.suggest_float("l2", 1e-5, 1e-2, log=True)
-    trial.suggest_float("lr", 10**-3.5, 10**-2.5, log=True)
-    trial.suggest_int("anneal_iters", 50, 249)
-    trial.suggest_float("penalty_weight", 1e2, 1e6, log=True)
-    return {"hidden": int(2**log2_hidden)}
-
-
-COMMON = dict(method="irm", sampler="random", data_seed=0, seed=0, cpus_per_trial=1, gpus_per_trial=0.25, max_failures=2)
+SETTINGS = {
+    "method": Setting("irm", "the method searched", choices=tuple(methods.METHODS)),
+    "num_samples": Setting(8, "configurations to try (the study's budget)", ge=1),
+    "sampler": Setting("random", "Optuna sampler: random (IRM code's search) or tpe", choices=("random", "tpe")),
+    "block_size": Setting(1, "configurations trained together in one Tune trial", ge=1),
+    "steps": Setting(101, "full-batch Adam steps per configuration", ge=1),
+    "eval_every": Setting(50, "steps between evaluations", ge=1),
+    "data_seed": Setting(0, "seed of the domain construction (label noise, colours)", ge=0),
+    "seed": Setting(0, "seed of the sampler", ge=0),
+    "risk_reduction": risk_reduction_setting(),
+}
 PRESETS = {
-    "smoke": dict(COMMON, num_samples=8, steps=101, eval_every=50),
-    "paper": dict(COMMON, num_samples=340, steps=501, eval_every=50),
+    "smoke": {},
+    "paper": dict(num_samples=340, steps=hparams.CMNIST_STEPS),
 }
 
 
-def search(settings: dict) -> Search:
-    """The Optuna search for these settings."""
-    if settings["sampler"] not in ("random", "tpe"):
-        raise GensweepError(f"unknown sampler {settings['sampler']!r} (choose from random, tpe)")
+def stages(settings: dict) -> list[Stage]:
+    """One stage: the Optuna study over IRM's random-search space, selected on min_acc."""
     fixed = dict(
         method=settings["method"], steps=settings["steps"], eval_every=settings["eval_every"],
-        data_seed=settings["data_seed"], seed=settings["seed"], variant="standard",
+        data_seed=settings["data_seed"], variant="standard", risk_reduction=settings["risk_reduction"],
     )
-    return Search(
-        space=irm_space, fixed=fixed, num_samples=settings["num_samples"], metric="min_acc", mode="max",
-        sampler=settings["sampler"], seed=settings["seed"],
+    search = Search(
+        studies=[fixed], space=hparams.cmnist_random_space, budget=settings["num_samples"],
+        block_size=settings["block_size"], sampler=settings["sampler"], seed=settings["seed"],
     )
+    label = lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}"  # noqa: E731
+    return [Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=label)]
 
 
 def report(frame, curves, out_dir: str) -> str:
@@ -74,11 +77,9 @@ def _scatter(frame, path: str) -> None:
 PIPELINE = Pipeline(
     name="cmnist-search",
     description="IRM's random (or TPE) hyperparameter search on Colored MNIST as a resumable Optuna study",
+    settings=SETTINGS,
     presets=PRESETS,
-    trainable=cmnist_trainable,
-    search=search,
+    load_data=load_images,
+    stages=stages,
     report=report,
-    metric="min_acc",
-    mode="max",
-    label=lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}",
 )

@@ -2,87 +2,93 @@
 
 Varies: variant (class / digit / color imbalance), p (shift between the two
 training domains; p = 0 is disjoint support), method (ERM, IRM, V-REx, MM-REx).
-Stage 1 ("fixed"): IRM's published hyperparameters, ``restarts`` model seeds
-per (variant, p, method) -> test accuracy mean and standard error vs p.
-Stage 2 ("search"): ``num_samples`` configurations per (variant, p, method)
-from IRM's random-search space, one Optuna study each (RandomSampler, or
-TPE), selected on min(train accuracies, test accuracy) -> how often each
-method beats chance (50% test accuracy), and the best configuration.
-Each Ray trial trains a block of ``block_size`` configurations at once.
-The domains of a (variant, p) are drawn once (``data_seed``); trials differ in
-model initialisation (stage 1) or hyperparameters and initialisation (stage 2).
+Stage "fixed": IRM's published hyperparameters, ``restarts`` runs per
+(variant, p, method); restart r draws its own domains (label noise, colours:
+``data_seed = r``, as the REx scripts redraw them at every restart) and its own
+initialisation (``seed = r``) -> test accuracy mean and standard error vs p.
+Stage "search": ``num_samples`` configurations per (variant, p, method) from
+IRM's random-search space (core.hparams), one Optuna study each, selected on
+min(train accuracies, test accuracy) -> how often each method beats chance
+(50% test accuracy), and the best configuration. With the random sampler the
+configurations are paired: every method of a (variant, p) trains the same
+draws (sample i, model seed i) on the same domains (``data_seed``), so
+methods are compared on equal hyperparameters; TPE samples per study.
+The REx scripts train every method with the summed risk (REx code), so
+``risk_reduction`` defaults to sum here. Each Ray trial trains a block of up
+to ``block_size`` configurations at once.
 """
 from __future__ import annotations
 
 from itertools import product
 
+from core import hparams, methods
 from pipelines import reports
-from pipelines.block_search import BlockSearch
-from pipelines.cmnist_search import irm_space
-from pipelines.cmnist_table import IRM_HPARAMS, NAMES
-from pipelines.spec import GensweepError, Pipeline
-from tasks.cmnist import cmnist_block_trainable
+from pipelines.cmnist_common import load_images, methods_setting, reduction_note, risk_reduction_setting
+from pipelines.spec import Grid, Pipeline, Search, Setting, Stage
+from tasks.cmnist import cmnist_trainable
 
 VARIANTS = ("class", "digit", "color")
 METHODS = ("erm", "irm", "vrex", "mmrex")
+STAGES = ("fixed", "search")
 STYLES = {"erm": ("o", "-"), "irm": ("s", "--"), "vrex": ("^", "-."), "mmrex": ("D", ":")}  # marker, line: overlaps stay visible
 VARIANT_NAMES = {"class": "Class imbalance", "digit": "Digit (shape) imbalance", "color": "Color imbalance"}
+NAMES = {m: methods.get(m).display for m in METHODS}
 
-COMMON = dict(
-    variants=list(VARIANTS), methods=list(METHODS), data_seed=0, sampler="random", cpus_per_trial=1,
-    gpus_per_trial=0.25, max_failures=2,
-)
+SETTINGS = {
+    "stages": Setting(list(STAGES), "stages to run: fixed (Figure 5.4) and/or search (the random searches)", choices=STAGES),
+    "variants": Setting(list(VARIANTS), "covariate-shift variants", choices=VARIANTS),
+    "ps": Setting([0.1, 0.3], "shift p between the training domains (0: disjoint support)", ge=0.0, le=0.5),
+    "methods": methods_setting(list(METHODS), list(METHODS)),
+    "restarts": Setting(3, "stage fixed: runs per (variant, p, method), each with its own domains and seed", ge=1),
+    "num_samples": Setting(4, "stage search: configurations per (variant, p, method)", ge=1),
+    "block_size": Setting(8, "stage search: configurations trained together in one Tune trial", ge=1),
+    "sampler": Setting("random", "stage search: random (paired across methods) or tpe (per study)", choices=("random", "tpe")),
+    "data_seed": Setting(0, "stage search: seed of the domains of every (variant, p); also seeds the draws", ge=0),
+    "steps": Setting(201, "full-batch Adam steps per configuration", ge=1),
+    "eval_every": Setting(50, "steps between evaluations", ge=1),
+    "risk_reduction": risk_reduction_setting("sum"),  # the REx covariate-shift scripts sum the risks of every method
+}
 PRESETS = {
-    "smoke": dict(COMMON, ps=[0.1, 0.3], restarts=3, num_samples=4, block_size=8, steps=201, eval_every=50),
-    "paper": dict(COMMON, ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], restarts=3, num_samples=340, block_size=8, steps=501, eval_every=100),
+    "smoke": {},
+    "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=340, steps=hparams.CMNIST_STEPS, eval_every=100),
 }
 
 
-def _settings(settings: dict, stage: str) -> list[dict]:
-    for variant in settings["variants"]:
-        if variant not in VARIANTS:
-            raise GensweepError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    for method in settings["methods"]:
-        if method not in METHODS:
-            raise GensweepError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    for p in settings["ps"]:
-        if not 0.0 <= p <= 0.5:
-            raise GensweepError(f"bad p {p}: must lie in [0, 0.5]")
-    if settings["block_size"] < 1:
-        raise GensweepError("block_size must be at least 1")
+def _settings(settings: dict) -> list[dict]:
     return [
         dict(variant=variant, shift_p=float(p), method=method, steps=settings["steps"], eval_every=settings["eval_every"],
-             data_seed=settings["data_seed"], stage=stage)
+             risk_reduction=settings["risk_reduction"])
         for variant, p, method in product(settings["variants"], settings["ps"], settings["methods"])
     ]
 
 
-def trials(settings: dict) -> list[dict]:
-    """Stage 1: one block per (variant, p, method) holding ``restarts`` seeds at IRM's hyperparameters."""
-    if settings["restarts"] < 1:
-        _settings(settings, "fixed")  # still validate
-        return []
-    return [
-        {**setting, "study": "", "block": [dict(IRM_HPARAMS, seed=seed) for seed in range(settings["restarts"])]}
-        for setting in _settings(settings, "fixed")
-    ]
+def _label(c: dict) -> str:
+    return f"{c['method']} {c['variant']} p={c['shift_p']:g} seed={c['seed']}"
 
 
-def block_search(settings: dict) -> BlockSearch:
-    """Stage 2: one Optuna study of ``num_samples`` configurations per (variant, p, method)."""
-    if settings["sampler"] not in ("random", "tpe"):
-        raise GensweepError(f"unknown sampler {settings['sampler']!r} (choose from random, tpe)")
-    return BlockSearch(
-        settings=_settings(settings, "search"),
-        study_name=lambda s: f"{s['variant']}/p={s['shift_p']}/{s['method']}",
-        space=irm_space, budget=settings["num_samples"], block_size=settings["block_size"], metric="min_acc",
-        mode="max", sampler=settings["sampler"], seed=settings["data_seed"],
-    )
+def stages(settings: dict) -> list[Stage]:
+    """Stage fixed: one config per (variant, p, method, restart); stage search: one study per (variant, p, method)."""
+    out = []
+    if "fixed" in settings["stages"]:
+        configs = [
+            {**setting, **hparams.CMNIST_IRM, "seed": restart, "data_seed": restart}
+            for setting in _settings(settings) for restart in range(settings["restarts"])
+        ]
+        out.append(Stage("fixed", cmnist_trainable, Grid(configs), metric="test_acc", label=_label))
+    if "search" in settings["stages"]:
+        search = Search(
+            studies=[{**s, "data_seed": settings["data_seed"]} for s in _settings(settings)],
+            study_name=lambda s: f"{s['variant']}/p={s['shift_p']}/{s['method']}",
+            space=hparams.cmnist_random_space, budget=settings["num_samples"], block_size=settings["block_size"],
+            sampler=settings["sampler"], seed=settings["data_seed"], paired_by=("variant", "shift_p"),
+        )
+        out.append(Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=_label))
+    return out
 
 
 def report(frame, curves, out_dir: str) -> str:
     """Figure 5.4 (stage 1) and the beats-chance table (stage 2)."""
-    parts = []
+    parts = [reduction_note(frame)]
     fixed = frame[frame["stage"] == "fixed"]
     if not fixed.empty:
         parts.append("## Stage 1: IRM's hyperparameters, test accuracy (%) mean ± s.e.\n\n" + _figure_5_4(fixed, f"{out_dir}/figure_5_4.png"))
@@ -160,12 +166,9 @@ def _chance_table(frame, path: str) -> str:
 PIPELINE = Pipeline(
     name="rex-vs-irm",
     description="REx vs IRM on Colored MNIST with covariate shift: Figure 5.4 and the 340-configuration searches",
+    settings=SETTINGS,
     presets=PRESETS,
-    trainable=cmnist_block_trainable,
-    trials=trials,
-    block_search=block_search,
+    load_data=load_images,
+    stages=stages,
     report=report,
-    metric="test_acc",
-    mode="max",
-    label=lambda c: f"{c['method']} {c['variant']} p={c['shift_p']:g} seed={c['seed']}",
 )

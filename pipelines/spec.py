@@ -1,15 +1,25 @@
-"""What a pipeline declares, how its settings are parsed, and how sweeps and trials are named.
+"""What a pipeline declares: typed settings, presets, its data, its stages; and how sweeps and trials are named.
 
-A pipeline is data: a name, presets (flat dicts of settings), and functions
-that turn settings into either an explicit list of trial configs (a grid) or
-an Optuna search, plus a report. Settings and trial configs are flat,
-JSON-serialisable dicts; their canonical JSON hash names sweeps and trials, so
-re-running the same command finds the work it already finished.
+A pipeline is data (see docs/adding-an-experiment.md)::
+
+    Pipeline(name, description, settings={name: Setting(...)}, presets={"smoke": {...}, "paper": {...}},
+             load_data=lambda settings, data_dir: obj_with_fingerprint,
+             stages=lambda settings: [Stage(name, trainable, Grid(configs) | Search(...), metric, mode), ...],
+             report=lambda trials, curves, out_dir: markdown)
+
+Settings are typed by their default, checked against their bounds and
+choices when parsed, and carry a one-line help that ``gensweep list`` prints.
+A preset is a set of overrides of the defaults. Run-level settings
+(:data:`RUN_SETTINGS`: resources, retries) belong to every pipeline and do not
+change results, so they are left out of the sweep id. Trial configs are flat,
+JSON-serialisable dicts; their canonical JSON hash names their result files,
+so re-running the same command finds the work it already finished.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,45 +28,65 @@ class GensweepError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits non-zero."""
 
 
-@dataclass(frozen=True)
-class Search:
-    """An Optuna search: define-by-run ``space(trial) -> dict``, fixed config, and budget."""
-
-    space: Callable[[Any], dict]
-    fixed: dict
-    num_samples: int
-    metric: str
-    mode: str
-    sampler: str = "random"  # or "tpe"
-    seed: int = 0
+# ------------------------------------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True)
-class Pipeline:
-    """One experiment: presets, how settings become trials, the selection metric, the report."""
+class Setting:
+    """One setting: its default (which fixes its type), a one-line help, and what values make sense.
 
-    name: str
-    description: str
-    presets: dict[str, dict]
-    trainable: Callable  # the task's trainable, called as trainable(config, source=...)
-    trials: Callable[[dict], list[dict]] | None = None  # grid pipelines
-    search: Callable[[dict], Search] | None = None  # search pipelines (one Optuna study, one config per trial)
-    block_search: Callable[[dict], Any] | None = None  # many studies searched in blocks (pipelines.block_search)
-    block_trainable: Callable | None = None  # trainable of block configs, when it differs from ``trainable``
-    report: Callable[[Any, Any, str], str] | None = None  # (trials, curves, out_dir) -> markdown
-    metric: str = "test_acc"
-    mode: str = "max"
-    label: Callable[[dict], str] = field(default=lambda config: config.get("method", "trial"))
-    needs_source: bool = True  # False: the trainable gets source=None and --data-dir is ignored
+    Lists hold items of the type of ``item`` (default: the type of the
+    default's first item). ``choices`` restricts a str setting or the items of
+    a list; ``ge``/``gt``/``le`` bound a number or every item of a list.
+    """
+
+    default: Any
+    help: str
+    choices: tuple = ()
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    item: type | None = None
 
     @property
-    def fields(self) -> dict:
-        """Every setting with its default (the ``smoke`` preset's value) and type."""
-        return self.presets["smoke"]
+    def is_list(self) -> bool:
+        return isinstance(self.default, (list, tuple))
+
+    @property
+    def kind(self) -> type:
+        if self.is_list:
+            return self.item or (type(self.default[0]) if self.default else str)
+        return type(self.default)
+
+    def parse(self, key: str, text: str) -> Any:
+        """The typed value of ``--set key=text`` (checked); GensweepError naming the problem."""
+        if self.is_list:
+            items = [part.strip() for part in text.split(",") if part.strip()]
+            if not items:
+                raise GensweepError(f"bad value for {key}: {text!r} is an empty list")
+            value = [parse_value(part, self.kind(), key) for part in items]
+        else:
+            value = parse_value(text, self.default, key)
+        return self.check(key, value)
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` if it makes sense for this setting, else GensweepError (one line)."""
+        for item in value if self.is_list else [value]:
+            if self.choices and item not in self.choices:
+                raise GensweepError(f"bad value for {key}: {item!r} (choose from {', '.join(map(str, self.choices))})")
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                if isinstance(item, float) and math.isnan(item):
+                    raise GensweepError(f"bad value for {key}: nan")
+                for bound, ok, text in ((self.ge, lambda b: item >= b, ">="), (self.gt, lambda b: item > b, ">"), (self.le, lambda b: item <= b, "<=")):
+                    if bound is not None and not ok(bound):
+                        raise GensweepError(f"bad value for {key}: {item!r} (must be {text} {bound:g})")
+        if self.is_list and not value:
+            raise GensweepError(f"bad value for {key}: an empty list")
+        return list(value) if self.is_list else value
 
 
 def parse_value(text: str, default: Any, key: str) -> Any:
-    """Parse ``--set key=text`` to the type of the setting's default value."""
+    """Parse ``text`` to the type of ``default`` (bool, int, float or str)."""
     try:
         if isinstance(default, bool):
             lowered = text.lower()
@@ -67,31 +97,127 @@ def parse_value(text: str, default: Any, key: str) -> Any:
             return int(text)
         if isinstance(default, float):
             return float(text)
-        if isinstance(default, (list, tuple)):
-            items = [item.strip() for item in text.split(",") if item.strip()]
-            if not items:
-                raise ValueError
-            kind = type(default[0]) if default else str
-            return [parse_value(item, kind(), key) for item in items]
         return text
     except ValueError:
         raise GensweepError(f"bad value for {key}: {text!r} is not {type(default).__name__}") from None
 
 
+RUN_SETTINGS: dict[str, Setting] = {
+    "cpus_per_trial": Setting(1.0, "CPUs Ray reserves per trial", gt=0),
+    "gpus_per_trial": Setting(0.25, "GPU fraction per trial where the cluster has GPUs (0 on CPU-only clusters)", ge=0, le=8),
+    "max_failures": Setting(2, "retries of a trial whose worker died", ge=0),
+}
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An explicit list of trial configs; a config with a ``block`` list trains each entry (merged over the rest)."""
+
+    configs: list[dict]
+
+
+@dataclass(frozen=True)
+class Search:
+    """Optuna studies, one per entry of ``studies`` (its fixed config), each with ``budget`` configurations.
+
+    ``space(trial)`` suggests on an Optuna trial (define-by-run) and returns
+    derived values. ``block_size`` > 1 trains that many configurations of a
+    study per Tune trial. With the random sampler, studies that agree on the
+    ``paired_by`` keys train the same configurations (sample i of every such
+    study has the same hyperparameters and seed i): methods compared on the
+    same draws. TPE studies sample on their own.
+    """
+
+    studies: list[dict]
+    space: Callable[[Any], dict]
+    budget: int
+    study_name: Callable[[dict], str] = lambda fixed: ""
+    block_size: int = 1
+    sampler: str = "random"  # or "tpe"
+    seed: int = 0
+    paired_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One Tuner run of a sweep: a trainable ``(config, data) -> tune.report(Report)``, its plan, its metric.
+
+    ``scheduler`` (optional) makes a Tune trial scheduler (e.g. ASHA) that may
+    stop trials early; a stopped configuration is recorded with its last
+    metrics and ``stopped_early`` set (and told to Optuna with that value).
+    """
+
+    name: str
+    trainable: Callable
+    plan: Grid | Search
+    metric: str
+    mode: str = "max"
+    scheduler: Callable[[], Any] | None = None
+    label: Callable[[dict], str] = lambda config: str(config.get("method", "trial"))
+
+
+@dataclass(frozen=True)
+class NoData:
+    """The data of pipelines that generate their own (SEMs, RL environments): nothing to ship, a fixed fingerprint."""
+
+    name: str = "generated"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One experiment: typed settings, presets, its data loader, its stages, its report."""
+
+    name: str
+    description: str
+    settings: dict[str, Setting]
+    presets: dict[str, dict]  # overrides of the settings' defaults, per preset
+    load_data: Callable[[dict, str | None], Any]  # (settings, --data-dir) -> object with .fingerprint
+    stages: Callable[[dict], list[Stage]]
+    report: Callable[[Any, Any, str], str]  # (trials, curves, out_dir) -> markdown
+    check: Callable[[dict], None] | None = None  # cross-setting checks, raising GensweepError
+    run_defaults: dict = field(default_factory=dict)  # this pipeline's defaults of RUN_SETTINGS
+
+    def all_settings(self) -> dict[str, Setting]:
+        """The pipeline's settings and the run-level ones (with this pipeline's defaults)."""
+        run = {k: Setting(**{**s.__dict__, "default": self.run_defaults.get(k, s.default)}) for k, s in RUN_SETTINGS.items()}
+        return {**self.settings, **run}
+
+
 def resolve_settings(pipeline: Pipeline, preset: str, overrides: list[str]) -> dict:
-    """The preset's settings with ``key=value`` overrides applied (typed, validated)."""
+    """The preset's settings with ``key=value`` overrides applied, typed and checked (GensweepError otherwise)."""
     if preset not in pipeline.presets:
         raise GensweepError(f"unknown preset {preset!r} for {pipeline.name} (choose from {', '.join(pipeline.presets)})")
-    settings = dict(pipeline.presets[preset])
+    declared = pipeline.all_settings()
+    settings = {key: s.default for key, s in declared.items()}
+    settings.update(pipeline.presets[preset])
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise GensweepError(f"bad --set {item!r}: expected key=value")
-        if key not in settings:
-            raise GensweepError(f"unknown setting {key!r} for {pipeline.name} (settings: {', '.join(settings)})")
-        settings[key] = parse_value(text.strip(), settings[key], key)
+        if key not in declared:
+            raise GensweepError(f"unknown setting {key!r} for {pipeline.name} (settings: {', '.join(declared)})")
+        settings[key] = declared[key].parse(key, text.strip())
+    for key, value in settings.items():
+        declared[key].check(key, value)
+    if pipeline.check is not None:
+        pipeline.check(settings)
     return settings
+
+
+def result_settings(settings: dict) -> dict:
+    """The settings that can change results (the run-level ones left out)."""
+    return {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
+
+
+# ------------------------------------------------------------------------------------------- names
 
 
 def canonical_hash(obj: Any) -> str:
@@ -99,11 +225,19 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def sweep_id(pipeline: str, preset: str, settings: dict, source: str) -> str:
-    """Readable, deterministic id: same pipeline, settings and data give the same sweep."""
-    return f"{preset}-{canonical_hash({'pipeline': pipeline, 'settings': settings, 'source': source})[:10]}"
+def sweep_id(pipeline: str, preset: str, settings: dict, data: str) -> str:
+    """Readable, deterministic id: same pipeline, result settings and data give the same sweep."""
+    return f"{preset}-{canonical_hash({'pipeline': pipeline, 'settings': result_settings(settings), 'data': data})[:10]}"
 
 
 def trial_key(config: dict) -> str:
-    """Names a trial's result files: the hash of its full config."""
+    """Names a configuration's result files: the hash of its full config."""
     return canonical_hash(config)[:16]
+
+
+def units(config: dict) -> list[dict]:
+    """The configurations a trial trains: the config itself, or each ``block`` entry merged over the shared keys."""
+    if "block" not in config:
+        return [config]
+    shared = {k: v for k, v in config.items() if k != "block"}
+    return [{**shared, **entry} for entry in config["block"]]

@@ -29,6 +29,7 @@ from pipelines.spec import GensweepError
 
 CORE_COLUMNS = {
     "trial_key": pa.string(),
+    "stage": pa.string(),
     "label": pa.string(),
     "finished_at": pa.timestamp("us", tz="UTC"),
     "wall_s": pa.float64(),

@@ -1,12 +1,18 @@
-"""Trainable for Colored MNIST-style experiments: one flat config -> metrics via ``tune.report``.
+"""Trainable for Colored MNIST-style experiments: one flat config (or a block of them) -> Reports.
 
-Config keys (all JSON scalars): ``method``, ``hidden``, ``l2``, ``lr``,
-``anneal_iters``, ``penalty_weight``, ``seed`` (model init), ``steps``,
-``eval_every``, ``data_seed`` (domain construction), ``source`` (the source's
-fingerprint) and ``variant`` (``standard``, or the covariate-shift variants ``class``, ``digit``,
-``color``, which add ``shift_p``). The image source arrives through the object store
-(``tune.with_parameters``); domains are built once per worker process and
-reused by every trial that asks for the same (source, variant, data seed).
+Config keys (all JSON scalars): ``method`` (a core.methods name),
+``risk_reduction`` (method, mean or sum; see core.methods), ``hidden``,
+``l2``, ``lr``, ``anneal_iters``, ``penalty_weight``, ``seed`` (model init),
+``steps``, ``eval_every``, ``data_seed`` (domain construction), ``data`` (the
+image source's fingerprint) and ``variant`` (``standard``, or the
+covariate-shift variants ``class``, ``digit``, ``color``, which add
+``shift_p``). A config with a ``block`` list trains each entry's own keys
+(hidden, l2, lr, anneal_iters, penalty_weight, seed, ...) merged over the
+shared ones, as one block of models on one set of domains.
+
+The image source arrives through the object store (``tune.with_parameters``);
+domains are built once per worker process and reused by every trial that
+asks for the same (source, variant, data seed, p).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from core.cmnist import Domains, build_cmnist
 from core.cmnist_shift import build_shifted_cmnist
 from core.data import ImageSource
 from core.train import config_from_dict, train_block
+from tasks.report import Report, tune_reporter
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
 _CACHE_SIZE = 4
@@ -38,7 +45,7 @@ DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
 def domains_for(source: ImageSource, config: dict) -> Domains:
     """The domains a config asks for, from this process's cache when already built."""
     variant = config.get("variant", "standard")
-    key = (config["source"], variant, int(config["data_seed"]), config.get("shift_p"))
+    key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"))
     if key in _DOMAIN_CACHE:
         _DOMAIN_CACHE.move_to_end(key)
         return _DOMAIN_CACHE[key]
@@ -49,57 +56,26 @@ def domains_for(source: ImageSource, config: dict) -> Domains:
     return domains
 
 
-def run_cmnist(config: dict, source: ImageSource, report: Callable[[dict], None]) -> dict:
-    """Train one configuration; ``report`` receives the metrics of every eval step (last one: ``done``)."""
-    steps = int(config["steps"])
+def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], None]) -> list[dict]:
+    """Train the configuration (or the block of them) of ``config``; ``report`` gets a Report at every eval step.
 
-    def on_eval(step: int, rows: list[dict]) -> None:
-        report({**rows[0], "done": step == steps - 1})
-
-    return train_block(
-        domains_for(source, config),
-        config["method"],
-        [config_from_dict(config)],
-        steps=steps,
-        eval_every=int(config.get("eval_every", 100)),
-        on_eval=on_eval,
-    )[0]
-
-
-def run_cmnist_block(config: dict, source: ImageSource, report: Callable[[dict], None]) -> list[dict]:
-    """Train the K configurations of ``config["block"]`` together (one set of domains, one method).
-
-    Each block entry holds one configuration's own keys (hidden, l2, lr,
-    anneal_iters, penalty_weight, seed, ...); the other keys of ``config`` are
-    shared. ``report`` receives ``{"step", "done", "models": [metrics per configuration]}``.
+    Returns each configuration's final metrics, in block order.
     """
     steps = int(config["steps"])
     shared = {k: v for k, v in config.items() if k != "block"}
-    configs = [config_from_dict({**shared, **entry}) for entry in config["block"]]
+    entries = config.get("block", [{}])
+    configs = [config_from_dict({**shared, **entry}) for entry in entries]
 
     def on_eval(step: int, rows: list[dict]) -> None:
-        report({"step": step, "done": step == steps - 1, "models": rows})
+        report(Report(step=step, final=step == steps - 1, models=rows))
 
     return train_block(
         domains_for(source, config), config["method"], configs, steps=steps,
         eval_every=int(config.get("eval_every", 100)), on_eval=on_eval,
+        reduction=str(config.get("risk_reduction", "method")),
     )
 
 
-def _tune_report() -> Callable[[dict], None]:
-    """``tune.report`` that adds this trial's Ray node id (looked up once) to every report, as ``node_id``."""
-    import ray
-    from ray import tune
-
-    node_id = ray.get_runtime_context().get_node_id()
-    return lambda metrics: tune.report({**metrics, "node_id": node_id})
-
-
-def cmnist_block_trainable(config: dict, source: ImageSource) -> None:
-    """Ray Tune trainable for a block of configurations (see :func:`run_cmnist_block`)."""
-    run_cmnist_block(config, source, _tune_report())
-
-
-def cmnist_trainable(config: dict, source: ImageSource) -> None:
-    """Ray Tune function trainable (use with ``tune.with_parameters(cmnist_trainable, source=...)``)."""
-    run_cmnist(config, source, _tune_report())
+def cmnist_trainable(config: dict, data: ImageSource) -> None:
+    """Ray Tune function trainable (use with ``tune.with_parameters(cmnist_trainable, data=source)``)."""
+    run_cmnist(config, data, tune_reporter())

@@ -3,17 +3,18 @@
 Config keys (all JSON scalars):
 
 - setting: ``hidden``, ``hetero``, ``scrambled`` (bools; see core.sem), ``ones``
-  (identity W_xy / W_yz as in the IRM code, else Gaussian), ``dim`` (inputs, even),
+  (identity W_xy / W_yz as in the IRM code, else Gaussian N(0, 1) / dim as in
+  the REx code), ``dim`` (inputs, even),
   ``n_samples`` (per domain);
 - ``seed``: the repetition; it alone draws the SEM and its data, so every
   method of a (setting, seed) sees the same data;
-- ``method``: erm, irm, vrex or mmrex;
+- ``method``: erm or a penalized core.methods entry (irm, vrex, mmrex);
 - solver (core.sem_train.SolverConfig): ``lr``, ``steps``, ``penalty_weight``
   (< 0: the reference grid chosen on the validation domain), ``anneal_iters``,
   ``irm_dummy`` (vector or scalar), ``eval_every``.
 
 Missing solver keys take the reference values. Reported metrics (flat floats,
-plus ``step`` and ``done`` on the last report): ``causal_error``,
+one :class:`~tasks.report.Report` per eval, the last one ``final``): ``causal_error``,
 ``noncausal_error`` (core.sem.coefficient_errors on the [x, z] coordinates),
 ``val_mse``, ``train_mse``, ``penalty`` and ``selected_reg`` (the reference's
 ERM share of the selected model; 1 for ERM, 0 for a pure penalty).
@@ -25,6 +26,7 @@ from typing import Callable
 
 from core.sem import DEFAULT_DIM, DEFAULT_SAMPLES, LinearSEM, SemSetting, build_sem_task, coefficient_errors
 from core.sem_train import LinearFit, SolverConfig, check_method, fit
+from tasks.report import Report, tune_reporter
 
 
 def setting_of(config: dict) -> SemSetting:
@@ -51,8 +53,8 @@ def fit_metrics(sem: LinearSEM, result: LinearFit) -> dict:
     }
 
 
-def run_sem(config: dict, report: Callable[[dict], None]) -> dict:
-    """Fit one (setting, seed, method); ``report`` gets every eval's metrics, the last with ``done=True``."""
+def run_sem(config: dict, report: Callable[[Report], None]) -> dict:
+    """Fit one (setting, seed, method); ``report`` gets a Report per eval, the last ``final``; returns the final metrics."""
     method = check_method(config["method"])
     solver = solver_config(config)
     sem, domains = build_sem_task(
@@ -64,15 +66,13 @@ def run_sem(config: dict, report: Callable[[dict], None]) -> dict:
 
     def on_eval(step: int, result: LinearFit) -> None:
         nonlocal final
-        final = {"step": step, **fit_metrics(sem, result), "done": step == last_step}
-        report(final)
+        final = {"step": step, **fit_metrics(sem, result)}
+        report(Report(step=step, final=step == last_step, models=[final]))
 
     fit(method, domains, solver, on_eval)
     return final
 
 
-def sem_trainable(config: dict, source=None) -> None:
-    """Ray Tune function trainable; the SEM pipeline needs no data source (``source`` is None)."""
-    from ray import tune
-
-    run_sem(config, tune.report)
+def sem_trainable(config: dict, data=None) -> None:
+    """Ray Tune function trainable; the SEMs generate their own data (``data`` is unused)."""
+    run_sem(config, tune_reporter())

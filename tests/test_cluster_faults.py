@@ -446,7 +446,8 @@ def test_resume_errors(tmp_path):
 
 def test_sweep_record_holds_no_passwords(tmp_path):
     from pipelines import registry
-    from pipelines.runner import Sweep, load_sweep_args, save_sweep_args
+    from pipelines.record import load_sweep_args, save_sweep_args
+    from pipelines.runner import Sweep
 
     sweep = Sweep(registry.get("cmnist-table"), "smoke", {}, str(tmp_path), mlflow_uri="https://ann:pw1@mlflow.example.org",
                   optuna_storage="postgresql://ann:pw2@db:5432/optuna", overrides=["restarts=1"])

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
-from pipelines.block_search import prepare_study
+from pipelines.searchers import prepare_study
 from pipelines.store import ResultStore
 from pipelines.tracking import MlflowSweep, default_tracking_uri
 
@@ -66,7 +66,7 @@ def _reopen_trial(db, study_suffix: str, number: int) -> None:
 def test_resume_after_a_crash_between_the_writes(tmp_path):
     results = tmp_path / "results"
     command = GENSWEEP + ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]
-    for item in ["variants=class", "ps=0.1", "methods=irm", "restarts=0", f"num_samples={BUDGET}", "block_size=2", "steps=3", "eval_every=3"]:
+    for item in ["stages=search", "variants=class", "ps=0.1", "methods=irm", f"num_samples={BUDGET}", "block_size=2", "steps=3", "eval_every=3"]:
         command += ["--set", item]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

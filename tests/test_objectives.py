@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from core import methods
 from core import objectives as obj
 
 
@@ -31,6 +32,14 @@ def test_irm_penalty_by_hand_and_against_autograd():
     assert torch.allclose(ga, gb)
 
 
+def test_irm_penalty_of_the_squared_loss_by_hand():
+    # f = (1, 2), t = (0, 1): d/ds mean((s f - t)^2) at 1 = mean(2 (f - t) f) = (2 + 4) / 2 = 3; squared 9.
+    assert obj.irm_penalty_mse(t([1.0, 2.0]), t([0.0, 1.0])).item() == pytest.approx(9.0)
+    s = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(((s * t([1.0, 2.0]) - t([0.0, 1.0])) ** 2).mean(), s)
+    assert g.item() ** 2 == pytest.approx(9.0)
+
+
 def test_vrex_penalty_two_and_three_domains():
     assert obj.vrex_penalty(t([0.2, 0.6])).item() == pytest.approx(0.16)  # (0.2 - 0.6)^2
     # pairs (1,2), (1,4), (2,4): (1 + 9 + 4) / 3 = 14/3
@@ -51,35 +60,67 @@ def test_mmrex_penalty_and_eq_5_7():
     assert obj.mm_rex_objective(risks, 0.0).item() == pytest.approx(obj.risk_interpolation(risks).item()) == 4.0
 
 
-def test_penalty_schedule_and_rescaling():
+# R = (0.2, 0.6), per-domain IRM penalties (0.01, 0.03), sum ||theta||^2 = 10, l2 = 0.001 (L2 term 0.01),
+# penalty weight 100 from step 5. "mean": risk term 0.4 (RI: max 0.6); "sum": 0.8 (RI: 2 * max = 1.2).
+KW = dict(l2=0.001, penalty_weight=100.0, anneal_iters=5)
+HAND = {
+    # (method, step): (loss with mean, loss with sum)
+    ("vrex", 4): (0.4 + 0.01 + 0.16, 0.8 + 0.01 + 0.16),  # weight 1 before the anneal step
+    ("vrex", 5): ((0.41 + 100 * 0.16) / 100, (0.81 + 100 * 0.16) / 100),  # rescaled by the weight
+    ("irm", 5): ((0.41 + 100 * 0.02) / 100, (0.81 + 100 * 0.02) / 100),  # mean of the IRM penalties: 0.02
+    ("mmrex", 4): (0.41 + 0.4, 0.81 + 0.4),  # sum: R1 + R2 + |R1 - R2| = 2 max (interpolation) + L2
+    ("mmrex", 9): ((0.41 + 100 * 0.4) / 100, (0.81 + 100 * 0.4) / 100),
+    ("erm", 9): (0.41, 0.81),
+    ("grayscale", 9): (0.41, 0.81),
+    ("ri", 9): (0.61, 1.21),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND))
+def test_each_method_loss_by_hand_under_both_reductions(case):
+    method, step = case
     risks, irm, norm = t([0.2, 0.6]), t([0.01, 0.03]), t(10.0)
-    kw = dict(l2=0.001, penalty_weight=100.0, anneal_iters=5)
-    # before the anneal step: weight 1 -> 0.4 + 0.001 * 10 + 1 * 0.16 = 0.57
-    loss, pen = obj.training_loss("vrex", risks, irm, norm, step=4, **kw)
-    assert loss.item() == pytest.approx(0.57) and pen.item() == pytest.approx(0.16)
-    # from the anneal step: (0.4 + 0.01 + 100 * 0.16) / 100 = 0.1641
-    assert obj.training_loss("vrex", risks, irm, norm, step=5, **kw)[0].item() == pytest.approx(0.1641)
-    # IRM: penalty = mean of per-domain penalties = 0.02 -> (0.41 + 2) / 100
-    assert obj.training_loss("irm", risks, irm, norm, step=5, **kw)[0].item() == pytest.approx(0.0241)
-    # MM-REx: (0.41 + 100 * 0.4) / 100
-    assert obj.training_loss("mmrex", risks, irm, norm, step=9, **kw)[0].item() == pytest.approx(0.4041)
-    # ERM and the grayscale oracle ignore the penalty; RI is max risk + L2.
-    assert obj.training_loss("erm", risks, irm, norm, step=9, **kw)[0].item() == pytest.approx(0.41)
-    assert obj.training_loss("grayscale", risks, irm, norm, step=9, **kw)[0].item() == pytest.approx(0.41)
-    assert obj.training_loss("ri", risks, irm, norm, step=9, **kw)[0].item() == pytest.approx(0.61)
-    # A weight <= 1 is not a rescale: (0.41 + 0.5 * 0.16)
-    low = dict(kw, penalty_weight=0.5)
-    assert obj.training_loss("vrex", risks, irm, norm, step=9, **low)[0].item() == pytest.approx(0.49)
+    for reduction, expected in zip(("mean", "sum"), HAND[case]):
+        loss, penalty = methods.objective(method, risks, irm, norm, step=step, reduction=reduction, **KW)
+        assert loss.item() == pytest.approx(expected), (method, reduction)
+    # "method": each method follows its reference code (IRM code: mean; REx code: sum).
+    loss, _ = methods.objective(method, risks, irm, norm, step=step, reduction="method", **KW)
+    assert loss.item() == pytest.approx(HAND[case][methods.get(method).code == "rex"])
+
+
+def test_reference_code_reductions_and_registry():
+    assert {name: methods.get(name).reduction for name in methods.METHODS} == {
+        "erm": "mean", "irm": "mean", "vrex": "sum", "mmrex": "sum", "ri": "sum", "grayscale": "mean",
+    }
+    assert methods.names(penalized=True) == ["irm", "vrex", "mmrex"]
+    assert methods.names(input="grayscale") == ["grayscale"]
+    # The SEM code sums the IRM penalties over domains: 0.01 + 0.03.
+    _, penalty = methods.objective("irm", t([0.2, 0.6]), t([0.01, 0.03]), t(0.0), step=0, reduction="sum",
+                                   irm_reduction="sum", l2=0.0, penalty_weight=1.0, anneal_iters=0)
+    assert penalty.item() == pytest.approx(0.04)
+
+
+def test_low_and_infinite_weights():
+    risks, irm, norm = t([0.2, 0.6]), t([0.01, 0.03]), t(10.0)
+    # A weight <= 1 is not a rescale: 0.41 + 0.5 * 0.16
+    low = dict(KW, penalty_weight=0.5)
+    assert methods.objective("vrex", risks, irm, norm, step=9, reduction="mean", **low)[0].item() == pytest.approx(0.49)
+    # An infinite weight (the SEM reference's reg = 0) is the penalty alone.
+    inf = dict(KW, penalty_weight=math.inf, l2=0.0)
+    assert methods.objective("vrex", risks, irm, norm, step=9, reduction="sum", **inf)[0].item() == pytest.approx(0.16)
 
 
 def test_per_model_vectors_broadcast():
     risks = t([[0.2, 0.6], [0.2, 0.6]])
-    loss, _ = obj.training_loss(
-        "vrex", risks, None, t([10.0, 10.0]), step=5, l2=t([0.001, 0.0]), penalty_weight=t([100.0, 100.0]), anneal_iters=t([5, 6])
+    loss, _ = methods.objective(
+        "vrex", risks, None, t([10.0, 10.0]), step=5, l2=t([0.001, 0.0]), penalty_weight=t([100.0, 100.0]),
+        anneal_iters=t([5, 6]), reduction="mean",
     )
     assert loss.tolist() == pytest.approx([0.1641, 0.4 + 0.16])
 
 
-def test_unknown_method_rejected():
+def test_unknown_method_and_reduction_rejected():
     with pytest.raises(ValueError, match="unknown method"):
-        obj.check_method("dro")
+        methods.get("dro")
+    with pytest.raises(ValueError, match="unknown risk reduction"):
+        methods.resolve_reduction("irm", "median")

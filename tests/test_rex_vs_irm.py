@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
 from pipelines import rex_vs_irm
-from pipelines.block_search import next_block_size
+from pipelines.searchers import next_block_size
 from pipelines.spec import GensweepError, resolve_settings
 from pipelines.store import ResultStore
 
@@ -18,17 +18,25 @@ BUDGET = 6
 SETTINGS = ["variants=class", "ps=0.1", "methods=irm,vrex", "restarts=2", f"num_samples={BUDGET}", "block_size=2", "steps=101", "eval_every=50"]
 
 
-def test_stage_one_blocks_and_validation():
+def test_stages_and_validation():
     settings = resolve_settings(rex_vs_irm.PIPELINE, "paper", [])
-    blocks = rex_vs_irm.trials(settings)
-    assert len(blocks) == 3 * 6 * 4 and all(len(b["block"]) == 3 for b in blocks)
-    assert {b["block"][0]["hidden"] for b in blocks} == {390}  # IRM's published hyperparameters
-    search = rex_vs_irm.block_search(settings)
-    assert len(search.settings) == 72 and search.budget == 340 and search.study_name(search.settings[0]) == "class/p=0.0/erm"
-    with pytest.raises(GensweepError, match="unknown variant"):
-        rex_vs_irm.trials(dict(settings, variants=["shape"]))
-    with pytest.raises(GensweepError, match="bad p 0.7"):
-        rex_vs_irm.trials(dict(settings, ps=[0.7]))
+    fixed, search = rex_vs_irm.stages(settings)
+    assert (fixed.name, search.name) == ("fixed", "search")
+    configs = fixed.plan.configs
+    assert len(configs) == 3 * 6 * 4 * 3 and {c["hidden"] for c in configs} == {390}  # IRM's published hyperparameters
+    # Each restart draws its own domains (label noise, colours) and its own initialisation.
+    assert sorted({(c["seed"], c["data_seed"]) for c in configs}) == [(0, 0), (1, 1), (2, 2)]
+    plan = search.plan
+    assert len(plan.studies) == 72 and plan.budget == 340 and plan.study_name(plan.studies[0]) == "class/p=0.0/erm"
+    assert plan.paired_by == ("variant", "shift_p") and {c["risk_reduction"] for c in configs} == {"sum"}
+    only = resolve_settings(rex_vs_irm.PIPELINE, "smoke", ["stages=search"])
+    assert [s.name for s in rex_vs_irm.stages(only)] == ["search"]
+    with pytest.raises(GensweepError, match="bad value for variants: 'shape'"):
+        resolve_settings(rex_vs_irm.PIPELINE, "paper", ["variants=shape"])
+    with pytest.raises(GensweepError, match="bad value for ps: 0.7"):
+        resolve_settings(rex_vs_irm.PIPELINE, "paper", ["ps=0.1,0.7"])
+    with pytest.raises(GensweepError, match="bad value for restarts: 0"):
+        resolve_settings(rex_vs_irm.PIPELINE, "paper", ["restarts=0"])
 
 
 def test_blocks_shrink_at_the_end_of_the_search():

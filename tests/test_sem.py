@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from core import methods
 from core import sem_train as st
 from core.sem import (
     SETTINGS, SIGMAS, Domain, SemSetting, build_sem_task, coefficient_errors, make_sem, sample_domain, setting_from_code,
@@ -139,18 +140,28 @@ def test_irm_penalty_matches_the_reference_autograd_form():
             assert ours_scalar[g, e].item() == pytest.approx(gs.pow(2).item(), rel=1e-9)
 
 
-def test_penalties_reuse_core_objectives_for_two_domains():
-    risks = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
-    assert st.method_penalty("vrex", risks, None).item() == pytest.approx(4.0)  # (R1 - R2)^2
-    assert st.method_penalty("mmrex", risks, None).item() == pytest.approx(2.0)  # |R1 - R2|
-    assert st.method_penalty("irm", risks, torch.tensor([[0.5, 0.25]])).item() == pytest.approx(0.75)  # summed
+def _sem_objective(method, risks, irm, weights):
+    """The SEM solvers' loss: the registry's objective with the SEM code's conventions (sums, no L2)."""
+    return methods.objective(
+        method, risks, irm, 0.0, step=0, l2=0.0, penalty_weight=weights, anneal_iters=0,
+        reduction=st.RISK_REDUCTION, irm_reduction=st.IRM_REDUCTION,
+    )
 
 
-def test_combine_and_reg_mapping_by_hand():
-    risks, penalty = torch.tensor([[1.0, 2.0]] * 3, dtype=torch.float64), torch.tensor([3.0] * 3, dtype=torch.float64)
-    loss = st.combine(risks, penalty, torch.tensor([0.5, 10.0, math.inf]))
-    # w <= 1: 3 + 0.5 * 3; w > 1: 3 / 10 + 3; w = inf: the penalty alone.
-    assert loss.tolist() == pytest.approx([4.5, 3.3, 3.0])
+def test_penalties_are_the_registry_ones_for_two_domains():
+    risks, one = torch.tensor([[1.0, 3.0]], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    assert _sem_objective("vrex", risks, None, one)[1].item() == pytest.approx(4.0)  # (R1 - R2)^2
+    assert _sem_objective("mmrex", risks, None, one)[1].item() == pytest.approx(2.0)  # |R1 - R2|
+    irm = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
+    assert _sem_objective("irm", risks, irm, one)[1].item() == pytest.approx(0.75)  # summed over domains
+
+
+def test_sem_loss_and_reg_mapping_by_hand():
+    # Risks (1, 2), V-REx penalty (1 - 2)^2 = 1 -> use MM-REx |1 - 2| = 1 and weights 0.5, 10, inf:
+    risks = torch.tensor([[1.0, 2.0]] * 3, dtype=torch.float64)
+    loss, penalty = _sem_objective("mmrex", risks, None, torch.tensor([0.5, 10.0, math.inf], dtype=torch.float64))
+    # w <= 1: 3 + 0.5 * 1; w > 1: 3 / 10 + 1; w = inf: the penalty alone.
+    assert loss.tolist() == pytest.approx([3.5, 1.3, 1.0])
     assert st.REFERENCE_PENALTY_WEIGHTS[0] == math.inf
     assert st.REFERENCE_PENALTY_WEIGHTS[-1] == pytest.approx(9.0)  # reg 0.1
     for reg in st.REFERENCE_REGS:
@@ -159,7 +170,7 @@ def test_combine_and_reg_mapping_by_hand():
     reg = 1e-3
     w = torch.tensor([st.penalty_weight_from_reg(reg)])
     reference = reg * risks[:1].sum() + (1 - reg) * penalty[:1]
-    assert (1 - reg) * st.combine(risks[:1], penalty[:1], w).item() == pytest.approx(reference.item())
+    assert (1 - reg) * _sem_objective("mmrex", risks[:1], None, w)[0].item() == pytest.approx(reference.item())
 
 
 def test_erm_is_least_squares_on_all_domains_pooled():
@@ -206,10 +217,9 @@ def test_run_sem_reports_finite_errors(method):
     config = dict(hidden=True, hetero=False, scrambled=True, method=method, seed=0, n_samples=200, steps=50, eval_every=20)
     final = run_sem(config, reports.append)
     assert math.isfinite(final["causal_error"]) and math.isfinite(final["noncausal_error"])
-    assert reports[-1] == final and final["done"] is True
-    assert [r["done"] for r in reports[:-1]] == [False] * (len(reports) - 1)
-    assert [r["step"] for r in reports] == ([0] if method == "erm" else [20, 40, 50])
-    assert all(isinstance(v, (int, float)) for r in reports for v in r.values())
+    assert reports[-1].models == [final] and reports[-1].final and not any(r.final for r in reports[:-1])
+    assert [r.step for r in reports] == ([0] if method == "erm" else [20, 40, 50])
+    assert all(isinstance(v, (int, float)) for r in reports for v in r.models[0].values())
 
 
 def test_run_sem_same_seed_same_data_across_methods():
@@ -224,18 +234,24 @@ def test_pipeline_grid_and_report(tmp_path):
 
     from pipelines import toy_sem
     from pipelines.registry import get
-    from pipelines.spec import GensweepError
+    from pipelines.spec import GensweepError, resolve_settings
 
-    assert get("toy-sem") is toy_sem.PIPELINE and not toy_sem.PIPELINE.needs_source
-    configs = toy_sem.trials(toy_sem.PRESETS["smoke"])
-    assert len(configs) == 8 * 4 * 2 and len(toy_sem.trials(toy_sem.PRESETS["paper"])) == 8 * 4 * 10
+    assert get("toy-sem") is toy_sem.PIPELINE
+    assert toy_sem.PIPELINE.load_data({}, "ignored").fingerprint == "toy-sem"  # generates its own data
+    (stage,) = toy_sem.stages(resolve_settings(toy_sem.PIPELINE, "smoke", []))
+    configs = stage.plan.configs
+    (paper,) = toy_sem.stages(resolve_settings(toy_sem.PIPELINE, "paper", []))
+    assert len(configs) == 8 * 4 * 2 and len(paper.plan.configs) == 8 * 4 * 10
     assert all(isinstance(v, (bool, int, float, str)) for c in configs for v in c.values())
-    with pytest.raises(GensweepError, match="unknown SEM setting"):
-        toy_sem.trials({**toy_sem.PRESETS["smoke"], "settings": ["FOX"]})
+    assert {c["ones"] for c in configs} == {True}  # the IRM code's weights by default
+    (gaussian,) = toy_sem.stages(resolve_settings(toy_sem.PIPELINE, "smoke", ["weights=gaussian"]))
+    assert {c["ones"] for c in gaussian.plan.configs} == {False}
+    with pytest.raises(GensweepError, match="bad value for settings: 'FOX'"):
+        resolve_settings(toy_sem.PIPELINE, "smoke", ["settings=FOX"])
     rows = []
     for config in configs[:: 2]:  # one repetition of everything, cheap: no training steps
         rows.append({**config, **run_sem({**config, "steps": 0}, lambda r: None)})
     frame = pd.DataFrame(rows)
     markdown = toy_sem.report(frame, pd.DataFrame(), str(tmp_path))
-    assert markdown.count("\n| ") >= 8 * 4 and "± " in markdown
+    assert markdown.count("\n| ") >= 8 * 4 and "± " in markdown and "Weights: ones: W_xy = W_yz = I" in markdown
     assert (tmp_path / "errors.png").stat().st_size > 0

@@ -24,7 +24,7 @@ def test_every_method_has_a_parquet_row_and_curve(finished_sweep):
     assert summary["complete"] and summary["ran"] == 6 and summary["failed"] == 0
     store = ResultStore.open(sweep.results)
     trials = store.read("trials", "cmnist-table")
-    assert sorted(trials["method"]) == sorted(cmnist_table.HPARAMS)
+    assert sorted(trials["method"]) == sorted(cmnist_table.ORDER) and set(trials["stage"]) == {"table"}
     assert trials["trial_key"].is_unique and set(trials["sweep"]) == {sweep.id}
     assert trials["test_acc"].between(0, 1).all() and trials["hostname"].notna().all()
     curves = store.read("curves", "cmnist-table", sweep.id)
@@ -41,7 +41,7 @@ def test_mlflow_has_a_parent_and_one_child_per_trial(finished_sweep):
     parents = [r for r in runs if r.data.tags.get("gensweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(r.data.tags["method"] for r in children) == sorted(cmnist_table.HPARAMS)
+    assert sorted(r.data.tags["method"] for r in children) == sorted(cmnist_table.ORDER)
     irm = next(r for r in children if r.data.tags["method"] == "irm")
     assert irm.data.params["hidden"] == "390" and irm.data.tags["seed"] == "0"
     history = client.get_metric_history(irm.info.run_id, "test_acc")

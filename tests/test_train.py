@@ -14,12 +14,14 @@ def domains(digits):
     return build_cmnist(digits, seed=0)
 
 
-@pytest.mark.parametrize("method", ["erm", "irm", "vrex", "mmrex"])
-def test_matches_the_reference_loop(domains, method):
-    # 12 steps crossing the anneal step (5) with a penalty weight > 1, so the rescaling path runs too.
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("method", ["erm", "irm", "vrex", "mmrex", "ri"])
+def test_matches_the_reference_loop(domains, method, reduction):
+    # 12 steps crossing the anneal step (5) with a penalty weight > 1, so the rescaling path runs too;
+    # "mean" is the IRM code's risk, "sum" the REx code's.
     config = ModelConfig(hidden=32, l2=0.001, lr=0.001, anneal_iters=5, penalty_weight=100.0, seed=7)
-    ours = train_block(domains, method, [config], steps=12, eval_every=100, device=torch.device("cpu"))[0]
-    ref = reference_train(domains, method, config, steps=12)
+    ours = train_block(domains, method, [config], steps=12, eval_every=100, device=torch.device("cpu"), reduction=reduction)[0]
+    ref = reference_train(domains, method, config, steps=12, reduction=reduction)
     for key in ("train_acc", "test_acc", "train_nll"):
         assert ours[key] == pytest.approx(ref[key], abs=2e-5), key
 
@@ -28,8 +30,8 @@ def test_four_channel_variant_matches_the_reference_loop(digits):
     # Colour imbalance: 4 channels, each image in one of them (the channel form's 1/4 first layer).
     shifted = build_shifted_cmnist(digits, "color", 0.2, seed=1)
     config = ModelConfig(hidden=32, l2=0.001, lr=0.001, anneal_iters=5, penalty_weight=100.0, seed=3)
-    ours = train_block(shifted, "vrex", [config], steps=12, eval_every=100, device=torch.device("cpu"))[0]
-    ref = reference_train(shifted, "vrex", config, steps=12)
+    ours = train_block(shifted, "vrex", [config], steps=12, eval_every=100, device=torch.device("cpu"), reduction="sum")[0]
+    ref = reference_train(shifted, "vrex", config, steps=12, reduction="sum")
     for key in ("train_acc", "test_acc", "train_nll"):
         assert ours[key] == pytest.approx(ref[key], abs=2e-5), key
 
@@ -71,9 +73,9 @@ def test_block_equals_separate_runs(domains):
         ModelConfig(hidden=24, l2=0.01, lr=0.001, anneal_iters=2, penalty_weight=0.5, seed=3),
     ]
     for method in ("irm", "vrex"):
-        block = train_block(domains, method, configs, steps=10, eval_every=4)
+        block = train_block(domains, method, configs, steps=10, eval_every=4, reduction="method")
         for config, together in zip(configs, block):
-            alone = train_block(domains, method, [config], steps=10, eval_every=4)[0]
+            alone = train_block(domains, method, [config], steps=10, eval_every=4, reduction="method")[0]
             assert together.keys() == alone.keys()
             for key in together:
                 assert together[key] == pytest.approx(alone[key], rel=1e-4, abs=1e-5), (method, key)

@@ -1,0 +1,74 @@
+"""The sweep record: each sweep's command arguments, kept in RESULTS/sweeps/<sweep id>.json for ``gensweep resume``."""
+from __future__ import annotations
+
+import os
+
+from pipelines.spec import GensweepError
+from pipelines.store import ResultStore
+
+SWEEPS_DIR = "sweeps"  # RESULTS/sweeps/<sweep id>.json: the arguments of each sweep, for `gensweep resume`
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with any password taken out (``scheme://user:pw@host`` -> ``scheme://user@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
+
+
+def save_sweep_args(store: ResultStore, sweep) -> None:
+    """Record the sweep's command arguments (written on every start, so the newest start is last).
+
+    Passwords in URLs are left out: results hold no credentials (give them
+    through ~/.pgpass or the environment, as docs/cluster.md shows).
+    """
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    local = lambda path: path if path is None or "://" in path else os.path.abspath(path)  # noqa: E731
+    args = {
+        "sweep": sweep.id, "pipeline": sweep.pipeline.name, "preset": sweep.preset, "overrides": list(sweep.overrides),
+        "data_dir": local(sweep.data_dir), "address": _without_password(sweep.address),
+        "mlflow_uri": _without_password(sweep.mlflow_uri), "optuna_storage": _without_password(sweep.optuna_storage),
+        "num_cpus": sweep.num_cpus,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
+    path = f"{store.root}/{SWEEPS_DIR}/{sweep.id}.json"
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    store.fs.create_dir(f"{store.root}/{SWEEPS_DIR}", recursive=True)
+    with store.fs.open_output_stream(tmp) as out:
+        out.write(json.dumps(args, indent=1).encode())
+    store.fs.move(tmp, path)
+
+
+def load_sweep_args(results: str, sweep: str | None = None) -> dict:
+    """The recorded arguments of sweep ``sweep``, or of the most recently started sweep in ``results``."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    store = ResultStore.open(results)
+    selector = pafs.FileSelector(f"{store.root}/{SWEEPS_DIR}", allow_not_found=True)
+    found = {}
+    for info in store.fs.get_file_info(selector):
+        if info.path.endswith(".json"):
+            try:
+                with store.fs.open_input_stream(info.path) as stream:
+                    args = json.loads(stream.read())
+                found[args["sweep"]] = args
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise GensweepError(f"cannot read sweep record {info.path}: {exc}") from None
+    if not found:
+        raise GensweepError(f"no recorded sweeps in {results} (start one with: gensweep run PIPELINE --results {results})")
+    if sweep is None:
+        return max(found.values(), key=lambda args: args["started_at"])
+    if sweep not in found:
+        raise GensweepError(f"no recorded sweep {sweep!r} in {results} (have: {', '.join(sorted(found))})")
+    return found[sweep]

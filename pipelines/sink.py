@@ -1,0 +1,113 @@
+"""The result sink: the driver-side Tune callback that records each finished configuration, and progress.
+
+For every configuration a trial finishes, in this order: an MLflow child run
+(params, metric history, final metrics), then its Parquet row and curve (the
+record that it is done), then the stage's searcher is told (Optuna's
+``tell``). A crash between any two writes is settled on restart: MLflow runs
+without a row are dropped, Optuna trials left RUNNING are told from the rows.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from pipelines.spec import Stage, trial_key, units
+from pipelines.store import ResultStore
+from tasks.report import FINAL, Report
+
+
+@dataclass
+class Progress:
+    """Counts finished configurations and prints one line at most every ``every_s`` seconds: rate and ETA."""
+
+    name: str
+    total: int
+    done: int = 0
+    failed: int = 0
+    quiet: bool = False
+    every_s: float = 2.0
+    start: float = field(default_factory=time.time)
+    _base: int = 0
+    _printed: float = 0.0
+    best: tuple | None = None
+
+    def __post_init__(self):
+        self._base = self.done
+
+    def add(self, n: int, text: str, metric: str, value, mode: str) -> None:
+        self.done += n
+        if value is not None and (self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0])):
+            self.best = (value, metric, text)
+        self.show(text)
+
+    def fail(self, text: str, retried: bool) -> None:
+        self.failed += 0 if retried else 1
+        self.show(text + (" (queued again)" if retried else ""), force=True)
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.time()
+        if self.quiet or (not force and now - self._printed < self.every_s and self.done < self.total):
+            return
+        self._printed = now
+        elapsed = now - self.start
+        rate = (self.done - self._base) / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {_duration((self.total - self.done) / rate)}" if rate > 0 and self.done < self.total else ""
+        best = f" | best {self.best[1]}={_fmt(self.best[0])} ({self.best[2]})" if self.best else ""
+        failed = f", {self.failed} failed" if self.failed else ""
+        print(f"[{self.name}] {self.done}/{self.total} done{failed} | {rate:.2f}/s{eta} | {elapsed:.0f}s | {text}{best}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, tracking, searcher, progress: Progress):
+    """The Tune callback recording ``stage``'s finished configurations (see the module docstring)."""
+    from ray import tune
+
+    class ResultSink(tune.Callback):
+        def __init__(self):
+            self.curves: dict[str, dict[int, Report]] = {}
+            self.ran = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.curves.setdefault(trial.trial_id, {})[int(result.get("step", result["training_iteration"]))] = Report.from_tune(result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            reports = [r for _, r in sorted(self.curves.pop(trial.trial_id, {}).items())]
+            stopped = stage.scheduler is not None and not last.get(FINAL) and bool(last.get("done")) and reports
+            if not (last.get(FINAL) or stopped):  # ended without its final report: run it again
+                if not searcher.record(trial.trial_id, None):
+                    progress.fail(f"{stage.label(units(trial.config)[0])}: ended without its final report", False)
+                return
+            configs = units(dict(trial.config))
+            final = reports[-1]
+            curves = list(zip(*[r.models for r in reports]))
+            for config, metrics, curve in zip(configs, final.models, curves):
+                key, label = trial_key(config), stage.label(config)
+                tracking.log_trial(key, label, config, list(curve), metrics)
+                row = {**config, **metrics, "label": label, "config_json": json.dumps(config, sort_keys=True, default=str)}
+                row.update(
+                    wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"),
+                    node_id=final.node_id, stopped_early=bool(stopped),
+                )
+                store.write_trial(pipeline, sweep, key, row, list(curve))
+            searcher.record(trial.trial_id, list(final.models))
+            self.ran += len(configs)
+            text = stage.label(configs[-1]) + (f" (+{len(configs) - 1} in block)" if len(configs) > 1 else "")
+            progress.add(len(configs), f"{text}: {stage.metric}={_fmt(final.models[-1].get(stage.metric))}",
+                         stage.metric, final.models[-1].get(stage.metric), stage.mode)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.curves.pop(trial.trial_id, None)
+            retried = searcher.record(trial.trial_id, None)
+            progress.fail(f"{stage.label(units(trial.config)[0])}: FAILED (see {trial.local_path})", retried)
+
+    return ResultSink()

@@ -1,0 +1,51 @@
+"""What a trainable reports to Tune, as one documented type.
+
+Every trainable calls ``report(Report(...))`` at each evaluation. A Report
+holds the metrics of each configuration the trial trains (one, or the K of a
+block, in block order), the step, whether this is the configuration's last
+report (``final``: a trial that ends without one was cut short), and the Ray
+node it ran on. On the wire (:meth:`Report.to_tune`) it is a flat dict; for a
+single configuration its metrics are also top-level keys, so Tune schedulers
+(ASHA) can read the stage's metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+FINAL = "final"  # not "done": Tune sets its own ``done`` on the last result
+
+
+@dataclass(frozen=True)
+class Report:
+    """One evaluation: ``models[i]`` = flat float metrics of configuration i."""
+
+    step: int
+    final: bool
+    models: list[dict]
+    node_id: str | None = None
+    extra: dict = field(default_factory=dict)  # trial-level facts (e.g. environment steps), copied to every row
+
+    def to_tune(self) -> dict:
+        out = {"step": self.step, FINAL: self.final, "models": self.models, "node_id": self.node_id, **self.extra}
+        if len(self.models) == 1:
+            out.update(self.models[0])
+        return out
+
+    @classmethod
+    def from_tune(cls, result: dict) -> "Report":
+        """The Report a Tune result carries (Tune's own keys ignored)."""
+        return cls(int(result.get("step", 0)), bool(result.get(FINAL, False)), list(result.get("models", [])), result.get("node_id"))
+
+
+def tune_reporter() -> Callable[[Report], None]:
+    """``tune.report`` for Reports, stamping this trial's Ray node id (looked up once)."""
+    import ray
+    from ray import tune
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(r: Report, checkpoint=None) -> None:
+        tune.report({**r.to_tune(), "node_id": node_id}, checkpoint=checkpoint)
+
+    return report
