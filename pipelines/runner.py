@@ -19,9 +19,10 @@ from pipelines.record import save_sweep_args
 from pipelines.runtime import init_ray, trial_resources
 from pipelines.searchers import grid_searcher, remaining_units, study_searcher
 from pipelines.sink import Progress, make_sink
-from pipelines.spec import GensweepError, Grid, Pipeline, Search, Stage, sweep_id, trial_key, units
+from pipelines.spec import GensweepError, Grid, Pipeline, Search, Stage, sweep_id, trial_key
 from pipelines.store import ResultStore
 from pipelines.tracking import MlflowSweep, default_tracking_uri
+from tasks.report import units
 
 
 @dataclass

@@ -24,7 +24,8 @@ import math
 from collections import deque
 from typing import Any
 
-from pipelines.spec import Search, canonical_hash, trial_key, units
+from pipelines.spec import Search, canonical_hash, trial_key
+from tasks.report import units
 
 
 def make_sampler(kind: str, seed: int):

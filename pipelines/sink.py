@@ -12,9 +12,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from pipelines.spec import Stage, trial_key, units
+from pipelines.spec import Stage, trial_key
 from pipelines.store import ResultStore
-from tasks.report import FINAL, Report
+from tasks.report import FINAL, Report, units
 
 
 @dataclass

@@ -234,10 +234,3 @@ def trial_key(config: dict) -> str:
     """Names a configuration's result files: the hash of its full config."""
     return canonical_hash(config)[:16]
 
-
-def units(config: dict) -> list[dict]:
-    """The configurations a trial trains: the config itself, or each ``block`` entry merged over the shared keys."""
-    if "block" not in config:
-        return [config]
-    shared = {k: v for k, v in config.items() if k != "block"}
-    return [{**shared, **entry} for entry in config["block"]]

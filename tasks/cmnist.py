@@ -23,7 +23,7 @@ from core.cmnist import Domains, build_cmnist
 from core.cmnist_shift import build_shifted_cmnist
 from core.data import ImageSource
 from core.train import config_from_dict, train_block
-from tasks.report import Report, tune_reporter
+from tasks.report import Report, tune_reporter, units
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
 _CACHE_SIZE = 4
@@ -62,9 +62,7 @@ def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], Non
     Returns each configuration's final metrics, in block order.
     """
     steps = int(config["steps"])
-    shared = {k: v for k, v in config.items() if k != "block"}
-    entries = config.get("block", [{}])
-    configs = [config_from_dict({**shared, **entry}) for entry in entries]
+    configs = [config_from_dict(unit) for unit in units(config)]
 
     def on_eval(step: int, rows: list[dict]) -> None:
         report(Report(step=step, final=step == steps - 1, models=rows))

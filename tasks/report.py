@@ -38,6 +38,14 @@ class Report:
         return cls(int(result.get("step", 0)), bool(result.get(FINAL, False)), list(result.get("models", [])), result.get("node_id"))
 
 
+def units(config: dict) -> list[dict]:
+    """The configurations a trial trains: the config itself, or each ``block`` entry merged over the shared keys."""
+    if "block" not in config:
+        return [config]
+    shared = {k: v for k, v in config.items() if k != "block"}
+    return [{**shared, **entry} for entry in config["block"]]
+
+
 def tune_reporter() -> Callable[[Report], None]:
     """``tune.report`` for Reports, stamping this trial's Ray node id (looked up once)."""
     import ray

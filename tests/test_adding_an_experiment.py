@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipelines.runner import Sweep, run_sweep
-from pipelines.spec import GensweepError, Grid, Pipeline, Search, Setting, Stage, resolve_settings, units
+from pipelines.spec import GensweepError, Grid, Pipeline, Search, Setting, Stage, resolve_settings
 from pipelines.store import ResultStore
-from tasks.report import Report, tune_reporter
+from tasks.report import Report, tune_reporter, units
 
 
 # --- core: plain numpy, no Ray ----------------------------------------------------------------

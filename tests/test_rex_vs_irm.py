@@ -39,6 +39,16 @@ def test_stages_and_validation():
         resolve_settings(rex_vs_irm.PIPELINE, "paper", ["restarts=0"])
 
 
+def test_stage_one_restarts_draw_different_domains(digits):
+    from tasks.cmnist import domains_for
+
+    settings = resolve_settings(rex_vs_irm.PIPELINE, "smoke", ["stages=fixed", "variants=class", "ps=0.1", "methods=irm"])
+    (fixed,) = rex_vs_irm.stages(settings)
+    first, second = (domains_for(digits, {**c, "data": "digits"}) for c in fixed.plan.configs[:2])
+    assert fixed.plan.configs[0]["data_seed"] != fixed.plan.configs[1]["data_seed"]
+    assert not all(a.y.equal(b.y) and a.x.equal(b.x) for a, b in zip(first.train, second.train))  # label noise / colours redrawn
+
+
 def test_blocks_shrink_at_the_end_of_the_search():
     assert next_block_size(8, left_in_study=340, left_in_all=1000, workers=2) == 8
     assert next_block_size(8, left_in_study=5, left_in_all=1000, workers=2) == 5  # a study's last block
@@ -77,6 +87,10 @@ def test_interrupted_block_search_resumes_to_exact_budget(tmp_path):
     assert rows[rows["stage"] == "fixed"].groupby("method").size().to_dict() == {"irm": 2, "vrex": 2}
     search = rows[rows["stage"] == "search"]
     assert search.groupby("study").size().tolist() == [BUDGET, BUDGET]
+    # Paired: both methods trained the same configurations (hyperparameters and seed) of every sample.
+    hyper = ["hidden", "l2", "lr", "anneal_iters", "penalty_weight", "seed"]
+    assert (search.groupby("sample")[hyper].nunique() == 1).all().all() and sorted(set(search["sample"])) == list(range(BUDGET))
+    assert set(rows["risk_reduction"]) == {"sum"}
     storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
     for summary in optuna.get_all_study_summaries(storage):
         trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()

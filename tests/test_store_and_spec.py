@@ -40,3 +40,20 @@ def test_names_are_deterministic():
     assert sweep_id("cmnist-table", "smoke", settings, "digits:1") == sweep_id("cmnist-table", "smoke", dict(settings), "digits:1")
     assert sweep_id("cmnist-table", "smoke", settings, "digits:1") != sweep_id("cmnist-table", "smoke", settings, "idx:2")
     assert trial_key({"a": 1, "b": 2}) == trial_key({"b": 2, "a": 1}) != trial_key({"a": 1, "b": 3})
+
+
+def test_the_runner_imports_no_core_module():
+    import subprocess
+    import sys
+
+    code = "import sys, pipelines.runner; print(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_run_level_settings_do_not_change_the_sweep_id():
+    base = resolve_settings(cmnist_table.PIPELINE, "smoke", [])
+    more = resolve_settings(cmnist_table.PIPELINE, "smoke", ["cpus_per_trial=2", "max_failures=5"])
+    assert sweep_id("cmnist-table", "smoke", base, "d") == sweep_id("cmnist-table", "smoke", more, "d")
+    other = resolve_settings(cmnist_table.PIPELINE, "smoke", ["risk_reduction=mean"])
+    assert sweep_id("cmnist-table", "smoke", base, "d") != sweep_id("cmnist-table", "smoke", other, "d")
