@@ -107,7 +107,7 @@ def cmd_run(args, expect_id: str | None = None) -> int:
 
 def cmd_resume(args) -> int:
     """Re-run a recorded sweep: the arguments of ``gensweep run`` stored in RESULTS/sweeps/<sweep id>.json."""
-    from pipelines.runner import load_sweep_args
+    from pipelines.record import load_sweep_args
 
     recorded = load_sweep_args(args.results, args.sweep)
     run_args = argparse.Namespace(
