@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from core import hparams, methods, models
+from core import hparams, memory, methods, models
 from core.cmnist import Domain, Domains
 from core.objectives import irm_penalty, mean_accuracy, mean_nll
 
@@ -127,44 +127,45 @@ def train_block(
     n_params = len(block[0])
 
     final: list[dict[str, float]] = []
-    for step in range(steps):
-        logits = models.forward(block, x_train).split(sizes, dim=1)
-        per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
-        risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
-        irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
-        loss, penalty = methods.objective(
-            method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal,
-            reduction=reduction,
-        )
-        grads = torch.autograd.grad(loss.sum(), flat)
+    with memory.reuse_freed_memory():  # activations are reused, not faulted in again every step
+        for step in range(steps):
+            logits = models.forward(block, x_train).split(sizes, dim=1)
+            per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
+            risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
+            irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
+            loss, penalty = methods.objective(
+                method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal,
+                reduction=reduction,
+            )
+            grads = torch.autograd.grad(loss.sum(), flat)
 
-        if step % eval_every == 0 or step == steps - 1:
-            metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
-            for d, values in zip(domains.train, per_domain):
-                metrics.update({f"{d.name}_{name}": value for name, value in values.items()})
-            metrics["train_acc"] = torch.stack([d["acc"] for d in per_domain]).mean(0)
-            metrics["train_nll"] = risks.mean(-1)
-            metrics["train_penalty"] = irm.mean(-1)
-            metrics["rex_penalty"] = penalty
+            if step % eval_every == 0 or step == steps - 1:
+                metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
+                for d, values in zip(domains.train, per_domain):
+                    metrics.update({f"{d.name}_{name}": value for name, value in values.items()})
+                metrics["train_acc"] = torch.stack([d["acc"] for d in per_domain]).mean(0)
+                metrics["train_nll"] = risks.mean(-1)
+                metrics["train_penalty"] = irm.mean(-1)
+                metrics["rex_penalty"] = penalty
+                with torch.no_grad():
+                    test_acc, test_nll = [], []
+                    for name, x, y in tests:
+                        values = _domain_metrics(models.forward(block, x), y)
+                        metrics.update({f"{name}_{key}": value for key, value in values.items()})
+                        test_acc.append(values["acc"])
+                        test_nll.append(values["nll"])
+                    metrics["test_acc"] = torch.stack(test_acc).mean(0)
+                    metrics["test_nll"] = torch.stack(test_nll).mean(0)
+                domain_accs = [d["acc"] for d in per_domain] + test_acc
+                metrics["min_acc"] = torch.stack(domain_accs).min(0).values
+                final = _rows(metrics, k)
+                if on_eval is not None:
+                    on_eval(step, final)
+
             with torch.no_grad():
-                test_acc, test_nll = [], []
-                for name, x, y in tests:
-                    values = _domain_metrics(models.forward(block, x), y)
-                    metrics.update({f"{name}_{key}": value for key, value in values.items()})
-                    test_acc.append(values["acc"])
-                    test_nll.append(values["nll"])
-                metrics["test_acc"] = torch.stack(test_acc).mean(0)
-                metrics["test_nll"] = torch.stack(test_nll).mean(0)
-            domain_accs = [d["acc"] for d in per_domain] + test_acc
-            metrics["min_acc"] = torch.stack(domain_accs).min(0).values
-            final = _rows(metrics, k)
-            if on_eval is not None:
-                on_eval(step, final)
-
-        with torch.no_grad():
-            for i, config in enumerate(configs):
-                part = slice(i * n_params, (i + 1) * n_params)
-                adam_step(flat[part], grads[part], m_state[part], v_state[part], step + 1, config.lr)
+                for i, config in enumerate(configs):
+                    part = slice(i * n_params, (i + 1) * n_params)
+                    adam_step(flat[part], grads[part], m_state[part], v_state[part], step + 1, config.lr)
     return final
 
 
