@@ -179,6 +179,7 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
             callbacks=[sink, JsonLoggerCallback()],  # per-trial result.json; no CSV/TensorBoard files
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # checkpointing trainables: only the latest is kept
         ),
     )
     tuner.fit()
