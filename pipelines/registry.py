@@ -6,9 +6,10 @@ from pipelines.spec import GensweepError, Pipeline
 
 def pipelines() -> dict[str, Pipeline]:
     """Every pipeline, keyed by its CLI name."""
-    from pipelines import cmnist_search, cmnist_table, rex_vs_irm, toy_sem
+    from pipelines import cmnist_search, cmnist_table, rex_vs_irm, rl_spurious, toy_sem
 
-    return {p.name: p for p in (cmnist_table.PIPELINE, cmnist_search.PIPELINE, rex_vs_irm.PIPELINE, toy_sem.PIPELINE)}
+    known = (cmnist_table.PIPELINE, cmnist_search.PIPELINE, rex_vs_irm.PIPELINE, toy_sem.PIPELINE, rl_spurious.PIPELINE)
+    return {p.name: p for p in known}
 
 
 def get(name: str) -> Pipeline:

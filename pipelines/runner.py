@@ -24,6 +24,10 @@ from pipelines.store import ResultStore
 from pipelines.tracking import MlflowSweep, default_tracking_uri
 from tasks.report import units
 
+# Checkpointing trainables (rl) keep one checkpoint each; Tune then snapshots its state at every checkpoint
+# and warns each time. The snapshot is what makes a restarted trial resume: keep it, drop the warning.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
 
 @dataclass
 class Sweep:
