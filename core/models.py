@@ -85,9 +85,37 @@ def init_model(in_dim: int, hidden: int, seed: int) -> list[torch.Tensor]:
     return [w1, torch.zeros(1, hidden), w2, torch.zeros(1, hidden), w3, torch.zeros(1, 1)]
 
 
+HIDDEN_MULTIPLE = 8  # BLAS kernels run full-width vector tiles: hidden 390 -> 392 measured ~1.3x faster per product
+
+
+def padded_width(hidden: int, multiple: int = HIDDEN_MULTIPLE) -> int:
+    """``hidden`` rounded up to a multiple of ``multiple``."""
+    return -(-hidden // multiple) * multiple
+
+
+def pad_hidden(params: list[torch.Tensor], width: int) -> list[torch.Tensor]:
+    """The model with zero hidden units appended up to ``width`` in both hidden layers.
+
+    Exact, not approximate: a zero unit has zero pre-activation, so ReLU
+    outputs 0 and every gradient into or out of it is 0; its weights get zero
+    gradients (also from the L2 term) and Adam leaves zero parameters with
+    zero moments at exactly 0. The model computes its own width's function.
+    """
+    w1, b1, w2, b2, w3, b3 = params
+    extra = width - w1.shape[1]
+    if extra == 0:
+        return params
+    pad = torch.nn.functional.pad
+    return [pad(w1, (0, extra)), pad(b1, (0, extra)), pad(w2, (0, extra, 0, extra)), pad(b2, (0, extra)),
+            pad(w3, (0, 0, 0, extra)), b3]
+
+
 def init_block(in_dim: int, hiddens: list[int], seeds: list[int]) -> list[list[torch.Tensor]]:
-    """One parameter list per model (see :func:`init_model`); model k depends on ``seeds[k]`` only."""
-    return [init_model(in_dim, h, s) for h, s in zip(hiddens, seeds)]
+    """One parameter list per model (see :func:`init_model`), hidden layers zero-padded to :func:`padded_width`.
+
+    Model k depends on ``seeds[k]`` only; its first ``hiddens[k]`` units are :func:`init_model`'s.
+    """
+    return [pad_hidden(init_model(in_dim, h, s), padded_width(h)) for h, s in zip(hiddens, seeds)]
 
 
 def first_layer(x: Inputs, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
@@ -110,7 +138,7 @@ def forward(block: list[list[torch.Tensor]], x: Inputs) -> torch.Tensor:
     for w1, b1, w2, b2, w3, b3 in block:
         h = first_layer(x, w1, b1).relu_()
         h = torch.addmm(b2, h, w2).relu_()
-        outputs.append(torch.addmm(b3, h, w3))
+        outputs.append(torch.addmv(b3.view(1), h, w3.view(-1)).unsqueeze(-1))
     return torch.stack(outputs)
 
 

@@ -102,3 +102,21 @@ def test_grayscale_model_ignores_colour(domains):
     a = train_block(domains, "grayscale", config, steps=3)[0]
     b = train_block(swapped, "grayscale", config, steps=3)[0]
     assert a["test_acc"] == pytest.approx(b["test_acc"]) and a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-5)
+
+
+def test_padded_hidden_units_stay_exactly_zero():
+    """Hidden widths are padded to a multiple of 8; the padding is exact: zero units get zero gradients."""
+    from core import models
+
+    params = models.init_model(8, 5, seed=3)
+    padded = [p.clone().requires_grad_() for p in models.pad_hidden(params, models.padded_width(5))]
+    assert padded[0].shape == (8, 8) and padded[2].shape == (8, 8) and padded[4].shape == (8, 1)
+    x = models.Inputs(torch.randn(20, 8))
+    logits = models.forward([padded], x)
+    expected = models.forward([params], x)
+    torch.testing.assert_close(logits, expected)
+    loss = logits.pow(2).mean() + models.squared_norm([padded]).sum()
+    grads = torch.autograd.grad(loss, padded)
+    assert grads[0][:, 5:].abs().max() == 0 and grads[1][:, 5:].abs().max() == 0
+    assert grads[2][5:].abs().max() == 0 and grads[2][:, 5:].abs().max() == 0
+    assert grads[3][:, 5:].abs().max() == 0 and grads[4][5:].abs().max() == 0
