@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
-from .lass import adversarial_loss, critical_sample_ratio
+from .lass import MAX_ITER, adversarial_loss, critical_sample_ratio
 from .models import make_optimizer, step_schedule
 
 __all__ = ["stream_seed", "epoch_batches", "evaluate", "train", "epochs_to_fit"]
@@ -67,6 +67,7 @@ def train(
     seed: int = 0,
     csr_examples: int = 0,
     adversarial_weight: float = 0.0,
+    lass_iters: int = MAX_ITER,
     stop_when_fit: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -74,7 +75,8 @@ def train(
 
     Each dict: epoch (1-based), lr, train_acc, train_loss, val_acc, val_loss, and
     csr when ``csr_examples`` > 0. ``adversarial_weight`` > 0 trains on the mix of
-    :func:`.lass.adversarial_loss`. ``stop_when_fit`` ends after the first epoch
+    :func:`.lass.adversarial_loss`. ``lass_iters`` caps the LASS
+    search of both (default 100, the reference code's). ``stop_when_fit`` ends after the first epoch
     with 100% training accuracy.
     """
     device = next(model.parameters()).device
@@ -92,7 +94,7 @@ def train(
             for index in epoch_batches(len(train_set), batch_size, order):
                 x, y = train_set.x[index].to(device), train_set.y[index].to(device)
                 if adversarial_weight > 0:
-                    loss = adversarial_loss(model, x, y, weight=adversarial_weight, generator=search)
+                    loss = adversarial_loss(model, x, y, weight=adversarial_weight, generator=search, max_iter=lass_iters)
                 else:
                     loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
@@ -104,7 +106,7 @@ def train(
             row = {"epoch": epoch, "lr": current_lr, "train_acc": train_acc, "train_loss": train_loss,
                    "val_acc": val_acc, "val_loss": val_loss}
             if csr_examples > 0:
-                row["csr"] = critical_sample_ratio(model, csr_x, generator=search)
+                row["csr"] = critical_sample_ratio(model, csr_x, generator=search, max_iter=lass_iters)
             history.append(row)
             if on_epoch is not None:
                 on_epoch(row)
