@@ -7,8 +7,11 @@ from pipelines.spec import GensweepError, Pipeline
 def pipelines() -> dict[str, Pipeline]:
     """Every pipeline, keyed by its CLI name."""
     from pipelines import cmnist_search, cmnist_table, rex_vs_irm, rl_spurious, toy_sem
+    from pipelines import memorization_capacity, memorization_csr, memorization_easy, memorization_regularizers, memorization_sensitivity
 
-    known = (cmnist_table.PIPELINE, cmnist_search.PIPELINE, rex_vs_irm.PIPELINE, toy_sem.PIPELINE, rl_spurious.PIPELINE)
+    known = (cmnist_table.PIPELINE, cmnist_search.PIPELINE, rex_vs_irm.PIPELINE, toy_sem.PIPELINE, rl_spurious.PIPELINE,
+             memorization_regularizers.PIPELINE, memorization_csr.PIPELINE, memorization_easy.PIPELINE,
+             memorization_sensitivity.PIPELINE, memorization_capacity.PIPELINE)
     return {p.name: p for p in known}
 
 

@@ -1,0 +1,95 @@
+"""What the memorization pipelines (thesis chapter 3) share: the data settings and loader, training settings, plot helpers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.data import DataError
+from core.memorization import data as mdata
+from pipelines import reports
+from pipelines.spec import Setting
+from tasks.memorization import MemData
+
+DATASETS = ("auto", "digits", "mnist", "cifar10")
+
+
+def data_settings(n_train: int, n_val: int) -> dict[str, Setting]:
+    """dataset, n_train, n_val and split_seed settings (defaults fit the embedded digits: 1,797 images)."""
+    return {
+        "dataset": Setting("auto", "digits (embedded), mnist (IDX dir) or cifar10 (python batches); auto: digits without "
+                           "--data-dir, else cifar10 if the dir holds its batches, else mnist", choices=DATASETS),
+        "n_train": Setting(n_train, "training examples (0: all but the validation set)", ge=0),
+        "n_val": Setting(n_val, "validation examples (never corrupted)", ge=1),
+        "split_seed": Setting(0, "seed of the random train/validation split", ge=0),
+    }
+
+
+def _resolve(dataset: str, data_dir: str | None) -> str:
+    if dataset != "auto":
+        return dataset
+    if data_dir is None:
+        return "digits"
+    directory = Path(data_dir)
+    if (directory / "test_batch").exists() or (directory / "cifar-10-batches-py").is_dir():
+        return "cifar10"
+    return "mnist"
+
+
+def load_data(settings: dict, data_dir: str | None, downscale: int = 1) -> MemData:
+    """The clean train / validation sets of the settings (DataError with one line when files or sizes do not fit)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"data directory not found: {data_dir}")
+    name = _resolve(settings["dataset"], data_dir)
+    if name == "digits" and data_dir is not None and settings["dataset"] == "digits":
+        data_dir = None  # the embedded set needs no directory
+    try:
+        train, val = mdata.load_images(name, data_dir, n_train=settings["n_train"] or None, n_val=settings["n_val"],
+                                       seed=settings["split_seed"])
+    except ValueError as exc:  # split sizes larger than the data
+        raise DataError(f"{name}: {exc} (lower n_train / n_val)") from None
+    if settings["n_train"] and len(train) < settings["n_train"]:
+        raise DataError(f"{name}: only {len(train)} training examples, n_train={settings['n_train']} asked (lower n_train)")
+    if downscale > 1:
+        train, val = mdata.downscale(train, downscale), mdata.downscale(val, downscale)
+    return MemData(train, val)
+
+
+def training_settings(width: int, epochs: int, batch_size: int, lr: float, optimizer: str = "sgd") -> dict[str, Setting]:
+    out = {
+        "model": Setting("mlp", "mlp (2 ReLU layers of `width`) or cnn (the small AlexNet-style CNN)", choices=("mlp", "cnn")),
+        "width": Setting(width, "hidden units per MLP layer (4096 in the paper)", ge=1),
+        "epochs": Setting(epochs, "training epochs", ge=1),
+        "batch_size": Setting(batch_size, "minibatch size", ge=1),
+        "optimizer": Setting(optimizer, "sgd (the paper's) or adam (fits noise faster: smoke)", choices=("sgd", "adam")),
+        "lr": Setting(lr, "learning rate (paper: 0.01)", gt=0),
+        "momentum": Setting(0.0, "SGD momentum (paper: 0 for the MLP, 0.9 for the CNN)", ge=0, le=1),
+        "lr_step": Setting(0, "halve the learning rate every this many epochs (paper CNN: 15; 0: constant)", ge=0),
+        "seeds": Setting(1, "seeds per configuration (model init, data order, dropout/LASS noise)", ge=1),
+        "data_seed": Setting(0, "seed of the noise datasets (which examples, which noise)", ge=0),
+    }
+    return out
+
+
+def training_keys(settings: dict) -> dict:
+    keys = ("model", "width", "epochs", "batch_size", "optimizer", "lr", "momentum", "lr_step", "data_seed")
+    return {k: settings[k] for k in keys}
+
+
+def curve_columns(frame, curves, keys: list[str]):
+    """The curves joined with the trial columns ``keys`` (by trial_key)."""
+    keep = ["trial_key"] + [k for k in keys if k in frame]
+    return curves.merge(frame[keep], on="trial_key")
+
+
+def pyplot():
+    return reports._pyplot()
+
+
+def save(fig, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+def noise_label(noise: str, fraction: float) -> str:
+    return "real" if noise == "real" or fraction == 0 else f"{noise} {fraction:g}"
