@@ -42,7 +42,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise GensweepError(f"cannot connect to Ray at {address}: {str(exc).splitlines()[0]}") from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **common)
+        # "local": a new runtime even when `ray start` left one on this machine (address=None would join it).
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **common)
 
 
 def trial_resources(cpus: float, gpus: float) -> dict:

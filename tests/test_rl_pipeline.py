@@ -1,0 +1,132 @@
+"""The RL study's pipeline (rl-spurious) and trainable (tasks.rl): stages, settings, and a killed trial that resumes.
+
+The resume test kills the trial's worker process (``os._exit``) right after its
+second evaluation and checkpoint; Tune restarts it from that checkpoint and
+the sweep ends with exactly the evaluations of an uninterrupted run, with
+identical returns (the checkpoint holds networks, optimizers, replay buffers,
+RNG and environment state).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gymnasium")
+
+from core import methods  # noqa: E402
+from pipelines import rl_spurious  # noqa: E402
+from pipelines.runner import Sweep, run_sweep  # noqa: E402
+from pipelines.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings  # noqa: E402
+from pipelines.store import ResultStore  # noqa: E402
+from tasks import rl  # noqa: E402
+
+PIPELINE = rl_spurious.PIPELINE
+
+
+def test_smoke_stages_train_every_method_once_on_cartpole():
+    settings = resolve_settings(PIPELINE, "smoke", [])
+    (stage,) = PIPELINE.stages(settings)
+    assert stage.name == "runs" and stage.metric == "test_return"
+    configs = stage.plan.configs
+    assert [(c["task"], c["method"], c["seed"]) for c in configs] == [
+        ("cartpole-swingup", m, 0) for m in ("erm", "irm", "vrex", "mmrex")
+    ]
+    assert {c["total_steps"] for c in configs} == {1500} and {c["train_factors"] == [1.0, 2.0] for c in configs} == {True}
+
+
+def test_paper_stages_tune_on_cartpole_then_ten_seeds_of_two_tasks():
+    settings = resolve_settings(PIPELINE, "paper", [])
+    tune_stage, runs = PIPELINE.stages(settings)
+    assert tune_stage.name == "tune" and tune_stage.scheduler is not None and tune_stage.mode == "max"
+    assert [s["method"] for s in tune_stage.plan.studies] == [m for m in rl_spurious.METHODS if methods.get(m).penalized]
+    assert {s["task"] for s in tune_stage.plan.studies} == {"cartpole-swingup"} and tune_stage.plan.budget == 20
+    assert len(runs.plan.configs) == 2 * 4 * 10
+    assert {(c["total_steps"], c["eval_every"], c["eval_episodes"], c["episode_steps"], c["batch_size"]) for c in runs.plan.configs} == {
+        (1_000_000, 10_000, 10, 1000, 256)
+    }
+
+
+@pytest.mark.parametrize("bad, message", [("total_steps=0", "total_steps"), ("tasks=pong", "tasks"), ("methods=grayscale", "methods")])
+def test_bad_settings_fail_before_ray_starts(bad, message):
+    with pytest.raises(GensweepError, match=message):
+        resolve_settings(PIPELINE, "smoke", [bad])
+
+
+def test_config_maps_to_sac_and_env_configs():
+    config = dict(task="walker-walk", method="vrex", seed=3, penalty_weight=10.0, anneal_iters=7, batch_size=32,
+                  hide="velocity, height", episode_steps=0, train_factors=[1, 2], test_factor=3)
+    sac, env = rl.sac_config(config), rl.env_config(config)
+    assert (sac.method, sac.seed, sac.penalty_weight, sac.anneal_iters, sac.batch_size) == ("vrex", 3, 10.0, 7, 32)
+    assert isinstance(sac.anneal_iters, int) and sac.device == "auto"
+    assert env.hide == ("velocity", "height") and env.episode_steps is None and env.train_factors == (1.0, 2.0)
+
+
+# --- a trial killed mid-run resumes from its checkpoint -----------------------------------------------------
+
+SMALL = dict(hidden=32, encoder_hidden=32, feature_dim=8, model_hidden=16, batch_size=16, buffer_capacity=2000,
+             actor_lr=1e-3, critic_lr=1e-3, model_lr=1e-3)
+TOTAL, EVERY = 120, 40
+
+
+def dying_rl_trainable(config: dict, data=None) -> None:
+    """tasks.rl.rl_trainable, whose worker process dies right after its 2nd checkpointed report, once."""
+    marker = Path(config["marker"])
+    real_reporter = rl.tune_reporter
+
+    def reporter():
+        send = real_reporter()
+
+        def report(r, checkpoint=None):
+            send(r, checkpoint=checkpoint)
+            if r.step == 2 * EVERY and not marker.exists():
+                marker.write_text("killed")
+                os._exit(1)
+
+        return report
+
+    rl.tune_reporter = reporter
+    rl.rl_trainable(config, data)
+
+
+def _pipeline(name: str, trainable) -> Pipeline:
+    def stages(settings):
+        config = dict(task="point-reach", method="vrex", seed=1, total_steps=TOTAL, eval_every=EVERY, eval_episodes=2,
+                      random_steps=40, penalty_weight=5.0, anneal_iters=60, marker=settings["marker"], **SMALL)
+        return [Stage("runs", trainable, Grid([config]), metric="test_return", mode="max", label=lambda c: c["method"])]
+
+    return Pipeline(name=name, description="one tiny SAC run", settings={"marker": Setting("", "kill marker file")},
+                    presets={"smoke": {}}, load_data=lambda s, d: NoData("none"), stages=stages,
+                    report=lambda t, c, o: "", run_defaults={"gpus_per_trial": 0.0, "max_failures": 2})
+
+
+def _curve(results: str, name: str) -> tuple[list, list]:
+    store = ResultStore.open(results)
+    rows, curves = store.read("trials", name), store.read("curves", name)
+    assert len(rows) == 1
+    curve = curves.sort_values("step")
+    return curve["step"].tolist(), curve[["train_return", "test_return"]].values.tolist()
+
+
+def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_session, tmp_path):
+    import ray.cloudpickle as cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "killed"
+    clean = _pipeline("rl-clean", rl.rl_trainable)
+    killed = _pipeline("rl-killed", dying_rl_trainable)
+    results = str(tmp_path / "results")
+
+    summary = run_sweep(Sweep(killed, "smoke", resolve_settings(killed, "smoke", [f"marker={marker}"]), results, quiet=True))
+    assert marker.exists(), "the worker was never killed"
+    assert summary["complete"] and summary["failed"] == 0
+    baseline = run_sweep(Sweep(clean, "smoke", resolve_settings(clean, "smoke", [f"marker={tmp_path / 'unused'}"]), results, quiet=True))
+    assert baseline["complete"]
+
+    steps, returns = _curve(results, "rl-killed")
+    clean_steps, clean_returns = _curve(results, "rl-clean")
+    assert steps == clean_steps == [EVERY, 2 * EVERY, 3 * EVERY]
+    flat = lambda pairs: [value for pair in pairs for value in pair]  # noqa: E731
+    assert flat(returns) == pytest.approx(flat(clean_returns), abs=1e-6)  # resumed exactly where it stopped
