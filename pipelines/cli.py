@@ -5,6 +5,7 @@
                           [--set key=value ...]
     gensweep resume [RESULTS] [--sweep ID]
     gensweep report PIPELINE [--results DIR] [--sweep ID] [--out DIR]
+    gensweep compact [RESULTS] [--pipeline NAME] [--sweep ID]
     gensweep list
     gensweep ui [--results DIR] [--host 127.0.0.1] [--port 5000]
     gensweep download mnist DIR
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None,
         help="local directory for reports (default: RESULTS/reports, or ./reports when --results is a URI)",
     )
+
+    compact = sub.add_parser("compact", help="merge each sweep's per-trial Parquet files into one file per table")
+    compact.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
+    compact.add_argument("--pipeline", default=None, help="only this pipeline (default: all)")
+    compact.add_argument("--sweep", default=None, help="only this sweep id (default: all)")
 
     sub.add_parser("list", help="list pipelines, presets and their settings")
 
@@ -148,6 +154,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    """Compact every (or one) sweep's results; killed midway, it is finished or undone by the next run."""
+    from pipelines.store import ResultStore
+
+    store = ResultStore.open(args.results)
+    frame = store.read("trials", args.pipeline, args.sweep if args.pipeline else None)
+    if frame.empty:
+        raise GensweepError(f"no results to compact in {args.results}")
+    pairs = frame[["pipeline", "sweep"]].drop_duplicates()
+    if args.sweep:
+        pairs = pairs[pairs["sweep"] == args.sweep]
+    for pipeline, sweep in pairs.itertuples(index=False):
+        merged = store.compact(pipeline, sweep)
+        rows = len(store.read("trials", pipeline, sweep))
+        print(f"{pipeline} {sweep}: {rows} rows; merged {merged['trials']} trial files, {merged['curves']} curve files")
+    return 0
+
+
 def cmd_list(args) -> int:
     from pipelines import registry
 
@@ -181,7 +205,7 @@ def cmd_download(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "compact": cmd_compact, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
 
 
 def _quiet_libraries() -> None:

@@ -122,6 +122,7 @@ def run_sweep(sweep: Sweep) -> dict:
     tracking = MlflowSweep(
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
     )
+    store.recover(pipeline.name, sweep.id)  # a `gensweep compact` killed midway: finish or undo it
     done = store.finished_keys(pipeline.name, sweep.id)
     tracking.drop_unrecorded(done)
     import optuna

@@ -5,11 +5,21 @@ as ``s3://bucket/prefix``)::
 
     parquet/trials/pipeline=<name>/sweep=<id>/<trial_key>.parquet   one row: config + final metrics
     parquet/curves/pipeline=<name>/sweep=<id>/<trial_key>.parquet   one row per eval step
+    parquet/<table>/pipeline=<name>/sweep=<id>/part-<id>.parquet     many rows: compacted files (:meth:`compact`)
 
 Every trial row has the core columns of :data:`CORE_COLUMNS`, then the
 trial's config and final metrics as plain columns. Files are written to a
 temporary name and renamed, so a crash never leaves half a row; reads unify
 the schemas of all files (columns that only later files have are kept).
+
+Compaction (:meth:`ResultStore.compact`, ``gensweep compact``) merges a
+sweep's files into one ``part-<id>.parquet`` per table under a journal
+(``_compaction-<id>.json`` in the sweep's trials folder) listing what it
+replaces: outputs are written, then the inputs deleted, then the journal.
+Readers skip the inputs of a journal whose outputs all exist (and the
+outputs of one whose outputs do not all exist yet), so a compaction killed
+at any point loses and duplicates no row; the next compaction or sweep
+finishes or undoes it (:meth:`ResultStore.recover`).
 """
 from __future__ import annotations
 
@@ -39,6 +49,8 @@ CORE_COLUMNS = {
 }
 PARTITIONING = ds.partitioning(pa.schema([("pipeline", pa.string()), ("sweep", pa.string())]), flavor="hive")
 TABLES = ("trials", "curves")
+PART_PREFIX = "part-"  # compacted files; any other name is one trial's file, named by its trial_key
+JOURNAL_PREFIX = "_compaction-"
 
 
 def _column_value(value):
@@ -91,6 +103,13 @@ class ResultStore:
         pq.write_table(table, tmp, filesystem=self.fs)
         self.fs.move(tmp, path)
 
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
+
+    def _delete(self, path: str) -> None:
+        self.fs.delete_file(path)
+
     def write_trial(self, pipeline: str, sweep: str, key: str, row: dict, curve: list[dict]) -> None:
         """Write one finished trial: its row (core columns + config + metrics) and its curve."""
         if curve:
@@ -106,27 +125,101 @@ class ResultStore:
             table = table.append_column(name, pa.array([value]))
         self._write(f"{self._dir('trials', pipeline, sweep)}/{key}.parquet", table)
 
-    def _files(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
+    def _listing(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
         selector = pafs.FileSelector(self._dir(table, pipeline, sweep), recursive=True, allow_not_found=True)
         return sorted(info.path for info in self.fs.get_file_info(selector) if info.path.endswith(".parquet"))
 
+    def _journals(self, pipeline: str | None = None, sweep: str | None = None) -> list[tuple[str, dict]]:
+        """(path, content) of the compaction journals under the trials folder (one per unfinished compaction)."""
+        selector = pafs.FileSelector(self._dir("trials", pipeline, sweep), recursive=True, allow_not_found=True)
+        out = []
+        for info in self.fs.get_file_info(selector):
+            name = info.path.rsplit("/", 1)[-1]
+            if name.startswith(JOURNAL_PREFIX) and name.endswith(".json"):
+                with self.fs.open_input_stream(info.path) as stream:
+                    out.append((info.path, json.loads(stream.read().decode())))
+        return out
+
+    def _hidden(self, pipeline: str | None, sweep: str | None) -> set[str]:
+        """Files readers skip: inputs of complete compactions, outputs of incomplete ones."""
+        hidden: set[str] = set()
+        for _, journal in self._journals(pipeline, sweep):
+            outputs = list(journal["outputs"].values())
+            complete = all(self.fs.get_file_info(o).type != pafs.FileType.NotFound for o in outputs)
+            if complete:
+                hidden.update(path for files in journal["inputs"].values() for path in files)
+            else:
+                hidden.update(outputs)
+        return hidden
+
+    def _files(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
+        files = self._listing(table, pipeline, sweep)
+        hidden = self._hidden(pipeline, sweep)
+        return [f for f in files if f not in hidden] if hidden else files
+
     def finished_keys(self, pipeline: str, sweep: str) -> set[str]:
         """Trial keys that already have a result row in this sweep."""
-        return {path.rsplit("/", 1)[1][: -len(".parquet")] for path in self._files("trials", pipeline, sweep)}
+        keys = set()
+        for path in self._files("trials", pipeline, sweep):
+            name = path.rsplit("/", 1)[1]
+            if name.startswith(PART_PREFIX):
+                keys.update(pq.read_table(path, columns=["trial_key"], filesystem=self.fs).column(0).to_pylist())
+            else:
+                keys.add(name[: -len(".parquet")])
+        return keys
+
+    def recover(self, pipeline: str | None = None, sweep: str | None = None) -> int:
+        """Finish (all outputs written) or undo (otherwise) compactions that were killed; return how many."""
+        journals = self._journals(pipeline, sweep)
+        for path, journal in journals:
+            outputs = list(journal["outputs"].values())
+            present = [o for o in outputs if self.fs.get_file_info(o).type != pafs.FileType.NotFound]
+            inputs = [file for files in journal["inputs"].values() for file in files]
+            doomed = inputs if len(present) == len(outputs) else present
+            for file in doomed:
+                if self.fs.get_file_info(file).type != pafs.FileType.NotFound:
+                    self._delete(file)
+            self._delete(path)
+        return len(journals)
+
+    def compact(self, pipeline: str, sweep: str) -> dict[str, int]:
+        """Merge the sweep's files into one file per table; idempotent; safe to kill (see the module docstring).
+
+        Returns the number of files merged per table (0: nothing to do).
+        """
+        self.recover(pipeline, sweep)
+        inputs = {t: self._listing(t, pipeline, sweep) for t in TABLES}
+        inputs = {t: files for t, files in inputs.items() if len(files) > 1}
+        if not inputs:
+            return {t: 0 for t in TABLES}
+        ident = uuid.uuid4().hex[:16]
+        outputs = {t: f"{self._dir(t, pipeline, sweep)}/{PART_PREFIX}{ident}.parquet" for t in inputs}
+        journal = f"{self._dir('trials', pipeline, sweep)}/{JOURNAL_PREFIX}{ident}.json"
+        self.fs.create_dir(journal.rsplit("/", 1)[0], recursive=True)
+        self._write_bytes(journal, json.dumps({"inputs": inputs, "outputs": outputs}).encode())
+        for table, files in inputs.items():
+            merged = self._dataset(table, files).to_table().drop_columns(PARTITIONING.schema.names)
+            self._write(outputs[table], merged)
+        for files in inputs.values():
+            for file in files:
+                self._delete(file)
+        self._delete(journal)
+        return {t: len(inputs.get(t, [])) for t in TABLES}
+
+    def _dataset(self, table: str, files: list[str]) -> ds.Dataset:
+        """The files as one dataset with unified schemas and the pipeline / sweep partition columns."""
+        base = self._dir(table)
+        dataset = ds.dataset(files, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+        unified = pa.unify_schemas(schemas + [PARTITIONING.schema], promote_options="permissive")
+        return ds.dataset(files, schema=unified, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
 
     def read(self, table: str = "trials", pipeline: str | None = None, sweep: str | None = None) -> pd.DataFrame:
         """All rows of ``table`` (optionally one pipeline / sweep) with ``pipeline`` and ``sweep`` columns."""
         files = self._files(table, pipeline, sweep)
         if not files:
             return pd.DataFrame()
-        base = self._dir(table)
-        dataset = ds.dataset(files, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
-        schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
-        unified = pa.unify_schemas(schemas + [PARTITIONING.schema], promote_options="permissive")
-        dataset = ds.dataset(
-            files, schema=unified, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base
-        )
-        return dataset.to_table().to_pandas()
+        return self._dataset(table, files).to_table().to_pandas()
 
     def sweeps(self, pipeline: str) -> list[str]:
         """Sweep ids of ``pipeline`` that have results, most recently finished last."""
