@@ -8,7 +8,9 @@ order; each seed's row keeps which training examples it misclassifies after
 its last epoch (``wrong_bits``, hex of the packed bit vector).
 Reports: per dataset, the per-example misclassification rate over the runs,
 sorted, with the Binomial(runs, p-bar) reference of randX (p-bar its mean
-rate): real data has easy and hard examples, randX should not.
+rate) and its per-class variant (p-bar of each label's examples: randX nets
+first learn the label prior, which alone makes examples of the favoured
+class easier): real data has easy and hard examples, randX should not.
 """
 from __future__ import annotations
 
@@ -64,6 +66,12 @@ def binomial_reference(runs: int, p: float, n: int) -> np.ndarray:
     return binom.ppf((np.arange(n) + 0.5) / n, runs, p) / runs
 
 
+def binomial_per_class(runs: int, rate: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Sorted rates if each example's misclassifications were Binomial(runs, p_c), p_c the mean rate of its class."""
+    parts = [binomial_reference(runs, float(rate[labels == c].mean()), int((labels == c).sum())) for c in np.unique(labels)]
+    return np.sort(np.concatenate(parts))
+
+
 def report(frame, curves, out_dir: str) -> str:
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -79,6 +87,13 @@ def report(frame, curves, out_dir: str) -> str:
             ax.plot(np.arange(len(ref)), ref, "--", color="grey", label=f"Binomial({len(group)}, {r.mean():.2f})")
             rows.append([f"Binomial({len(group)}, p̄)", "", "", f"{ref.mean():.3f}", f"{ref.std():.3f}", f"{(ref <= 0.1).mean():.3f}",
                          f"{(ref >= 0.9).mean():.3f}"])
+            text = group["labels"].iloc[0] if "labels" in group else None
+            if isinstance(text, str) and len(text) == len(r):
+                labels = np.frombuffer(text.encode(), dtype=np.uint8) - ord("0")
+                per_class = binomial_per_class(len(group), rates(group), labels)
+                ax.plot(np.arange(len(per_class)), per_class, ":", color="k", label=f"Binomial({len(group)}, p̄ of the class)")
+                rows.append([f"Binomial({len(group)}, p̄ per class)", "", "", f"{per_class.mean():.3f}", f"{per_class.std():.3f}",
+                             f"{(per_class <= 0.1).mean():.3f}", f"{(per_class >= 0.9).mean():.3f}"])
     ax.set_xlabel("training example (sorted)")
     ax.set_ylabel("misclassification rate over runs")
     ax.set_ylim(-0.02, 1.02)

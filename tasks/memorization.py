@@ -172,7 +172,8 @@ def decode_bits(text: str, n: int) -> np.ndarray:
 def run_easy(config: dict, data: MemData, report: Callable[[Report], None]) -> None:
     """The block's seeds (one MLP each, own init and data order) trained together for ``epochs`` (1).
 
-    Each seed's final row has ``wrong_bits``: which training examples it misclassifies (:func:`decode_bits`).
+    Each seed's final row has ``wrong_bits``: which training examples it misclassifies (:func:`decode_bits`),
+    and ``labels``: the training labels it was trained on, one digit per example (classes <= 10; else empty).
     """
     train_set = training_set(data, config["noise"], float(config.get("fraction", 1.0)), int(config.get("data_seed", 0)))
     seeds = [int(u["seed"]) for u in units(config)]
@@ -182,10 +183,11 @@ def run_easy(config: dict, data: MemData, report: Callable[[Report], None]) -> N
                          device=_device())
     for row in result.history:
         models = [{"step": row["epoch"], **{k: row[k][i] for k in ("train_acc", "train_loss", "val_acc", "val_loss")},
-                   "n_examples": len(train_set), "wrong_bits": ""} for i in range(len(seeds))]
+                   "n_examples": len(train_set), "wrong_bits": "", "labels": ""} for i in range(len(seeds))]
         if row["epoch"] == epochs:
+            labels = "".join(map(str, train_set.y.tolist())) if train_set.classes <= 10 else ""
             for i, m in enumerate(models):
-                m["wrong_bits"] = encode_bits(result.wrong[i])
+                m["wrong_bits"], m["labels"] = encode_bits(result.wrong[i]), labels
         report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=models))
 
 

@@ -211,6 +211,7 @@ def test_tiny_run_end_to_end(module, ray_session, tmp_path):
     if module is easy:
         assert trials.groupby("noise")["seed"].apply(sorted).to_dict() == {n: [0, 1, 2, 3] for n in ("real", "randX", "randY")}
         assert all(len(tasks.decode_bits(t, 100)) == 100 for t in trials["wrong_bits"])
+        assert all(len(t) == 100 and t.isdigit() for t in trials["labels"])
     out = tmp_path / "report"
     out.mkdir()
     markdown = module.PIPELINE.report(trials, curves, str(out))
