@@ -2,9 +2,15 @@
 
 One call trains a block of K models (K = 1 for a single configuration), each
 with its own hidden size, seed, learning rate, L2 weight, penalty weight and
-anneal step; models never interact (separate tensors, a loss that is a sum of
-per-model losses, per-model Adam), so a model's numbers do not depend on the
-block it was trained in.
+anneal step; models never interact (a loss that is a sum of per-model losses,
+per-model Adam), so a model's numbers do not depend on the block it was
+trained in. The block runs either as a Python loop over per-model tensors
+(:class:`LoopModels`) or as batched kernels over stacked tensors
+(:class:`core.batched.StackedModels`, chosen by ``batched``), grouped by
+hidden width or padded to the widest (``grouping``) and cut into sub-blocks
+that fit a memory budget (``memory_bytes``); the sub-blocks run one after
+another within each step, and the metrics of every model come back in block
+order whichever way it ran.
 
 Metrics at step s are computed on the forward pass of step s, before its
 update, exactly as the IRM reference prints them; the test domains are only
@@ -13,16 +19,15 @@ evaluated at eval steps (every ``eval_every`` steps and the last step).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
+from core import batched as batched_models
 from core import hparams, memory, methods, models
+from core.batched import ADAM_BETAS, ADAM_EPS, adam_update  # noqa: F401  (re-exported)
 from core.cmnist import Domain, Domains
 from core.objectives import irm_penalty, mean_accuracy, mean_nll
-
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -44,13 +49,33 @@ def default_device() -> torch.device:
 
 def adam_step(params: list[torch.Tensor], grads, m, v, step: int, lr: float) -> None:
     """One torch.optim.Adam update (default betas and eps) of one model's tensors."""
-    b1, b2 = ADAM_BETAS
-    bc1, bc2 = 1 - b1**step, 1 - b2**step
-    for p, g, mi, vi in zip(params, grads, m, v):
-        mi.mul_(b1).add_(g, alpha=1 - b1)
-        vi.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (vi.sqrt() / bc2**0.5).add_(ADAM_EPS)
-        p.addcdiv_(mi, denom, value=-lr / bc1)
+    adam_update(params, grads, m, v, step, lr)
+
+
+class LoopModels:
+    """K models as separate tensors, each at its own padded width, run one after another (the K = 1 path)."""
+
+    batched = False
+
+    def __init__(self, in_dim: int, hiddens: Sequence[int], seeds: Sequence[int], lrs: Sequence[float], device):
+        self.models = [[p.to(device).requires_grad_() for p in params] for params in models.init_block(in_dim, list(hiddens), list(seeds))]
+        self.params = [p for params in self.models for p in params]
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.lrs = [float(lr) for lr in lrs]
+
+    def forward(self, x: models.Inputs) -> torch.Tensor:
+        return models.forward(self.models, x)
+
+    def squared_norm(self) -> torch.Tensor:
+        return models.squared_norm(self.models)
+
+    @torch.no_grad()
+    def update(self, grads, step: int) -> None:
+        n = len(self.models[0])
+        for i, lr in enumerate(self.lrs):
+            part = slice(i * n, (i + 1) * n)
+            adam_step(self.params[part], grads[part], self.m[part], self.v[part], step, lr)
 
 
 def _domain_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,6 +109,17 @@ def batch_inputs(domains: list[Domain], grayscale: bool, device: torch.device) -
 EvalCallback = Callable[[int, list[dict[str, float]]], None]
 
 
+def use_batched(k: int, device: torch.device, batched: bool | None = None) -> bool:
+    """Whether a block of ``k`` models runs as batched kernels: ``batched``, or by default on CUDA when k > 1.
+
+    On CPU the loop is as fast at equal widths and faster at mixed ones (no padded
+    work; see benchmarks/gpu_search.py), so it stays the default there.
+    """
+    if batched is not None:
+        return bool(batched) and k > 0
+    return k > 1 and torch.device(device).type == "cuda"
+
+
 def train_block(
     domains: Domains,
     method: str,
@@ -93,11 +129,23 @@ def train_block(
     on_eval: EvalCallback | None = None,
     device: torch.device | None = None,
     reduction: str = "method",
+    batched: bool | None = None,
+    grouping: str = "pad",
+    memory_bytes: float | None = None,
+    tf32: bool | None = None,
 ) -> list[dict[str, float]]:
     """Train ``len(configs)`` models of one method on ``domains``; return each model's final metrics.
 
     ``reduction`` combines the training-domain risks: "mean" (IRM code),
     "sum" (REx code) or "method" (the method's reference code; see core.methods).
+    ``batched``: stacked tensors and batched kernels (True), a loop over
+    per-model tensors (False), or by :func:`use_batched` (None: batched on CUDA
+    for K > 1). ``grouping`` (batched only): "pad" one group padded to the
+    widest model, "width" one group per padded width. ``memory_bytes``: budget
+    of one sub-block's activations (:func:`core.batched.activation_bytes`);
+    a block over it is cut into sub-blocks run one after another (None: no
+    limit). ``tf32``: TF32 products on CUDA (None: on); never on CPU
+    (:func:`core.batched.tf32_enabled`).
 
     Metrics per model: ``step``, ``train_acc``/``train_nll``/``train_penalty``
     (means over training domains), ``<domain>_acc``/``_nll``/``_penalty`` for
@@ -107,7 +155,7 @@ def train_block(
     ``on_eval(step, metrics)`` is called at every eval step, the last included.
     """
     reduction = methods.resolve_reduction(method, reduction)
-    device = device or default_device()
+    device = torch.device(device) if device is not None else default_device()
     grayscale = methods.get(method).input == "grayscale"
     channels = domains.train[0].x.shape[1]
     x_train, y_train = batch_inputs(domains.train, grayscale, device)
@@ -118,55 +166,73 @@ def train_block(
         tests.append((d.name, x, y))
 
     k = len(configs)
-    block = models.init_block(models.input_dim(channels, grayscale), [c.hidden for c in configs], [c.seed for c in configs])
-    block = [[p.to(device).requires_grad_() for p in params] for params in block]
-    flat = [p for params in block for p in params]
-    m_state, v_state = [torch.zeros_like(p) for p in flat], [torch.zeros_like(p) for p in flat]
-    as_vec = lambda name: torch.tensor([getattr(c, name) for c in configs], dtype=torch.float32, device=device)  # noqa: E731
-    l2, pw, anneal = as_vec("l2"), as_vec("penalty_weight"), as_vec("anneal_iters")
-    n_params = len(block[0])
+    in_dim = models.input_dim(channels, grayscale)
+    stacked = use_batched(k, device, batched)
+    hiddens = [c.hidden for c in configs]
+    n_rows = max([sum(sizes)] + [len(y) for _, _, y in tests])
+    plan = batched_models.plan_block(hiddens, n_rows, grouping if stacked else "pad", memory_bytes)
+    kind = batched_models.StackedModels if stacked else LoopModels
+    groups = []
+    for index in plan:
+        part = [configs[i] for i in index]
+        as_vec = lambda name: torch.tensor([getattr(c, name) for c in part], dtype=torch.float32, device=device)  # noqa: E731
+        groups.append(dict(
+            index=index, models=kind(in_dim, [c.hidden for c in part], [c.seed for c in part], [c.lr for c in part], device),
+            l2=as_vec("l2"), pw=as_vec("penalty_weight"), anneal=as_vec("anneal_iters"),
+        ))
 
-    final: list[dict[str, float]] = []
-    with memory.reuse_freed_memory():  # activations are reused, not faulted in again every step
+    final: list[dict[str, float]] = [{} for _ in configs]
+    with memory.reuse_freed_memory(), batched_models.tf32_mode(batched_models.tf32_enabled(device, tf32)):
         for step in range(steps):
-            logits = models.forward(block, x_train).split(sizes, dim=1)
-            per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
-            risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
-            irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
-            loss, penalty = methods.objective(
-                method, risks, irm, models.squared_norm(block), step=step, l2=l2, penalty_weight=pw, anneal_iters=anneal,
-                reduction=reduction,
-            )
-            grads = torch.autograd.grad(loss.sum(), flat)
-
-            if step % eval_every == 0 or step == steps - 1:
-                metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
-                for d, values in zip(domains.train, per_domain):
-                    metrics.update({f"{d.name}_{name}": value for name, value in values.items()})
-                metrics["train_acc"] = torch.stack([d["acc"] for d in per_domain]).mean(0)
-                metrics["train_nll"] = risks.mean(-1)
-                metrics["train_penalty"] = irm.mean(-1)
-                metrics["rex_penalty"] = penalty
-                with torch.no_grad():
-                    test_acc, test_nll = [], []
-                    for name, x, y in tests:
-                        values = _domain_metrics(models.forward(block, x), y)
-                        metrics.update({f"{name}_{key}": value for key, value in values.items()})
-                        test_acc.append(values["acc"])
-                        test_nll.append(values["nll"])
-                    metrics["test_acc"] = torch.stack(test_acc).mean(0)
-                    metrics["test_nll"] = torch.stack(test_nll).mean(0)
-                domain_accs = [d["acc"] for d in per_domain] + test_acc
-                metrics["min_acc"] = torch.stack(domain_accs).min(0).values
-                final = _rows(metrics, k)
-                if on_eval is not None:
-                    on_eval(step, final)
-
-            with torch.no_grad():
-                for i, config in enumerate(configs):
-                    part = slice(i * n_params, (i + 1) * n_params)
-                    adam_step(flat[part], grads[part], m_state[part], v_state[part], step + 1, config.lr)
+            evaluating = step % eval_every == 0 or step == steps - 1
+            for group in groups:
+                rows = _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating)
+                if evaluating:
+                    for i, row in zip(group["index"], rows):
+                        final[i] = row
+            if evaluating and on_eval is not None:
+                on_eval(step, [dict(row) for row in final])
     return final
+
+
+def _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating):
+    """One training step of one (sub-)block; its metric rows when ``evaluating`` (before the update)."""
+    block = group["models"]
+    k = len(group["index"])
+    logits = block.forward(x_train).split(sizes, dim=1)
+    per_domain = [_domain_metrics(lg, y) for lg, y in zip(logits, y_train)]
+    risks = torch.stack([d["nll"] for d in per_domain], dim=-1)
+    irm = torch.stack([d["penalty"] for d in per_domain], dim=-1)
+    loss, penalty = methods.objective(
+        method, risks, irm, block.squared_norm(), step=step, l2=group["l2"], penalty_weight=group["pw"],
+        anneal_iters=group["anneal"], reduction=reduction,
+    )
+    grads = torch.autograd.grad(loss.sum(), block.params)
+
+    rows = None
+    if evaluating:
+        metrics: dict[str, torch.Tensor] = {"step": torch.full((k,), float(step))}
+        for d, values in zip(domains.train, per_domain):
+            metrics.update({f"{d.name}_{name}": value for name, value in values.items()})
+        metrics["train_acc"] = torch.stack([d["acc"] for d in per_domain]).mean(0)
+        metrics["train_nll"] = risks.mean(-1)
+        metrics["train_penalty"] = irm.mean(-1)
+        metrics["rex_penalty"] = penalty
+        with torch.no_grad():
+            test_acc, test_nll = [], []
+            for name, x, y in tests:
+                values = _domain_metrics(block.forward(x), y)
+                metrics.update({f"{name}_{key}": value for key, value in values.items()})
+                test_acc.append(values["acc"])
+                test_nll.append(values["nll"])
+            metrics["test_acc"] = torch.stack(test_acc).mean(0)
+            metrics["test_nll"] = torch.stack(test_nll).mean(0)
+        domain_accs = [d["acc"] for d in per_domain] + test_acc
+        metrics["min_acc"] = torch.stack(domain_accs).min(0).values
+        rows = _rows(metrics, k)
+
+    block.update(grads, step + 1)
+    return rows
 
 
 def config_from_dict(config: dict) -> ModelConfig:
