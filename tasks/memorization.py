@@ -207,6 +207,8 @@ def sensitivity_set(data: MemData, inputs: str, labels: str, data_seed: int) -> 
 def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None]) -> None:
     """Per seed of the block: SGD on (x, y) unrolled, g^t_x at every ``measure_every``-th step, its Gini.
 
+    Steps are measured from the end of the first epoch on (before it, the examples
+    not yet drawn have g = 0, which would inflate the Gini of any data).
     Reports at each measured step t, per seed: ``gini_t`` (Gini of g^t_x over
     examples), ``gini`` (Gini of g_bar_x, the mean of g^t_x over the measured
     steps so far) and the mean g. The final row of a run with normal labels
@@ -217,8 +219,9 @@ def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None
     images = sensitivity_set(data, config["inputs"], config["labels"], int(config.get("data_seed", 0)))
     x, y = images.x.flatten(1), images.y
     steps, every = int(config["steps"]), int(config["measure_every"])
-    measured = sorted(set(range(every, steps + 1, every)) | {steps})
     batch = int(config["batch_size"])
+    first = min(steps, -(-len(x) // batch))  # the end of the first epoch: from here on every example has taken part
+    measured = sorted({t for t in range(every, steps + 1, every) if t >= first} | {steps})
     epochs = -(-steps * batch // len(x))
     per_seed = []
     for unit in units(config):

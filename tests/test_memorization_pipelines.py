@@ -174,6 +174,17 @@ def test_capacity_reports_every_epoch_for_every_unit(tiny):
         assert (m["fit"] and m["epochs_to_fit"] <= 30) or (not m["fit"] and np.isnan(m["epochs_to_fit"]))
 
 
+def test_sensitivity_measures_from_the_first_full_epoch(tiny):
+    out = []
+    config = dict(inputs="real", labels="normal", width=4, steps=7, measure_every=2, batch_size=40, lr=0.1, data_seed=0,
+                  block=[{"seed": 0}, {"seed": 1}])
+    tasks.run_sensitivity(config, tiny, out.append)
+    assert [r.step for r in out] == [4, 6, 7] and [r.final for r in out] == [False, False, True]
+    assert all(len(r.models) == 2 and 0 <= r.models[0]["gini"] < 1 for r in out)
+    matrix = np.array(__import__("json").loads(out[-1].models[1]["class_matrix"]))
+    assert matrix.shape == (10, 10) and (matrix >= 0).all() and out[0].models[0]["class_matrix"] == ""
+
+
 def test_regularizer_kwargs():
     assert tasks.regularizer_kwargs("adversarial", 0.5, 0.2) == ({"dropout": 0.2}, {"adversarial_weight": 0.5})
     assert tasks.regularizer_kwargs("weight_decay", 0.01) == ({}, {"weight_decay": 0.01})
@@ -187,7 +198,7 @@ def test_regularizer_kwargs():
 TINY = {
     easy: ["runs=4", "block_size=2", "n_train=100", "n_val=40", "width=16"],
     capacity: ["n_train=80", "n_val=40", "fractions=0,1", "widths=8,32", "sizes=40,80", "size_width=32", "seeds=2", "epochs=20"],
-    sensitivity: ["n_train=100", "seeds=1", "steps=6", "measure_every=3", "batch_size=20", "inputs=real,random", "labels=normal"],
+    sensitivity: ["n_train=100", "seeds=1", "steps=8", "measure_every=2", "batch_size=20", "inputs=real,random", "labels=normal"],
     csr: ["n_train=100", "n_val=40", "width=32", "epochs=2", "noises=randY", "fractions=1", "csr_examples=10", "lass_iters=5"],
     regularizers: ["n_train=100", "n_val=40", "width=32", "epochs=2", "regularizers=dropout,adversarial", "dropout=0.5", "lass_iters=2"],
 }
