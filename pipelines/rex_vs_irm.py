@@ -42,6 +42,8 @@ SETTINGS = {
     "restarts": Setting(3, "stage fixed: runs per (variant, p, method), each with its own domains and seed", ge=1),
     "num_samples": Setting(4, "stage search: configurations per (variant, p, method)", ge=1),
     "block_size": Setting(8, "stage search: configurations trained together in one Tune trial", ge=1),
+    "block_memory_gb": Setting(0.0, "activation memory (GiB) one trial's block may use; a bigger block is split into "
+                               "sub-blocks run one after another (0: a share of the device's memory)", ge=0.0),
     "sampler": Setting("random", "stage search: random (paired across methods) or tpe (per study)", choices=("random", "tpe")),
     "data_seed": Setting(0, "stage search: seed of the domains of every (variant, p); also seeds the draws", ge=0),
     "steps": Setting(201, "full-batch Adam steps per configuration", ge=1),
@@ -55,9 +57,11 @@ PRESETS = {
 
 
 def _settings(settings: dict) -> list[dict]:
+    memory = float(settings.get("block_memory_gb", 0.0))
+    device = {"block_memory_gb": memory} if memory > 0 else {}  # only when set: configs (and trial keys) stay as they were
     return [
         dict(variant=variant, shift_p=float(p), method=method, steps=settings["steps"], eval_every=settings["eval_every"],
-             risk_reduction=settings["risk_reduction"])
+             risk_reduction=settings["risk_reduction"], **device)
         for variant, p, method in product(settings["variants"], settings["ps"], settings["methods"])
     ]
 

@@ -11,22 +11,36 @@ covariate-shift variants ``class``, ``digit``, ``color``, which add
 shared ones, as one block of models on one set of domains.
 
 The image source arrives through the object store (``tune.with_parameters``);
-domains are built once per worker process and reused by every trial that
-asks for the same (source, variant, data seed, p).
+domains are built once per worker process, moved to the trial's device
+(``device``; default CUDA when present) once, and reused there by every trial
+that asks for the same (source, variant, data seed, p, device).
+
+Device keys (all optional): ``device``; ``tf32`` (TF32 products on CUDA,
+default on; every result row records the value used as ``tf32``, False on
+CPU); ``batched`` (stacked batched kernels for a block, default on CUDA;
+see core.train.train_block); ``block_grouping`` (pad or width);
+``block_memory_gb`` (the activation memory one sub-block may use; a block over
+it is split into sub-blocks run one after another; default
+:func:`memory_budget_bytes`: a share of the device's memory).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Callable
 
-from core.cmnist import Domains, build_cmnist
+import torch
+
+from core.batched import tf32_enabled
+from core.cmnist import Domain, Domains, build_cmnist
 from core.cmnist_shift import build_shifted_cmnist
 from core.data import ImageSource
-from core.train import config_from_dict, train_block
+from core.train import config_from_dict, default_device, train_block
 from tasks.report import Report, tune_reporter, units
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
 _CACHE_SIZE = 4
+CPU_BLOCK_MEMORY_GB = 8.0  # default activation budget of one sub-block on CPU
+GPU_MEMORY_SHARE = 0.6  # default on CUDA: this share of the trial's part of the device (domains, allocator slack aside)
 
 
 def _shifted(source: ImageSource, variant: str, config: dict) -> Domains:
@@ -42,18 +56,56 @@ DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
 }
 
 
-def domains_for(source: ImageSource, config: dict) -> Domains:
-    """The domains a config asks for, from this process's cache when already built."""
+def _on_device(domains: Domains, device: torch.device) -> Domains:
+    move = lambda d: Domain(d.name, d.x.to(device), d.y.to(device), d.color.to(device))  # noqa: E731
+    return Domains(train=[move(d) for d in domains.train], test=[move(d) for d in domains.test])
+
+
+def domains_for(source: ImageSource, config: dict, device: torch.device | str = "cpu") -> Domains:
+    """The domains a config asks for, on ``device``, from this process's cache when already there."""
+    device = torch.device(device)
     variant = config.get("variant", "standard")
-    key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"))
+    key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"), str(device))
     if key in _DOMAIN_CACHE:
         _DOMAIN_CACHE.move_to_end(key)
         return _DOMAIN_CACHE[key]
     domains = DOMAIN_BUILDERS[variant](source, config)
+    if device.type != "cpu":
+        domains = _on_device(domains, device)
     _DOMAIN_CACHE[key] = domains
     while len(_DOMAIN_CACHE) > _CACHE_SIZE:
         _DOMAIN_CACHE.popitem(last=False)
     return domains
+
+
+def _gpu_share() -> float:
+    """The fraction of a GPU this Ray trial holds (1 outside Ray or without a fractional request)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            share = ray.get_runtime_context().get_assigned_resources().get("GPU")
+            if share:
+                return min(1.0, float(share))
+    except Exception:  # noqa: BLE001  (no Ray, or not inside a worker: the whole device)
+        pass
+    return 1.0
+
+
+def memory_budget_bytes(config: dict, device: torch.device | str) -> float:
+    """Activation memory one sub-block may use: ``block_memory_gb`` when set (> 0), else from the device.
+
+    CUDA: ``GPU_MEMORY_SHARE`` of the device's memory times the share of the
+    GPU the trial holds (fractional GPUs); CPU: ``CPU_BLOCK_MEMORY_GB``.
+    """
+    setting = config.get("block_memory_gb")
+    if setting is not None and float(setting) > 0:
+        return float(setting) * 2**30
+    device = torch.device(device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return GPU_MEMORY_SHARE * total * _gpu_share()
+    return CPU_BLOCK_MEMORY_GB * 2**30
 
 
 def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], None]) -> list[dict]:
@@ -63,15 +115,19 @@ def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], Non
     """
     steps = int(config["steps"])
     configs = [config_from_dict(unit) for unit in units(config)]
+    device = torch.device(config["device"]) if config.get("device") else default_device()
+    tf32 = tf32_enabled(device, config.get("tf32"))
 
     def on_eval(step: int, rows: list[dict]) -> None:
-        report(Report(step=step, final=step == steps - 1, models=rows))
+        report(Report(step=step, final=step == steps - 1, models=[dict(row, tf32=tf32) for row in rows]))
 
-    return train_block(
-        domains_for(source, config), config["method"], configs, steps=steps,
-        eval_every=int(config.get("eval_every", 100)), on_eval=on_eval,
-        reduction=str(config.get("risk_reduction", "method")),
+    rows = train_block(
+        domains_for(source, config, device), config["method"], configs, steps=steps,
+        eval_every=int(config.get("eval_every", 100)), on_eval=on_eval, device=device,
+        reduction=str(config.get("risk_reduction", "method")), batched=config.get("batched"),
+        grouping=str(config.get("block_grouping", "pad")), memory_bytes=memory_budget_bytes(config, device), tf32=tf32,
     )
+    return [dict(row, tf32=tf32) for row in rows]
 
 
 def cmnist_trainable(config: dict, data: ImageSource) -> None:

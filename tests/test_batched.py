@@ -178,3 +178,32 @@ def test_batched_path_choice_and_tf32_setting():
     with batched.tf32_mode(not before):
         assert torch.backends.cuda.matmul.allow_tf32 is (not before)
     assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
+def test_trainable_records_tf32_caches_domains_per_device_and_splits_by_block_memory_gb(digits):
+    from tasks.cmnist import CPU_BLOCK_MEMORY_GB, domains_for, memory_budget_bytes, run_cmnist
+
+    base = dict(method="irm", steps=3, eval_every=2, data_seed=0, variant="standard", risk_reduction="mean",
+                block=[dict(hidden=16, seed=1), dict(hidden=24, seed=2, lr=0.002), dict(hidden=8, seed=3)])
+    assert domains_for(digits, base, "cpu") is domains_for(digits, base, torch.device("cpu"))
+    reports = []
+    whole = run_cmnist(base, digits, reports.append)
+    assert [r.step for r in reports] == [0, 2] and all(len(r.models) == 3 for r in reports)
+    assert all(row["tf32"] is False for r in reports for row in r.models) and all(row["tf32"] is False for row in whole)
+    assert memory_budget_bytes({"block_memory_gb": 2}, "cpu") == 2 * 2**30
+    assert memory_budget_bytes({}, "cpu") == memory_budget_bytes({"block_memory_gb": 0.0}, "cpu") == CPU_BLOCK_MEMORY_GB * 2**30
+    for path in (None, True):  # a budget below one model: every model its own sub-block, same numbers
+        split = run_cmnist(dict(base, block_memory_gb=1e-9, batched=path), digits, lambda r: None)
+        for i, (a, b) in enumerate(zip(whole, split)):
+            _assert_rows_equal(a, b, (path, i))
+
+
+def test_rex_vs_irm_block_memory_setting_reaches_the_configs_only_when_set():
+    from pipelines import rex_vs_irm
+    from pipelines.spec import resolve_settings
+
+    base = ["variants=class", "ps=0.1", "methods=irm"]
+    for extra, expected in (([], None), (["block_memory_gb=2.5"], 2.5)):
+        fixed, search = rex_vs_irm.stages(resolve_settings(rex_vs_irm.PIPELINE, "smoke", base + extra))
+        configs = list(fixed.plan.configs) + list(search.plan.studies)
+        assert configs and all(c.get("block_memory_gb") == expected for c in configs)
