@@ -187,7 +187,10 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # checkpointing trainables: only the latest is kept
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        sink.flush()  # what finished before the end (or an interrupt) is recorded
     return sink.ran
 
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 
 from pipelines.spec import Stage, trial_key
 from pipelines.store import ResultStore
+from pipelines.tracking import TrialLog
 from tasks.report import FINAL, Report, units
+
+FLUSH_ROWS = 256  # configurations per write batch
+FLUSH_S = 5.0  # the longest a finished configuration waits for its batch
 
 
 @dataclass
@@ -67,14 +71,18 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, tracking, searcher, progress: Progress):
-    """The Tune callback recording ``stage``'s finished configurations (see the module docstring)."""
+def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, tracking, searcher, progress: Progress,
+              flush_rows: int = FLUSH_ROWS, flush_s: float = FLUSH_S):
+    """The Tune callback recording ``stage``'s finished configurations (see the module docstring); call ``flush()`` at the end."""
     from ray import tune
 
     class ResultSink(tune.Callback):
         def __init__(self):
             self.curves: dict[str, dict[int, Report]] = {}
             self.ran = 0
+            self.pending: list[tuple] = []  # (trial_id, logs, rows, finals, text, metric value), oldest first
+            self.pending_rows = 0
+            self.oldest = 0.0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.curves.setdefault(trial.trial_id, {})[int(result.get("step", result["training_iteration"]))] = Report.from_tune(result)
@@ -90,20 +98,42 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
             configs = units(dict(trial.config))
             final = reports[-1]
             curves = list(zip(*[r.models for r in reports]))
+            logs, rows = [], []
             for config, metrics, curve in zip(configs, final.models, curves):
                 key, label = trial_key(config), stage.label(config)
-                tracking.log_trial(key, label, config, list(curve), metrics)
+                logs.append(TrialLog(key, label, config, list(curve), metrics))
                 row = {**config, **metrics, "label": label, "config_json": json.dumps(config, sort_keys=True, default=str)}
                 row.update(
                     wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"),
                     node_id=final.node_id, stopped_early=bool(stopped),
                 )
-                store.write_trial(pipeline, sweep, key, row, list(curve))
-            searcher.record(trial.trial_id, list(final.models))
-            self.ran += len(configs)
+                rows.append((key, row, list(curve)))
             text = stage.label(configs[-1]) + (f" (+{len(configs) - 1} in block)" if len(configs) > 1 else "")
-            progress.add(len(configs), f"{text}: {stage.metric}={_fmt(final.models[-1].get(stage.metric))}",
-                         stage.metric, final.models[-1].get(stage.metric), stage.mode)
+            if not self.pending:
+                self.oldest = time.time()
+            self.pending.append((trial.trial_id, logs, rows, list(final.models), text, final.models[-1].get(stage.metric)))
+            self.pending_rows += len(rows)
+            others = any(t is not trial and t.status in ("RUNNING", "PENDING") for t in trials)
+            if self.pending_rows >= flush_rows or time.time() - self.oldest >= flush_s or not others:
+                self.flush()
+
+        def on_step_begin(self, iteration, trials, **info):
+            if self.pending and time.time() - self.oldest >= flush_s:
+                self.flush()
+
+        def flush(self) -> None:
+            """Write the waiting configurations: MLflow (one batch), Parquet, then the searcher's tells."""
+            if not self.pending:
+                return
+            batch, self.pending, self.pending_rows = self.pending, [], 0
+            tracking.log_trials([log for _, logs, _, _, _, _ in batch for log in logs])
+            for _, _, rows, _, _, _ in batch:
+                for key, row, curve in rows:
+                    store.write_trial(pipeline, sweep, key, row, curve)
+            for trial_id, _, rows, finals, text, value in batch:
+                searcher.record(trial_id, finals)
+                self.ran += len(rows)
+                progress.add(len(rows), f"{text}: {stage.metric}={_fmt(value)}", stage.metric, value, stage.mode)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.curves.pop(trial.trial_id, None)

@@ -3,11 +3,22 @@
 The experiment is ``gensweep/<pipeline>``. Runs carry the tags
 ``gensweep.sweep_id`` and (children) ``gensweep.trial_key``, so a resumed
 sweep reopens its parent run and never logs a finished trial twice.
+
+Child runs are written in batches (:meth:`MlflowSweep.log_trials`): on a
+SQL store (SQLite, PostgreSQL, MySQL: MLflow's ``SqlAlchemyStore``) a batch
+of finished runs with their params, tags and metric histories is one
+transaction through MLflow's own ORM models, the rows MLflow's
+``create_run`` + ``log_batch`` + ``set_terminated`` would write (checked
+against them in ``tests/test_tracking_batch.py``); on a tracking server each
+run takes its three REST calls.
 """
 from __future__ import annotations
 
 import socket
 import time
+import math
+import uuid
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
@@ -34,6 +45,28 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
             pass
     except OSError as exc:
         raise GensweepError(f"cannot reach MLflow tracking server {tracking_uri}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class TrialLog:
+    """One finished configuration for MLflow: its key, display label, config (params), curve and final metrics."""
+
+    key: str
+    label: str
+    config: dict
+    curve: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+
+def _numeric(row: dict) -> dict:
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _metrics_of(log: TrialLog) -> list[tuple[str, float, int]]:
+    """(name, value, step): the curve's history by step, then ``final_<name>`` at the last step."""
+    history = [(name, value, row.get("step", i)) for i, row in enumerate(log.curve) for name, value in _numeric(row).items() if name != "step"]
+    last_step = int(log.final.get("step", len(log.curve)))
+    return history + [(f"final_{name}", value, last_step) for name, value in _numeric(log.final).items() if name != "step"]
 
 
 class MlflowSweep:
@@ -106,27 +139,78 @@ class MlflowSweep:
             self.client.delete_run(self.children.pop(key))
         return len(dropped)
 
-    def log_trial(self, key: str, label: str, config: dict, curve: list[dict], final: dict) -> None:
-        """Create the trial's child run (params, metric history by step, final metrics); once per key."""
-        if key in self.children:
-            return
-        tags = {
+    def _tags(self, log: TrialLog) -> dict[str, str]:
+        return {
             "mlflow.parentRunId": self.parent_id,
             "gensweep.role": "trial",
             "gensweep.sweep_id": self.sweep,
-            "gensweep.trial_key": key,
+            "gensweep.trial_key": log.key,
             "gensweep.pipeline": self.pipeline,
-            "method": str(config.get("method", "")),
-            "seed": str(config.get("seed", "")),
+            "method": str(log.config.get("method", "")),
+            "seed": str(log.config.get("seed", "")),
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"{label} {key[:8]}", tags=tags)
-        numeric = lambda row: {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}  # noqa: E731
-        history = [(name, value, row.get("step", i)) for i, row in enumerate(curve) for name, value in numeric(row).items() if name != "step"]
-        last_step = int(final.get("step", len(curve)))
-        finals = [(f"final_{name}", value, last_step) for name, value in numeric(final).items() if name != "step"]
-        self._log(run.info.run_id, params=config, metrics=history + finals)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        self.children[key] = run.info.run_id
+
+    def log_trial(self, key: str, label: str, config: dict, curve: list[dict], final: dict) -> None:
+        """Create one trial's child run (params, metric history by step, final metrics); once per key."""
+        self.log_trials([TrialLog(key, label, config, curve, final)])
+
+    def log_trials(self, logs: list[TrialLog]) -> None:
+        """Create the child runs of ``logs`` (each key once): one transaction on SQL stores, REST calls otherwise."""
+        logs = [log for log in {log.key: log for log in logs}.values() if log.key not in self.children]
+        if not logs:
+            return
+        store = self._sql_store()
+        if store is None:
+            for log in logs:
+                run = self.client.create_run(self.experiment_id, run_name=f"{log.label} {log.key[:8]}", tags=self._tags(log))
+                self._log(run.info.run_id, params=log.config, metrics=_metrics_of(log))
+                self.client.set_terminated(run.info.run_id, "FINISHED")
+                self.children[log.key] = run.info.run_id
+            return
+        self.children.update(self._insert(store, logs))
+
+    def _sql_store(self):
+        """MLflow's SqlAlchemyStore behind the client, or None (tracking server, file store)."""
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        return store if isinstance(store, SqlAlchemyStore) else None
+
+    def _insert(self, store, logs: list[TrialLog]) -> dict[str, str]:
+        """Insert FINISHED runs with params, tags, metrics and latest metrics in one transaction; key -> run id."""
+        from mlflow.entities import RunStatus, SourceType
+        from mlflow.entities.lifecycle_stage import LifecycleStage
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.utils.uri import append_to_uri_path
+
+        artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
+        now = int(time.time() * 1000)
+        ids, rows = {}, []
+        for log in logs:
+            run_id = uuid.uuid4().hex
+            name = f"{log.label} {log.key[:8]}"
+            tags = {**self._tags(log), "mlflow.runName": name}
+            run = SqlRun(
+                name=name, artifact_uri=append_to_uri_path(artifact_root, run_id, "artifacts"), run_uuid=run_id,
+                experiment_id=int(self.experiment_id), source_type=SourceType.to_string(SourceType.UNKNOWN),
+                source_name="", entry_point_name="", user_id="unknown", status=RunStatus.to_string(RunStatus.FINISHED),
+                start_time=now, end_time=now, deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE,
+            )
+            run.tags = [SqlTag(key=k, value=str(v)[:8000]) for k, v in tags.items()]
+            rows.append(run)
+            rows += [SqlParam(key=k, value=str(v)[:6000], run_uuid=run_id) for k, v in sorted(log.config.items())]
+            latest: dict[str, tuple] = {}
+            for key, value, step in dict.fromkeys(_metrics_of(log)):  # duplicates dropped, as log_batch does
+                is_nan, value = store.sanitize_metric_value(float(value))
+                rows.append(SqlMetric(key=key, value=value, timestamp=now, step=int(step), is_nan=is_nan, run_uuid=run_id))
+                if key not in latest or (int(step), now, value) > latest[key][:3]:
+                    latest[key] = (int(step), now, value, is_nan)
+            rows += [SqlLatestMetric(key=k, value=v, timestamp=t, step=st, is_nan=nan, run_uuid=run_id)
+                     for k, (st, t, v, nan) in latest.items()]
+            ids[log.key] = run_id
+        with store.ManagedSessionMaker(read_only=False) as session:
+            session.add_all(rows)
+        return ids
 
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""
