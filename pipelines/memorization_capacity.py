@@ -39,8 +39,8 @@ PRESETS = {
     "paper": dict(dataset="mnist", n_train=50000, n_val=10000, fractions=[0.0, 0.2, 0.4, 0.6, 0.8], widths=[256, 512, 1024, 2048, 4096, 8192],
                   sizes=[5000, 10000, 20000, 50000], size_width=4096, epochs=1000, batch_size=128, lr=0.01),
     # MNIST digits (--data-dir ../shared/data/mnist), minutes on 2 CPU cores.
-    "mnist": dict(dataset="mnist", n_train=2000, n_val=2000, fractions=[0.0, 0.4, 0.8], widths=[32, 128, 512], sizes=[500, 1000, 2000],
-                  size_width=512, seeds=2, epochs=150, batch_size=64),
+    "mnist": dict(dataset="mnist", n_train=1000, n_val=1000, fractions=[0.0, 0.4, 0.8], widths=[32, 128, 512], sizes=[250, 500, 1000],
+                  size_width=256, seeds=2, epochs=100),
 }
 
 

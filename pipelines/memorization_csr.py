@@ -32,7 +32,7 @@ PRESETS = {
     "paper": dict(dataset="mnist", n_train=0, n_val=10000, width=4096, epochs=1000, batch_size=128, optimizer="sgd", lr=0.01,
                   fractions=[0.2, 0.4, 0.6, 0.8, 1.0], csr_examples=500),
     # MNIST digits (--data-dir ../shared/data/mnist), minutes on 2 CPU cores.
-    "mnist": dict(dataset="mnist", n_train=2000, n_val=2000, width=512, epochs=25, fractions=[0.2, 0.5, 0.8], csr_examples=200),
+    "mnist": dict(dataset="mnist", n_train=1000, n_val=1000, width=256, epochs=20, fractions=[0.2, 0.8], csr_examples=100),
 }
 
 
