@@ -97,3 +97,57 @@ def test_resume_after_a_crash_between_the_writes(tmp_path):
     (experiment,) = [e for e in client.search_experiments() if e.name == "gensweep/rex-vs-irm"]
     children = client.search_runs([experiment.experiment_id], "tags.`gensweep.role` = 'trial'")
     assert sorted(r.data.tags["gensweep.trial_key"] for r in children) == sorted(rows["trial_key"])
+
+
+# The driver killed inside a write batch: after the batch's MLflow runs and some of its Parquet rows, before its tells.
+KILL_AFTER_ROWS = """
+import os, sys
+from pipelines import cli
+from pipelines.store import ResultStore
+
+limit, written = int(os.environ["GENSWEEP_TEST_KILL_AFTER_ROWS"]), []
+real = ResultStore.write_trial
+
+def write_trial(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == limit:
+        os._exit(9)  # SIGKILL-like: no cleanup, no flush
+
+ResultStore.write_trial = write_trial
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("kill_after", [2])  # inside the first batch: a block of 3 rows
+def test_driver_killed_inside_a_write_batch_resumes_to_exactly_the_budget(tmp_path, kill_after):
+    results = tmp_path / "results"
+    args = ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]
+    for item in ["stages=search", "variants=class", "ps=0.1", "methods=irm", "num_samples=6", "block_size=3", "steps=3", "eval_every=3"]:
+        args += ["--set", item]
+    script = tmp_path / "killed.py"
+    script.write_text(KILL_AFTER_ROWS)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GENSWEEP_TEST_KILL_AFTER_ROWS": str(kill_after)}
+    first = subprocess.run([GENSWEEP[0], str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 9, first.stdout + first.stderr
+    store = ResultStore.open(str(results))
+    assert len(store.read("trials", "rex-vs-irm")) == kill_after  # cut inside the batch: rows written so far stay
+
+    second = subprocess.run(GENSWEEP + args, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"{6 - kill_after} of 6 configurations to run" in second.stdout
+    rows = store.read("trials", "rex-vs-irm")
+    assert len(rows) == 6 and rows["trial_key"].is_unique and sorted(rows["sample"]) == list(range(6))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6 and sorted(t.user_attrs["sample"] for t in complete) == list(range(6))
+    client = MlflowClient(default_tracking_uri(str(results)))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "gensweep/rex-vs-irm"]
+    children = client.search_runs([experiment.experiment_id], "tags.`gensweep.role` = 'trial'")
+    assert sorted(r.data.tags["gensweep.trial_key"] for r in children) == sorted(rows["trial_key"])
