@@ -1,5 +1,6 @@
 """The memorization pipelines (thesis chapter 3): stages per preset, the trainables' block contract, bad settings,
-and tiny end-to-end runs through the real runner (Ray, MLflow, Parquet) with their reports."""
+tiny end-to-end runs through the real runner (Ray, MLflow, Parquet) with their reports (easy, sensitivity,
+regularizers), and the other two reports from frames built in-process."""
 from __future__ import annotations
 
 import subprocess
@@ -102,7 +103,6 @@ def test_bad_settings_fail_before_anything_runs():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "memorization-easy", "--set", "runs=0"], "bad value for runs: 0 (must be >= 1)"),
     (["run", "memorization-csr", "--set", "dataset=mnist"], "mnist needs a data directory"),
     (["run", "memorization-capacity", "--set", "n_train=5000"], "lower n_train"),
 ])
@@ -207,7 +207,39 @@ FIGURES = {easy: ["easy_examples.png"], capacity: ["capacity.png"], sensitivity:
 ROWS = {easy: 12, capacity: 2 * 2 * 4, sensitivity: 2, csr: 2, regularizers: 2 * 3}
 
 
-@pytest.mark.parametrize("module", list(TINY), ids=lambda m: m.PIPELINE.name)
+def _frames_without_ray(module, settings):
+    """Trial and curve frames as the sink writes them (one row per unit, curve rows per report), trainables run in-process."""
+    import pandas as pd
+
+    from pipelines.spec import trial_key
+
+    (stage,) = module.PIPELINE.stages(settings)
+    data = module.PIPELINE.load_data(settings, None)
+    run = {csr: tasks.run_csr, capacity: tasks.run_capacity}[module]
+    trials, curves = [], []
+    for config in stage.plan.configs:
+        out = []
+        run({**config, "stage": stage.name}, data, out.append)
+        assert out[-1].final and not any(r.final for r in out[:-1])
+        for i, unit in enumerate(units(config)):
+            key = trial_key(unit)
+            trials.append({**unit, **out[-1].models[i], "trial_key": key, "stage": stage.name})
+            curves += [{"trial_key": key, **r.models[i]} for r in out]
+    return pd.DataFrame(trials), pd.DataFrame(curves)
+
+
+@pytest.mark.parametrize("module", [csr, capacity], ids=lambda m: m.PIPELINE.name)
+def test_report_from_frames(module, tmp_path):
+    settings = resolve_settings(module.PIPELINE, "smoke", TINY[module])
+    trials, curves = _frames_without_ray(module, settings)
+    assert len(trials) == ROWS[module]
+    markdown = module.PIPELINE.report(trials, curves, str(tmp_path))
+    assert "|" in markdown
+    for name in FIGURES[module]:
+        assert (tmp_path / name).stat().st_size > 5000, name
+
+
+@pytest.mark.parametrize("module", [easy, sensitivity, regularizers], ids=lambda m: m.PIPELINE.name)
 def test_tiny_run_end_to_end(module, ray_session, tmp_path):
     from pipelines.runner import Sweep, run_sweep
     from pipelines.store import ResultStore
