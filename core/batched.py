@@ -68,10 +68,17 @@ def activation_bytes(k: int, n: int, width: int, dtype_bytes: int = 4, factor: f
     return int(math.ceil(k * n * width * dtype_bytes * factor))
 
 
-def group_by_width(widths: Sequence[int], grouping: str = "pad") -> list[list[int]]:
-    """Model indices per group: "pad" one group (padded to the widest), "width" one group per padded width.
+BUCKET_RATIO = 1.25  # grouping "bucket": a group's widest padded width at most this times its narrowest
 
-    Groups keep the block order within them and come in order of their first model.
+
+def group_by_width(widths: Sequence[int], grouping: str = "pad") -> list[list[int]]:
+    """Model indices per group: "pad" one group (padded to the widest), "width" one group per padded width,
+    "bucket" groups of padded widths within ``BUCKET_RATIO`` of each other (the widths sorted, then cut).
+
+    Padding a block of the random-search space's widths, int(2^U(6, 9)), to its widest computes on average
+    2.6x (K = 8) to 3.5x (K = 64) the products of the models' own widths; buckets keep that near 1.3x at the
+    cost of more, smaller batched products. Groups keep the block order within them and come in order of
+    their first model.
     """
     if grouping == "pad":
         return [list(range(len(widths)))] if len(widths) else []
@@ -80,7 +87,14 @@ def group_by_width(widths: Sequence[int], grouping: str = "pad") -> list[list[in
         for i, w in enumerate(widths):
             groups.setdefault(models.padded_width(w), []).append(i)
         return list(groups.values())
-    raise ValueError(f"unknown grouping {grouping!r} (choose from pad, width)")
+    if grouping == "bucket":
+        buckets: list[list[int]] = []
+        for i in sorted(range(len(widths)), key=lambda j: (models.padded_width(widths[j]), j)):
+            if not buckets or models.padded_width(widths[i]) > BUCKET_RATIO * models.padded_width(widths[buckets[-1][0]]):
+                buckets.append([])
+            buckets[-1].append(i)
+        return sorted((sorted(b) for b in buckets), key=lambda b: b[0])
+    raise ValueError(f"unknown grouping {grouping!r} (choose from pad, width, bucket)")
 
 
 def split_by_memory(group: Sequence[int], widths: Sequence[int], n: int, budget_bytes: float | None) -> list[list[int]]:

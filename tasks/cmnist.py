@@ -18,7 +18,7 @@ that asks for the same (source, variant, data seed, p, device).
 Device keys (all optional): ``device``; ``tf32`` (TF32 products on CUDA,
 default on; every result row records the value used as ``tf32``, False on
 CPU); ``batched`` (stacked batched kernels for a block, default on CUDA;
-see core.train.train_block); ``block_grouping`` (pad or width);
+see core.train.train_block); ``block_grouping`` (pad, width or bucket);
 ``block_memory_gb`` (the activation memory one sub-block may use; a block over
 it is split into sub-blocks run one after another; default
 :func:`memory_budget_bytes`: a share of the device's memory).

@@ -66,6 +66,14 @@ def test_batched_block_equals_separate_runs(domains, method, grouping):
             _assert_rows_equal(rows[i], alone_row, (method, grouping, i, "curve"))
 
 
+def test_bucketed_block_equals_separate_runs(domains):
+    finals, _ = _alone(domains, "irm")
+    block = train_block(domains, "irm", CONFIGS, steps=STEPS, eval_every=EVAL, device=CPU, batched=True, grouping="bucket")
+    assert batched.plan_block([c.hidden for c in CONFIGS], 1, "bucket", None) == [[0, 3], [1], [2]]
+    for i, (together, alone) in enumerate(zip(block, finals)):
+        _assert_rows_equal(together, alone, i)
+
+
 def test_batched_four_channel_variant_equals_separate_runs(digits):
     # Colour imbalance: 4 channels, the channel form's first layer per segment in the batched products too.
     shifted = build_shifted_cmnist(digits, "color", 0.2, seed=1)
@@ -146,6 +154,10 @@ def test_memory_estimate_and_split():
     assert batched.plan_block(widths, n, "pad", None) == [[0, 1, 2, 3]]
     assert batched.plan_block(widths, n, "width", None) == [[0], [1], [2], [3]]
     assert batched.plan_block([64, 60, 64, 200], n, "width", None) == [[0, 1, 2], [3]]
+    # Buckets: sorted padded widths 64, 64, 72, 96, 104, 392, cut where a width passes 1.25x the bucket's narrowest.
+    assert batched.plan_block([390, 64, 100, 72, 60, 96], n, "bucket", None) == [[0], [1, 3, 4], [2, 5]]
+    with pytest.raises(ValueError, match="grouping"):
+        batched.group_by_width([8], "nope")
     # A model over the budget on its own still runs, alone.
     assert batched.plan_block(widths, n, "pad", 1) == [[0], [1], [2], [3]]
 
