@@ -13,10 +13,14 @@ worker node costs time, not results, however its death surfaces.
   :class:`~pipelines.spec.Search`, in blocks of up to ``block_size``. With the
   random sampler, sample i of a study is the i-th draw of a seeded stream
   shared by every study with the same ``paired_by`` values: methods are
-  trained on the same configurations (and seed i), each draw enqueued into
-  each method's study, so the studies stay complete Optuna records; a resumed
-  sweep runs exactly the samples with no result row. TPE studies sample on
-  their own, from a sampler seeded past the trials they already hold.
+  trained on the same configurations (and seed i). The draws are known in
+  advance, so nothing is asked of Optuna while the search runs: each finished
+  draw is added to its method's study as a complete trial (params, value,
+  ``sample``) in the write batch, after its row, and the studies stay
+  complete Optuna records at one storage write per configuration. A resumed
+  sweep runs exactly the samples with no result row and adds the rows a
+  crash kept from their study. TPE studies ask and tell as usual, from a
+  sampler seeded past the trials they already hold.
 """
 from __future__ import annotations
 
@@ -39,13 +43,16 @@ def make_sampler(kind: str, seed: int):
     raise ValueError(f"unknown sampler {kind!r} (choose from random, tpe)")
 
 
-def prepare_study(storage, name: str, direction: str, finished: list[dict] = (), metric: str = "") -> int:
-    """Create or load a study and settle the trials a crash left RUNNING (or WAITING); return its trial count.
+def prepare_study(storage, name: str, direction: str, finished: list[dict] = (), metric: str = "", draws: list[dict] | None = None) -> int:
+    """Create or load a study and settle what a crash left; return its trial count.
 
-    ``finished`` holds the study's result rows (Parquet). A left trial whose
-    params all equal those of a row reached Parquet before the crash stopped
-    its ``tell``: it is told COMPLETE with the row's ``metric``. Every other
-    left trial is told FAIL (its configuration is run or sampled again).
+    ``finished`` holds the study's result rows (Parquet). Trials left RUNNING
+    (or WAITING) by an ask-and-tell study: one whose params all equal those of
+    a row reached Parquet before the crash stopped its ``tell`` and is told
+    COMPLETE with the row's ``metric``; every other is told FAIL (its
+    configuration is run or sampled again). Paired studies (``draws``, see
+    :func:`paired_draws`): rows whose ``sample`` the study lacks (a crash came
+    between the row and its record) are added as trials of their draw.
     """
     import optuna
     from optuna.trial import TrialState
@@ -59,7 +66,21 @@ def prepare_study(storage, name: str, direction: str, finished: list[dict] = (),
             storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [float(row[metric])])
         else:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    if draws is not None:
+        recorded = {t.user_attrs.get("sample") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))}
+        missing = [r for r in finished if r.get("sample") is not None and int(r["sample"]) not in recorded]
+        study.add_trials([_finished_trial(draws[int(r["sample"])]["params"], draws[int(r["sample"])]["distributions"],
+                                          r.get(metric), int(r["sample"])) for r in missing])
     return len(study.get_trials(deepcopy=False))
+
+
+def _finished_trial(params: dict, distributions: dict, value, sample: int):
+    """A complete trial (FAIL when the value is missing or NaN, which Optuna refuses as a value)."""
+    from optuna.trial import TrialState, create_trial
+
+    ok = value is not None and not math.isnan(value)
+    return create_trial(params=params, distributions=distributions, value=float(value) if ok else None,
+                        state=TrialState.COMPLETE if ok else TrialState.FAIL, user_attrs={"sample": sample})
 
 
 def next_block_size(block_size: int, left_in_study: int, left_in_all: int, workers: int) -> int:
@@ -83,7 +104,7 @@ def paired_draws(search: Search, fixed: dict) -> list[dict]:
     for _ in range(search.budget):
         trial = study.ask()
         derived = search.space(trial)
-        draws.append({"params": dict(trial.params), "derived": dict(derived)})
+        draws.append({"params": dict(trial.params), "derived": dict(derived), "distributions": dict(trial.distributions)})
     return draws
 
 
@@ -149,18 +170,22 @@ def study_searcher(
 
     ``finished[name]`` holds the study's result rows; ``shared`` is merged
     into every config; ``workers`` is how many trials run at once (see
-    :func:`next_block_size`). Configs carry ``study``, ``optuna_trial``,
-    ``seed`` and, when paired, ``sample``.
+    :func:`next_block_size`). Configs carry ``study`` and ``seed``, and
+    ``sample`` when paired, ``optuna_trial`` (the trial number) otherwise.
     """
     from optuna.trial import TrialState
 
     base = _searcher_base()
     direction = "maximize" if mode == "max" else "minimize"
     paired = search.sampler == "random"
-    entries = []
+    entries, draws_of = [], {}
     for i, (fixed, name) in enumerate(zip(search.studies, names)):
         rows = finished.get(name, [])
-        n_trials = prepare_study(storage, name, direction, rows, metric)
+        group = canonical_hash({k: fixed[k] for k in search.paired_by})
+        if paired and group not in draws_of:
+            draws_of[group] = paired_draws(search, fixed)
+        draws = draws_of.get(group)
+        n_trials = prepare_study(storage, name, direction, rows, metric, draws)
         import optuna
 
         sampler = make_sampler(search.sampler, search.seed + 1000 * i + n_trials)  # resumed: no old draws again
@@ -168,7 +193,7 @@ def study_searcher(
         entry = {"name": name, "fixed": fixed, "study": study}
         if paired:
             done = {int(r["sample"]) for r in rows if r.get("sample") is not None}
-            entry["draws"] = paired_draws(search, fixed)
+            entry["draws"] = draws
             entry["todo"] = deque(s for s in range(search.budget) if s not in done)
         else:
             entry["todo"] = max(0, search.budget - len(rows))
@@ -188,13 +213,11 @@ def study_searcher(
             k = next_block_size(search.block_size, left(entry), sum(left(e) for e in entries), workers)
             trials, block = [], []
             for _ in range(k):
-                if paired:
+                if paired:  # nothing asked of Optuna: the draw is recorded with its result
                     sample = entry["todo"].popleft()
                     draw = entry["draws"][sample]
-                    entry["study"].enqueue_trial(draw["params"], user_attrs={"sample": sample})
-                    trial = entry["study"].ask()
-                    derived = search.space(trial)
-                    unit = {**trial.params, **derived, "seed": sample, "sample": sample, "optuna_trial": trial.number}
+                    trial = draw
+                    unit = {**draw["params"], **draw["derived"], "seed": sample, "sample": sample}
                 else:
                     entry["todo"] -= 1
                     trial = entry["study"].ask()
@@ -211,6 +234,12 @@ def study_searcher(
             if trial_id not in self.live:
                 return False
             entry, trials, block = self.live.pop(trial_id)
+            if finals is not None and paired:
+                entry["study"].add_trials([
+                    _finished_trial(draw["params"], draw["distributions"], row.get(metric), unit["sample"])
+                    for draw, unit, row in zip(trials, block, finals)
+                ])
+                return False
             if finals is not None:
                 for trial, row in zip(trials, finals):
                     value = row.get(metric)
@@ -221,8 +250,9 @@ def study_searcher(
                 return False
             requeued = False
             for trial, unit in zip(trials, block):
-                entry["study"].tell(trial, state=TrialState.FAIL)
-                if self._retry(f"{entry['name']}/{unit.get('sample', unit['optuna_trial'])}"):
+                if not paired:  # a paired draw that failed is not recorded; it runs again or stays missing
+                    entry["study"].tell(trial, state=TrialState.FAIL)
+                if self._retry(f"{entry['name']}/{unit.get('sample', unit.get('optuna_trial'))}"):
                     requeued = True
                     if paired:
                         entry["todo"].append(unit["sample"])

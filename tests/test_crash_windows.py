@@ -2,7 +2,9 @@
 
 Parquet is the record: on restart, MLflow child runs without a Parquet row are
 deleted, and Optuna trials left RUNNING are told COMPLETE when their
-configuration has a Parquet row, FAIL otherwise.
+configuration has a Parquet row, FAIL otherwise; paired draws, recorded
+into their study after their row, are added from the row when a crash
+came between the two.
 """
 import os
 import sqlite3
@@ -52,15 +54,18 @@ def test_child_runs_without_a_result_row_are_dropped(tmp_path):
     assert sorted(r.data.tags["gensweep.trial_key"] for r in runs) == ["k1", "k3"]
 
 
-def _reopen_trial(db, study_suffix: str, number: int) -> None:
-    """Put a COMPLETE Optuna trial back to RUNNING, as a driver killed before its tell() leaves it."""
+def _forget_trial(db, sample: int) -> None:
+    """Delete the paired draw ``sample``'s trial, as a driver killed before recording it leaves the study."""
     with sqlite3.connect(db) as con:
         (trial_id,) = con.execute(
-            "select t.trial_id from trials t join studies s on s.study_id = t.study_id where s.study_name like ? and t.number = ?",
-            (f"%{study_suffix}", number),
+            "select trial_id from trial_user_attributes where key = 'sample' and value_json = ?", (str(sample),)
         ).fetchone()
-        con.execute("update trials set state = 'RUNNING', datetime_complete = null where trial_id = ?", (trial_id,))
-        con.execute("delete from trial_values where trial_id = ?", (trial_id,))
+        for table in ("trial_params", "trial_values", "trial_user_attributes", "trial_system_attributes",
+                      "trial_intermediate_values", "trials"):
+            con.execute(f"delete from {table} where trial_id = ?", (trial_id,))
+        # Trial numbers stay dense, as in a study that never had the trial.
+        for number, (tid,) in enumerate(con.execute("select trial_id from trials order by trial_id").fetchall()):
+            con.execute("update trials set number = ? where trial_id = ?", (number, tid))
 
 
 def test_resume_after_a_crash_between_the_writes(tmp_path):
@@ -72,27 +77,30 @@ def test_resume_after_a_crash_between_the_writes(tmp_path):
     first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     store = ResultStore.open(str(results))
-    rows = store.read("trials", "rex-vs-irm").sort_values("optuna_trial")
+    rows = store.read("trials", "rex-vs-irm").sort_values("sample")
     sweep = rows["sweep"].iloc[0]
-    # Crash after MLflow, before Parquet: trial 0 has a child run but no row, and is RUNNING in Optuna.
+    # Crash after MLflow, before Parquet: sample 0 has a child run but no row, and no trial in its study.
     lost = rows.iloc[0]
     os.remove(results / "parquet" / "trials" / "pipeline=rex-vs-irm" / f"sweep={sweep}" / f"{lost['trial_key']}.parquet")
-    _reopen_trial(results / "optuna.db", "class/p=0.1/irm", int(lost["optuna_trial"]))
-    # Crash after Parquet, before tell(): trial 1 has its row but is RUNNING in Optuna.
+    _forget_trial(results / "optuna.db", int(lost["sample"]))
+    # Crash after Parquet, before the study recorded it: sample 1 has its row but no trial.
     kept = rows.iloc[1]
-    _reopen_trial(results / "optuna.db", "class/p=0.1/irm", int(kept["optuna_trial"]))
+    _forget_trial(results / "optuna.db", int(kept["sample"]))
 
     second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"1 of {BUDGET} configurations to run" in second.stdout
     rows = store.read("trials", "rex-vs-irm")
-    assert len(rows) == BUDGET and rows["trial_key"].is_unique and lost["trial_key"] not in set(rows["trial_key"])
+    assert len(rows) == BUDGET and rows["trial_key"].is_unique and sorted(rows["sample"]) == list(range(BUDGET))
+    assert lost["trial_key"] in set(rows["trial_key"])  # the same draw, run again
     storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
     (summary,) = optuna.get_all_study_summaries(storage)
-    trials = {t.number: t for t in optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()}
-    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) == BUDGET
-    assert trials[int(kept["optuna_trial"])].value == kept["min_acc"]
-    assert trials[int(lost["optuna_trial"])].state == TrialState.FAIL
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * BUDGET
+    by_sample = {t.user_attrs["sample"]: t for t in trials}
+    assert sorted(by_sample) == list(range(BUDGET))
+    assert by_sample[int(kept["sample"])].value == kept["min_acc"]  # recorded from its row, not run again
+    assert by_sample[int(kept["sample"])].params == {k: kept[k] for k in by_sample[int(kept["sample"])].params}
     client = MlflowClient(default_tracking_uri(str(results)))
     (experiment,) = [e for e in client.search_experiments() if e.name == "gensweep/rex-vs-irm"]
     children = client.search_runs([experiment.experiment_id], "tags.`gensweep.role` = 'trial'")

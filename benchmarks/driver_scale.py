@@ -1,0 +1,127 @@
+"""Driver cost per finished configuration at scale: instant trainables on a two-node Ray cluster on loopback.
+
+A pipeline whose trainable reports its configurations' metrics at once runs
+an Optuna search (random sampler, paired draws) of N configurations in Tune
+trials of ``--block`` configurations through the real runner: Ray Tune,
+Optuna on SQLite, MLflow on SQLite, Parquet. With no training, the wall time
+is the driver's cost: Tune's trial handling, the Optuna records, the MLflow
+child runs and the Parquet rows. For each N it prints configurations per
+second, ms per configuration, the driver's resident memory before and after
+the sweep, and the Parquet file count before and after ``compact``.
+
+    python benchmarks/driver_scale.py [--sizes 1000,5000,20000] [--block 500]
+
+Ends with ``driver_ms_per_config=<ms per configuration at the largest N>``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines.runner import Sweep, run_sweep  # noqa: E402
+from pipelines.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings  # noqa: E402
+from pipelines.store import ResultStore  # noqa: E402
+from tasks.report import Report, tune_reporter, units  # noqa: E402
+
+
+def instant_trainable(config: dict, data=None) -> None:
+    """Reports every configuration of its block at once: loss = (x - 0.3)^2."""
+    report = tune_reporter()
+    report(Report(step=0, final=True, models=[{"step": 0, "loss": (float(c["x"]) - 0.3) ** 2} for c in units(config)]))
+
+
+def _space(trial) -> dict:
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    return {}
+
+
+def _stages(settings: dict) -> list[Stage]:
+    search = Search(studies=[{"arm": "a"}], space=_space, budget=settings["configs"], study_name=lambda s: s["arm"],
+                    block_size=settings["block"], paired_by=("arm",))
+    return [Stage("search", instant_trainable, search, metric="loss", mode="min", label=lambda c: f"x={c['x']:.3f}")]
+
+
+PIPELINE = Pipeline(
+    name="instant", description="instant trainables", presets={"smoke": {}},
+    settings={"configs": Setting(1000, "configurations", ge=1), "block": Setting(500, "block size", ge=1)},
+    load_data=lambda settings, data_dir: NoData("none"), stages=_stages, report=lambda t, c, o: "",
+    run_defaults={"gpus_per_trial": 0.0},
+)
+
+
+def rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def count_files(results: str) -> int:
+    return sum(len([f for f in files if f.endswith(".parquet")]) for _, _, files in os.walk(os.path.join(results, "parquet")))
+
+
+@dataclass
+class Figures:
+    configs: int
+    seconds: float
+    rss_before: float
+    rss_after: float
+    files: int
+    files_compacted: int
+
+
+def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
+    results = os.path.join(workdir, f"results-{n}")
+    settings = resolve_settings(PIPELINE, "smoke", [f"configs={n}", f"block={block}", "cpus_per_trial=0.5"])
+    before = rss_mb()
+    start = time.perf_counter()
+    summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, address=address, quiet=True))
+    seconds = time.perf_counter() - start
+    assert summary["complete"] and summary["finished"] == n, summary
+    after = rss_mb()
+    files = count_files(results)
+    store = ResultStore.open(results)
+    store.compact("instant", summary["sweep"])
+    assert len(store.read("trials", "instant")) == n
+    return Figures(n, seconds, before, after, files, count_files(results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,20000")
+    parser.add_argument("--block", type=int, default=500)
+    args = parser.parse_args()
+
+    import ray
+    import ray.cloudpickle as cloudpickle
+    from ray.cluster_utils import Cluster
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    print(f"two-node Ray cluster on loopback ({len(ray.nodes()) if ray.is_initialized() else 2} nodes, 1 CPU each), "
+          f"blocks of {args.block}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    figures = []
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for n in (int(s) for s in args.sizes.split(",")):
+                f = run_one(n, args.block, cluster.address, workdir)
+                figures.append(f)
+                print(f"{f.configs:>6} configs: {f.seconds:7.1f} s, {f.configs / f.seconds:7.1f} configs/s, "
+                      f"{1000 * f.seconds / f.configs:6.2f} ms/config, driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB, "
+                      f"parquet files {f.files} -> {f.files_compacted} after compact", flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    last = figures[-1]
+    print(f"driver_ms_per_config={1000 * last.seconds / last.configs:.2f}")
+
+
+if __name__ == "__main__":
+    main()
