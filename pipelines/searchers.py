@@ -69,9 +69,39 @@ def prepare_study(storage, name: str, direction: str, finished: list[dict] = (),
     if draws is not None:
         recorded = {t.user_attrs.get("sample") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))}
         missing = [r for r in finished if r.get("sample") is not None and int(r["sample"]) not in recorded]
-        study.add_trials([_finished_trial(draws[int(r["sample"])]["params"], draws[int(r["sample"])]["distributions"],
-                                          r.get(metric), int(r["sample"])) for r in missing])
+        add_trials(study, [_finished_trial(draws[int(r["sample"])]["params"], draws[int(r["sample"])]["distributions"],
+                                           r.get(metric), int(r["sample"])) for r in missing])
     return len(study.get_trials(deepcopy=False))
+
+
+def add_trials(study, trials: list) -> None:
+    """``study.add_trials(trials)`` in one storage transaction where the storage is Optuna's RDBStorage.
+
+    Optuna commits each added trial on its own (and counts the study's trials
+    for its number each time); a write batch of thousands of configurations
+    goes in one transaction instead, through the RDBStorage's own per-trial
+    code (``_get_prepared_new_trial``), so the rows are those ``add_trial``
+    writes (tested against it). Other storages, or an Optuna without that
+    code, take ``study.add_trials``.
+    """
+    if not trials:
+        return
+    try:
+        from optuna.storages import RDBStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        backend = getattr(study._storage, "_backend", study._storage)
+        prepare = backend._get_prepared_new_trial if isinstance(backend, RDBStorage) else None
+    except (ImportError, AttributeError):
+        prepare = None
+    if prepare is None:
+        study.add_trials(trials)
+        return
+    with _create_scoped_session(backend.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study._study_id, session, for_update=True)
+        for trial in trials:
+            prepare(study._study_id, trial, session)
 
 
 def _finished_trial(params: dict, distributions: dict, value, sample: int):
@@ -235,7 +265,7 @@ def study_searcher(
                 return False
             entry, trials, block = self.live.pop(trial_id)
             if finals is not None and paired:
-                entry["study"].add_trials([
+                add_trials(entry["study"], [
                     _finished_trial(draw["params"], draw["distributions"], row.get(metric), unit["sample"])
                     for draw, unit, row in zip(trials, block, finals)
                 ])
