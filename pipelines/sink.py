@@ -127,9 +127,7 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                 return
             batch, self.pending, self.pending_rows = self.pending, [], 0
             tracking.log_trials([log for _, logs, _, _, _, _ in batch for log in logs])
-            for _, _, rows, _, _, _ in batch:
-                for key, row, curve in rows:
-                    store.write_trial(pipeline, sweep, key, row, curve)
+            store.write_trials(pipeline, sweep, [item for _, _, rows, _, _, _ in batch for item in rows])
             for trial_id, _, rows, finals, text, value in batch:
                 searcher.record(trial_id, finals)
                 self.ran += len(rows)

@@ -5,12 +5,17 @@ as ``s3://bucket/prefix``)::
 
     parquet/trials/pipeline=<name>/sweep=<id>/<trial_key>.parquet   one row: config + final metrics
     parquet/curves/pipeline=<name>/sweep=<id>/<trial_key>.parquet   one row per eval step
-    parquet/<table>/pipeline=<name>/sweep=<id>/part-<id>.parquet     many rows: compacted files (:meth:`compact`)
+    parquet/<table>/pipeline=<name>/sweep=<id>/part-<id>.parquet     many rows: a write batch or a compacted file
 
 Every trial row has the core columns of :data:`CORE_COLUMNS`, then the
 trial's config and final metrics as plain columns. Files are written to a
 temporary name and renamed, so a crash never leaves half a row; reads unify
 the schemas of all files (columns that only later files have are kept).
+
+A write batch of ``PART_MIN_ROWS`` or more configurations
+(:meth:`ResultStore.write_trials`) is one ``part-<id>.parquet`` per table,
+the curves first: a curves part whose trials part is missing (a crash came
+between them) is ignored by readers and its configurations run again.
 
 Compaction (:meth:`ResultStore.compact`, ``gensweep compact``) merges a
 sweep's files into one ``part-<id>.parquet`` per table under a journal
@@ -49,7 +54,8 @@ CORE_COLUMNS = {
 }
 PARTITIONING = ds.partitioning(pa.schema([("pipeline", pa.string()), ("sweep", pa.string())]), flavor="hive")
 TABLES = ("trials", "curves")
-PART_PREFIX = "part-"  # compacted files; any other name is one trial's file, named by its trial_key
+PART_PREFIX = "part-"  # many rows (a write batch or a compaction); any other name is one trial's file, named by its trial_key
+PART_MIN_ROWS = 16  # write batches at least this large go into part files
 JOURNAL_PREFIX = "_compaction-"
 
 
@@ -58,6 +64,22 @@ def _column_value(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _curve_table(key: str, curve: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{"trial_key": key, **{k: _column_value(v) for k, v in r.items()}} for r in curve])
+
+
+def _row_table(key: str, row: dict) -> pa.Table:
+    """One trial row: the core columns (fixed types), then the config and metrics."""
+    core = {name: row.get(name) for name in CORE_COLUMNS}
+    core["trial_key"] = key
+    core["finished_at"] = core["finished_at"] or datetime.now(timezone.utc)
+    table = pa.Table.from_pylist([core], schema=pa.schema(list(CORE_COLUMNS.items())))
+    for name, value in row.items():
+        if name not in CORE_COLUMNS:
+            table = table.append_column(name, pa.array([_column_value(value)]))
+    return table
 
 
 @dataclass(frozen=True)
@@ -113,17 +135,21 @@ class ResultStore:
     def write_trial(self, pipeline: str, sweep: str, key: str, row: dict, curve: list[dict]) -> None:
         """Write one finished trial: its row (core columns + config + metrics) and its curve."""
         if curve:
-            rows = [{"trial_key": key, **{k: _column_value(v) for k, v in r.items()}} for r in curve]
-            self._write(f"{self._dir('curves', pipeline, sweep)}/{key}.parquet", pa.Table.from_pylist(rows))
-        core = {name: row.get(name) for name in CORE_COLUMNS}
-        core["trial_key"] = key
-        core["finished_at"] = core["finished_at"] or datetime.now(timezone.utc)
-        extra = {k: _column_value(v) for k, v in row.items() if k not in CORE_COLUMNS}
-        core_schema = pa.schema(list(CORE_COLUMNS.items()))
-        table = pa.Table.from_pylist([core], schema=core_schema)
-        for name, value in extra.items():
-            table = table.append_column(name, pa.array([value]))
-        self._write(f"{self._dir('trials', pipeline, sweep)}/{key}.parquet", table)
+            self._write(f"{self._dir('curves', pipeline, sweep)}/{key}.parquet", _curve_table(key, curve))
+        self._write(f"{self._dir('trials', pipeline, sweep)}/{key}.parquet", _row_table(key, row))
+
+    def write_trials(self, pipeline: str, sweep: str, items: list[tuple[str, dict, list[dict]]]) -> None:
+        """Write finished trials ``(key, row, curve)``: one file each, or one part file per table for a large batch."""
+        if len(items) < PART_MIN_ROWS:
+            for key, row, curve in items:
+                self.write_trial(pipeline, sweep, key, row, curve)
+            return
+        name = f"{PART_PREFIX}{uuid.uuid4().hex[:16]}.parquet"
+        curves = [_curve_table(key, curve) for key, _, curve in items if curve]
+        if curves:
+            self._write(f"{self._dir('curves', pipeline, sweep)}/{name}", pa.concat_tables(curves, promote_options="permissive"))
+        rows = pa.concat_tables([_row_table(key, row) for key, row, _ in items], promote_options="permissive")
+        self._write(f"{self._dir('trials', pipeline, sweep)}/{name}", rows)
 
     def _listing(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
         selector = pafs.FileSelector(self._dir(table, pipeline, sweep), recursive=True, allow_not_found=True)
@@ -155,7 +181,11 @@ class ResultStore:
     def _files(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
         files = self._listing(table, pipeline, sweep)
         hidden = self._hidden(pipeline, sweep)
-        return [f for f in files if f not in hidden] if hidden else files
+        files = [f for f in files if f not in hidden] if hidden else files
+        if table == "curves":  # a curves part counts once its trials part exists
+            parts = {f.rsplit("/", 1)[1] for f in self._listing("trials", pipeline, sweep) if f.rsplit("/", 1)[1].startswith(PART_PREFIX)}
+            files = [f for f in files if not f.rsplit("/", 1)[1].startswith(PART_PREFIX) or f.rsplit("/", 1)[1] in parts]
+        return files
 
     def finished_keys(self, pipeline: str, sweep: str) -> set[str]:
         """Trial keys that already have a result row in this sweep."""
@@ -188,10 +218,10 @@ class ResultStore:
         Returns the number of files merged per table (0: nothing to do).
         """
         self.recover(pipeline, sweep)
-        inputs = {t: self._listing(t, pipeline, sweep) for t in TABLES}
-        inputs = {t: files for t, files in inputs.items() if len(files) > 1}
-        if not inputs:
+        inputs = {t: self._files(t, pipeline, sweep) for t in TABLES}  # orphaned curve parts stay out (and are left)
+        if all(len(files) <= 1 for files in inputs.values()):
             return {t: 0 for t in TABLES}
+        inputs = {t: files for t, files in inputs.items() if files}  # both tables together: part names pair them
         ident = uuid.uuid4().hex[:16]
         outputs = {t: f"{self._dir(t, pipeline, sweep)}/{PART_PREFIX}{ident}.parquet" for t in inputs}
         journal = f"{self._dir('trials', pipeline, sweep)}/{JOURNAL_PREFIX}{ident}.json"
