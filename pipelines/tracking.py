@@ -7,7 +7,8 @@ sweep reopens its parent run and never logs a finished trial twice.
 Child runs are written in batches (:meth:`MlflowSweep.log_trials`): on a
 SQL store (SQLite, PostgreSQL, MySQL: MLflow's ``SqlAlchemyStore``) a batch
 of finished runs with their params, tags and metric histories is one
-transaction through MLflow's own ORM models, the rows MLflow's
+transaction of multi-row inserts into MLflow's own tables (its SQLAlchemy
+models), the rows MLflow's
 ``create_run`` + ``log_batch`` + ``set_terminated`` would write (checked
 against them in ``tests/test_tracking_batch.py``); on a tracking server each
 run takes its three REST calls.
@@ -177,7 +178,7 @@ class MlflowSweep:
         return store if isinstance(store, SqlAlchemyStore) else None
 
     def _insert(self, store, logs: list[TrialLog]) -> dict[str, str]:
-        """Insert FINISHED runs with params, tags, metrics and latest metrics in one transaction; key -> run id."""
+        """Insert FINISHED runs with tags, params, metrics and latest metrics: one transaction, one multi-row insert per table."""
         from mlflow.entities import RunStatus, SourceType
         from mlflow.entities.lifecycle_stage import LifecycleStage
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
@@ -185,31 +186,32 @@ class MlflowSweep:
 
         artifact_root = self.client.get_experiment(self.experiment_id).artifact_location
         now = int(time.time() * 1000)
-        ids, rows = {}, []
+        ids: dict[str, str] = {}
+        runs, tags, params, metrics, latest = [], [], [], [], []
         for log in logs:
             run_id = uuid.uuid4().hex
             name = f"{log.label} {log.key[:8]}"
-            tags = {**self._tags(log), "mlflow.runName": name}
-            run = SqlRun(
-                name=name, artifact_uri=append_to_uri_path(artifact_root, run_id, "artifacts"), run_uuid=run_id,
-                experiment_id=int(self.experiment_id), source_type=SourceType.to_string(SourceType.UNKNOWN),
-                source_name="", entry_point_name="", user_id="unknown", status=RunStatus.to_string(RunStatus.FINISHED),
-                start_time=now, end_time=now, deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE,
-            )
-            run.tags = [SqlTag(key=k, value=str(v)[:8000]) for k, v in tags.items()]
-            rows.append(run)
-            rows += [SqlParam(key=k, value=str(v)[:6000], run_uuid=run_id) for k, v in sorted(log.config.items())]
-            latest: dict[str, tuple] = {}
+            runs.append(dict(
+                run_uuid=run_id, name=name, source_type=SourceType.to_string(SourceType.UNKNOWN), source_name="",
+                entry_point_name="", user_id="unknown", status=RunStatus.to_string(RunStatus.FINISHED), start_time=now,
+                end_time=now, deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE,
+                artifact_uri=append_to_uri_path(artifact_root, run_id, "artifacts"), experiment_id=int(self.experiment_id),
+            ))
+            tags += [dict(key=k, value=str(v)[:8000], run_uuid=run_id) for k, v in {**self._tags(log), "mlflow.runName": name}.items()]
+            params += [dict(key=k, value=str(v)[:6000], run_uuid=run_id) for k, v in sorted(log.config.items())]
+            last: dict[str, dict] = {}
             for key, value, step in dict.fromkeys(_metrics_of(log)):  # duplicates dropped, as log_batch does
                 is_nan, value = store.sanitize_metric_value(float(value))
-                rows.append(SqlMetric(key=key, value=value, timestamp=now, step=int(step), is_nan=is_nan, run_uuid=run_id))
-                if key not in latest or (int(step), now, value) > latest[key][:3]:
-                    latest[key] = (int(step), now, value, is_nan)
-            rows += [SqlLatestMetric(key=k, value=v, timestamp=t, step=st, is_nan=nan, run_uuid=run_id)
-                     for k, (st, t, v, nan) in latest.items()]
+                metric = dict(key=key, value=value, timestamp=now, step=int(step), is_nan=is_nan, run_uuid=run_id)
+                metrics.append(metric)
+                if key not in last or (metric["step"], now, value) > (last[key]["step"], now, last[key]["value"]):
+                    last[key] = metric
+            latest += list(last.values())
             ids[log.key] = run_id
         with store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+            for model, rows in ((SqlRun, runs), (SqlTag, tags), (SqlParam, params), (SqlMetric, metrics), (SqlLatestMetric, latest)):
+                if rows:
+                    session.execute(model.__table__.insert(), rows)
         return ids
 
     def finish(self, status: str = "FINISHED") -> None:
