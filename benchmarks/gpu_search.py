@@ -9,7 +9,7 @@ Each run trains ``--steps`` full-batch steps through ``core.train.train_block``
 (the trainable's code path: domains on the device, evaluation at the first
 and the last step) on CUDA when present, CPU otherwise.
 
-It reports, for K = 1 and for the block: seconds per step, configurations per
+It reports, for K = 1 (each configuration alone, one after another) and for the block: seconds per step, configurations per
 hour at 501 steps each, and the achieved fraction of the device's matmul peak,
 the peak measured in the same run with one large float32 matmul (TF32 when
 TF32 is on) and the step's work counted as the products of the channel-form
@@ -162,24 +162,30 @@ def main() -> None:
     print(f"activation memory budget {memory / 2**30:.1f} GiB (tasks.cmnist.memory_budget_bytes)")
 
     results = {}
-    for label, part, path in (("K=1", configs[:1], False), (f"K={len(configs)}", configs, block_batched)):
+    # K = 1: each configuration alone, one after another (at IRM's widths they are all alike: the first one stands for all).
+    singles = configs[:1] if args.widths == "irm" else configs
+    for label, part, path in (("K=1", singles, False), (f"K={len(configs)}", configs, block_batched)):
         part_widths = [c.hidden for c in part]
-        stacked = use_batched(len(part), device, path)
-        plan = batched.plan_block(part_widths, n, args.grouping if stacked else "pad", memory)
+        stacked = use_batched(len(part), device, path) and label != "K=1"
+        plan = [[i] for i in range(len(part))] if label == "K=1" else batched.plan_block(part_widths, n, args.grouping if stacked else "pad", memory)
         useful = sum(step_flop(n, models.padded_width(w)) for w in part_widths)
         computed = sum(step_flop(n, max(models.padded_width(part_widths[i]) for i in sub) if stacked else models.padded_width(part_widths[i]))
                        for sub in plan for i in sub)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with batched.tf32_mode(tf32):
-            seconds = time_block(domains, args.method, part, args.steps, device, path, args.grouping, memory)
+            if label == "K=1":
+                seconds = sum(time_block(domains, args.method, [c], args.steps, device, False, args.grouping, memory) for c in part)
+            else:
+                seconds = time_block(domains, args.method, part, args.steps, device, path, args.grouping, memory)
         per_hour = len(part) * 3600.0 / (seconds * SEARCH_STEPS)
         results[label] = (seconds, per_hour, useful / seconds)
         extra = ""
         if device.type == "cuda":
             estimate = max(batched.activation_bytes(len(sub), n, max(models.padded_width(part_widths[i]) for i in sub)) for sub in plan)
             extra = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (activation estimate {estimate / 2**30:.2f} GiB)"
-        print(f"{label} ({'batched' if stacked else 'loop'}, {len(plan)} sub-block(s)): {seconds * 1000:.1f} ms/step, "
+        print(f"{label} ({'batched' if stacked else 'loop'}, {len(plan)} {'run(s)' if label == 'K=1' else 'sub-block(s)'}): "
+              f"{seconds * 1000:.1f} ms/step, "
               f"{per_hour:.1f} configurations/hour at {SEARCH_STEPS} steps, {useful / seconds / 1e12:.3f} TFLOP/s "
               f"= {100 * useful / seconds / peak:.1f}% of the matmul peak{extra}")
         if computed > useful:
