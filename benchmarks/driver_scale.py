@@ -7,11 +7,15 @@ Optuna on SQLite, MLflow on SQLite, Parquet. With no training, the wall time
 is the driver's cost: Tune's trial handling, the Optuna records, the MLflow
 child runs and the Parquet rows. For each N it prints configurations per
 second, ms per configuration, the driver's resident memory before and after
-the sweep, and the Parquet file count before and after ``compact``.
+the sweep, and the Parquet file count before and after ``compact``. A
+warm-up sweep first starts Ray's workers (not counted). Each sweep starts
+from an empty results directory (new SQLite databases): its wall time includes
+the sweep's own set-up.
 
     python benchmarks/driver_scale.py [--sizes 1000,5000,20000] [--block 500]
 
-Ends with ``driver_ms_per_config=<ms per configuration at the largest N>``.
+Ends with ``driver_ms_per_config=<ms per configuration at the largest N>``
+(the whole sweep's wall time over N, set-up included).
 """
 from __future__ import annotations
 
@@ -77,6 +81,7 @@ class Figures:
 
 def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
     results = os.path.join(workdir, f"results-{n}")
+    os.makedirs(workdir, exist_ok=True)
     settings = resolve_settings(PIPELINE, "smoke", [f"configs={n}", f"block={block}", "cpus_per_trial=0.5"])
     before = rss_mb()
     start = time.perf_counter()
@@ -110,11 +115,17 @@ def main() -> None:
     figures = []
     try:
         with tempfile.TemporaryDirectory() as workdir:
+            warm = run_one(2 * args.block, args.block, address=cluster.address, workdir=os.path.join(workdir, "warm-up"))
+            print(f"warm-up sweep (Ray workers start, imports; not counted): {warm.configs} configs in {warm.seconds:.1f} s", flush=True)
+            setup = run_one(1, args.block, address=cluster.address, workdir=os.path.join(workdir, "setup"))
+            print(f"set-up of a sweep (new SQLite stores, Tune start; a 1-configuration sweep): {setup.seconds:.1f} s", flush=True)
             for n in (int(s) for s in args.sizes.split(",")):
                 f = run_one(n, args.block, cluster.address, workdir)
                 figures.append(f)
+                marginal = 1000 * (f.seconds - setup.seconds) / (f.configs - 1)
                 print(f"{f.configs:>6} configs: {f.seconds:7.1f} s, {f.configs / f.seconds:7.1f} configs/s, "
-                      f"{1000 * f.seconds / f.configs:6.2f} ms/config, driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB, "
+                      f"{1000 * f.seconds / f.configs:6.2f} ms/config ({marginal:5.2f} beyond the set-up), "
+                      f"driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB, "
                       f"parquet files {f.files} -> {f.files_compacted} after compact", flush=True)
     finally:
         ray.shutdown()
