@@ -1,0 +1,66 @@
+"""A sweep of instant trainables on a two-node Ray cluster on loopback: every configuration recorded once, files compacted.
+
+The pipeline is the one of ``benchmarks/driver_scale.py`` (which prints the
+timings); here the counts are checked: Parquet rows = MLflow child runs =
+Optuna COMPLETE trials = the budget, a handful of Parquet files (write
+batches), two after compaction. 1,000 configurations by default, 20,000 with
+``-m slow``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import ROOT
+from pipelines.tracking import default_tracking_uri
+
+spec = importlib.util.spec_from_file_location("driver_scale", ROOT / "benchmarks" / "driver_scale.py")
+driver_scale = importlib.util.module_from_spec(spec)
+sys.modules["driver_scale"] = driver_scale
+spec.loader.exec_module(driver_scale)
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster():
+    import ray
+    import ray.cloudpickle as cloudpickle
+    from ray.cluster_utils import Cluster
+
+    cloudpickle.register_pickle_by_value(driver_scale)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _check(tmp_path, cluster, n: int, block: int) -> None:
+    figures = driver_scale.run_one(n, block, cluster.address, str(tmp_path))
+    print(f"{n} configs: {1000 * figures.seconds / n:.2f} ms/config, RSS {figures.rss_before:.0f} -> {figures.rss_after:.0f} MB")
+    assert figures.files <= 2 * (n // 256 + n // block + 4)  # write batches, not one file per configuration
+    assert figures.files_compacted == 2
+    results = tmp_path / f"results-{n}"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{results / 'optuna.db'}")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+    assert len(trials) == n and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.user_attrs["sample"] for t in trials) == list(range(n))
+    client = MlflowClient(default_tracking_uri(str(results)))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "gensweep/instant"]
+    children = client.search_runs([experiment.experiment_id], "tags.`gensweep.role` = 'trial'", max_results=50000)
+    assert len(children) == n and len({r.data.tags["gensweep.trial_key"] for r in children}) == n
+
+
+def test_a_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_cluster):
+    _check(tmp_path, loopback_cluster, 1000, 250)
+
+
+@pytest.mark.slow
+def test_twenty_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_cluster):
+    _check(tmp_path, loopback_cluster, 20000, 500)
