@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ class Figures:
     rss_after: float
     files: int
     files_compacted: int
+    rss_quarters: tuple = ()  # RSS at 25 / 50 / 75 / 100% of the sweep's wall time
 
 
 def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
@@ -84,16 +86,27 @@ def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
     os.makedirs(workdir, exist_ok=True)
     settings = resolve_settings(PIPELINE, "smoke", [f"configs={n}", f"block={block}", "cpus_per_trial=0.5"])
     before = rss_mb()
+    samples, stop = [], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            samples.append(rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
+    sampler.start()
     summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, address=address, quiet=True))
     seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    quarters = tuple(samples[min(len(samples) - 1, int(q * len(samples)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)) if samples else ()
     assert summary["complete"] and summary["finished"] == n, summary
     after = rss_mb()
     files = count_files(results)
     store = ResultStore.open(results)
     store.compact("instant", summary["sweep"])
     assert len(store.read("trials", "instant")) == n
-    return Figures(n, seconds, before, after, files, count_files(results))
+    return Figures(n, seconds, before, after, files, count_files(results), quarters)
 
 
 def main() -> None:
@@ -125,7 +138,8 @@ def main() -> None:
                 marginal = 1000 * (f.seconds - setup.seconds) / (f.configs - 1)
                 print(f"{f.configs:>6} configs: {f.seconds:7.1f} s, {f.configs / f.seconds:7.1f} configs/s, "
                       f"{1000 * f.seconds / f.configs:6.2f} ms/config ({marginal:5.2f} beyond the set-up), "
-                      f"driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB, "
+                      f"driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB "
+                      f"({' / '.join(f'{q:.0f}' for q in f.rss_quarters)} at 25/50/75/100% of the sweep), "
                       f"parquet files {f.files} -> {f.files_compacted} after compact", flush=True)
     finally:
         ray.shutdown()
