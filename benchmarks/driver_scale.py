@@ -10,7 +10,8 @@ second, ms per configuration, the driver's resident memory before and after
 the sweep, and the Parquet file count before and after ``compact``. A
 warm-up sweep first starts Ray's workers (not counted). Each sweep starts
 from an empty results directory (new SQLite databases): its wall time includes
-the sweep's own set-up.
+the sweep's own set-up. Then the same with one configuration per trial, and
+the same trials under a bare Tuner (Ray Tune's own share of that cost).
 
     python benchmarks/driver_scale.py [--sizes 1000,5000,20000] [--block 500]
 
@@ -109,10 +110,30 @@ def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
     return Figures(n, seconds, before, after, files, count_files(results), quarters)
 
 
+def plain_tune(n: int, workdir: str) -> float:
+    """Seconds for ``n`` one-configuration trials of the instant trainable under a bare Tuner (no searcher, no sink)."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    def trainable(config: dict) -> None:
+        tune.report({"loss": (float(config["x"]) - 0.3) ** 2})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 0.5}),
+        param_space={"x": tune.grid_search([i / n for i in range(n)])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=4),
+        run_config=tune.RunConfig(storage_path=os.path.join(workdir, "tune-only"), verbose=0, callbacks=[JsonLoggerCallback()]),
+    )
+    start = time.perf_counter()
+    tuner.fit()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,20000")
     parser.add_argument("--block", type=int, default=500)
+    parser.add_argument("--single", type=int, default=200, help="configurations of the one-configuration-per-trial run")
     args = parser.parse_args()
 
     import ray
@@ -141,6 +162,12 @@ def main() -> None:
                       f"driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB "
                       f"({' / '.join(f'{q:.0f}' for q in f.rss_quarters)} at 25/50/75/100% of the sweep), "
                       f"parquet files {f.files} -> {f.files_compacted} after compact", flush=True)
+            one = run_one(args.single, 1, cluster.address, os.path.join(workdir, "single"))
+            bare = plain_tune(args.single, workdir)
+            print(f"one configuration per trial, {one.configs} configs: {1000 * one.seconds / one.configs:.1f} ms/config "
+                  f"({1000 * (one.seconds - setup.seconds) / (one.configs - 1):.1f} beyond the set-up); "
+                  f"a bare Tuner running the same trials (no searcher, no records): {1000 * bare / one.configs:.1f} ms/config "
+                  f"= Ray Tune's own share {bare / one.seconds:.0%}", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
