@@ -97,6 +97,8 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                 return
             configs = units(dict(trial.config))
             final = reports[-1]
+            if isinstance(trial.last_result, dict):  # Tune keeps every trial's last result: not a block's K metric dicts
+                trial.last_result.pop("models", None)
             curves = list(zip(*[r.models for r in reports]))
             logs, rows = [], []
             for config, metrics, curve in zip(configs, final.models, curves):
