@@ -204,7 +204,7 @@ class MlflowSweep:
                 is_nan, value = store.sanitize_metric_value(float(value))
                 metric = dict(key=key, value=value, timestamp=now, step=int(step), is_nan=is_nan, run_uuid=run_id)
                 metrics.append(metric)
-                if key not in last or (metric["step"], now, value) > (last[key]["step"], now, last[key]["value"]):
+                if key not in last or (metric["step"], value) > (last[key]["step"], last[key]["value"]):  # one timestamp
                     last[key] = metric
             latest += list(last.values())
             ids[log.key] = run_id
