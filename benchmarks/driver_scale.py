@@ -10,8 +10,13 @@ second, ms per configuration, the driver's resident memory before and after
 the sweep, and the Parquet file count before and after ``compact``. A
 warm-up sweep first starts Ray's workers (not counted). Each sweep starts
 from an empty results directory (new SQLite databases): its wall time includes
-the sweep's own set-up. Then the same with one configuration per trial, and
-the same trials under a bare Tuner (Ray Tune's own share of that cost).
+the sweep's own set-up, a fixed cost measured as a sweep of one configuration
+per concurrent trial (new stores, Tune's start, the trial actors). For each N
+the figures are: ms per configuration with the set-up, beyond it, and the
+part spent in gensweep's own per-trial code (the searcher's suggest and the
+sink's callbacks, timed by :class:`DriverClock`); then how far each of the
+three varies over the sizes. Then the same with one configuration per trial,
+and the same trials under a bare Tuner (Ray Tune's own share of that cost).
 
     python benchmarks/driver_scale.py [--sizes 1000,5000,20000] [--block 500]
 
@@ -34,6 +39,9 @@ from pipelines.runner import Sweep, run_sweep  # noqa: E402
 from pipelines.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings  # noqa: E402
 from pipelines.store import ResultStore  # noqa: E402
 from tasks.report import Report, tune_reporter, units  # noqa: E402
+
+
+CPUS_PER_TRIAL = 0.5
 
 
 def instant_trainable(config: dict, data=None) -> None:
@@ -62,13 +70,53 @@ PIPELINE = Pipeline(
 )
 
 
+class DriverClock:
+    """Seconds the driver spends in gensweep's own per-trial code: the searcher's suggest and the sink's callbacks.
+
+    Installed around ``pipelines.runner``'s searcher and sink factories; nested
+    calls (a callback calling ``flush``) count once. The rest of a sweep's wall
+    time is its set-up and Ray Tune's own trial handling.
+    """
+
+    def __init__(self):
+        self.seconds, self._depth = 0.0, 0
+
+    def wrap(self, obj, *names: str):
+        for name in names:
+            method = getattr(obj, name)
+
+            def timed(*args, _method=method, **kwargs):
+                self._depth += 1
+                start = time.perf_counter()
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    self._depth -= 1
+                    if not self._depth:
+                        self.seconds += time.perf_counter() - start
+
+            setattr(obj, name, timed)
+        return obj
+
+    def install(self):
+        import pipelines.runner as runner
+
+        originals = runner.study_searcher, runner.make_sink
+        runner.study_searcher = lambda *a, **k: self.wrap(originals[0](*a, **k), "suggest")
+        runner.make_sink = lambda *a, **k: self.wrap(
+            originals[1](*a, **k), "on_trial_result", "on_trial_complete", "on_step_begin", "on_trial_error", "flush"
+        )
+        return originals
+
+
 def rss_mb() -> float:
     with open(f"/proc/{os.getpid()}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
 def count_files(results: str) -> int:
-    return sum(len([f for f in files if f.endswith(".parquet")]) for _, _, files in os.walk(os.path.join(results, "parquet")))
+    """Parquet files of the trials table (the curves table has as many)."""
+    return sum(len([f for f in files if f.endswith(".parquet")]) for _, _, files in os.walk(os.path.join(results, "parquet", "trials")))
 
 
 @dataclass
@@ -77,15 +125,18 @@ class Figures:
     seconds: float
     rss_before: float
     rss_after: float
-    files: int
-    files_compacted: int
+    files: int  # trials files the sweep wrote (before its compaction at the end, if any)
+    files_compacted: int  # after compaction (the sweep's own, or ``compact`` here)
+    own_seconds: float = 0.0  # of which in gensweep's searcher and sink (DriverClock)
     rss_quarters: tuple = ()  # RSS at 25 / 50 / 75 / 100% of the sweep's wall time
+    results: str = ""  # the sweep's results directory
+    compacted_by_sweep: int = 0  # trials files the sweep merged itself when it finished
 
 
 def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
-    results = os.path.join(workdir, f"results-{n}")
     os.makedirs(workdir, exist_ok=True)
-    settings = resolve_settings(PIPELINE, "smoke", [f"configs={n}", f"block={block}", "cpus_per_trial=0.5"])
+    results = tempfile.mkdtemp(prefix=f"results-{n}-", dir=workdir)  # a new sweep each time, even for a repeated size
+    settings = resolve_settings(PIPELINE, "smoke", [f"configs={n}", f"block={block}", f"cpus_per_trial={CPUS_PER_TRIAL}"])
     before = rss_mb()
     samples, stop = [], threading.Event()
 
@@ -94,20 +145,27 @@ def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
             samples.append(rss_mb())
 
     sampler = threading.Thread(target=sample, daemon=True)
+    clock = DriverClock()
+    originals = clock.install()
     start = time.perf_counter()
     sampler.start()
-    summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, address=address, quiet=True))
+    try:
+        summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, address=address, quiet=True))
+    finally:
+        import pipelines.runner as runner
+
+        runner.study_searcher, runner.make_sink = originals
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()
     quarters = tuple(samples[min(len(samples) - 1, int(q * len(samples)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)) if samples else ()
     assert summary["complete"] and summary["finished"] == n, summary
     after = rss_mb()
-    files = count_files(results)
+    files = summary["compacted"] or count_files(results)
     store = ResultStore.open(results)
     store.compact("instant", summary["sweep"])
     assert len(store.read("trials", "instant")) == n
-    return Figures(n, seconds, before, after, files, count_files(results), quarters)
+    return Figures(n, seconds, before, after, files, count_files(results), clock.seconds, quarters, results, summary["compacted"])
 
 
 def plain_tune(n: int, workdir: str) -> float:
@@ -119,7 +177,7 @@ def plain_tune(n: int, workdir: str) -> float:
         tune.report({"loss": (float(config["x"]) - 0.3) ** 2})
 
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 0.5}),
+        tune.with_resources(trainable, {"cpu": CPUS_PER_TRIAL}),
         param_space={"x": tune.grid_search([i / n for i in range(n)])},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=4),
         run_config=tune.RunConfig(storage_path=os.path.join(workdir, "tune-only"), verbose=0, callbacks=[JsonLoggerCallback()]),
@@ -151,27 +209,36 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as workdir:
             warm = run_one(2 * args.block, args.block, address=cluster.address, workdir=os.path.join(workdir, "warm-up"))
             print(f"warm-up sweep (Ray workers start, imports; not counted): {warm.configs} configs in {warm.seconds:.1f} s", flush=True)
-            setup = run_one(1, args.block, address=cluster.address, workdir=os.path.join(workdir, "setup"))
-            print(f"set-up of a sweep (new SQLite stores, Tune start; a 1-configuration sweep): {setup.seconds:.1f} s", flush=True)
+            workers = int(2 / CPUS_PER_TRIAL)  # concurrent trials on the two 1-CPU nodes
+            setup = run_one(workers, 1, address=cluster.address, workdir=os.path.join(workdir, "setup"))
+            print(f"set-up of a sweep (new SQLite stores, Tune start, its {workers} trial actors: a sweep of "
+                  f"{workers} one-configuration trials): {setup.seconds:.1f} s", flush=True)
             for n in (int(s) for s in args.sizes.split(",")):
                 f = run_one(n, args.block, cluster.address, workdir)
                 figures.append(f)
-                marginal = 1000 * (f.seconds - setup.seconds) / (f.configs - 1)
+                marginal = 1000 * (f.seconds - setup.seconds) / (f.configs - setup.configs)
                 print(f"{f.configs:>6} configs: {f.seconds:7.1f} s, {f.configs / f.seconds:7.1f} configs/s, "
-                      f"{1000 * f.seconds / f.configs:6.2f} ms/config ({marginal:5.2f} beyond the set-up), "
+                      f"{1000 * f.seconds / f.configs:6.2f} ms/config ({marginal:5.2f} beyond the set-up, "
+                      f"{1000 * f.own_seconds / f.configs:4.2f} in gensweep's searcher and sink), "
                       f"driver RSS {f.rss_before:.0f} -> {f.rss_after:.0f} MB "
                       f"({' / '.join(f'{q:.0f}' for q in f.rss_quarters)} at 25/50/75/100% of the sweep), "
-                      f"parquet files {f.files} -> {f.files_compacted} after compact", flush=True)
+                      f"trials files {f.files} -> {f.files_compacted} compacted", flush=True)
             one = run_one(args.single, 1, cluster.address, os.path.join(workdir, "single"))
             bare = plain_tune(args.single, workdir)
             print(f"one configuration per trial, {one.configs} configs: {1000 * one.seconds / one.configs:.1f} ms/config "
-                  f"({1000 * (one.seconds - setup.seconds) / (one.configs - 1):.1f} beyond the set-up); "
+                  f"({1000 * (one.seconds - setup.seconds) / (one.configs - setup.configs):.1f} beyond the set-up); "
                   f"a bare Tuner running the same trials (no searcher, no records): {1000 * bare / one.configs:.1f} ms/config "
                   f"= Ray Tune's own share {bare / one.seconds:.0%}", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
     last = figures[-1]
+    if len(figures) > 1:
+        beyond = [(f.seconds - setup.seconds) / (f.configs - setup.configs) for f in figures]
+        own = [f.own_seconds / f.configs for f in figures]
+        print(f"flatness (largest / smallest ms per configuration over the sizes): beyond the set-up "
+              f"{max(beyond) / min(beyond):.2f}x, gensweep's searcher and sink {max(own) / min(own):.2f}x, "
+              f"with the set-up {max(f.seconds / f.configs for f in figures) / min(f.seconds / f.configs for f in figures):.2f}x")
     print(f"driver_ms_per_config={1000 * last.seconds / last.configs:.2f}")
 
 

@@ -150,8 +150,22 @@ def run_sweep(sweep: Sweep) -> dict:
                 break  # interrupted or failed: later stages wait for the next run
     finished = len(store.finished_keys(pipeline.name, sweep.id))
     complete = finished >= total
+    merged = _compact_finished(store, sweep) if complete else 0
     tracking.finish("FINISHED" if complete else "KILLED")
-    return {**summary, "ran": ran, "failed": progress.failed, "finished": finished, "complete": complete}
+    return {**summary, "ran": ran, "failed": progress.failed, "finished": finished, "complete": complete, "compacted": merged}
+
+
+COMPACT_FILES = 32  # a finished sweep with more result files than this is compacted at once
+
+
+def _compact_finished(store: ResultStore, sweep: Sweep) -> int:
+    """Merge a finished sweep's Parquet files (``gensweep compact``) when it left more than COMPACT_FILES; return how many."""
+    if len(store.files("trials", sweep.pipeline.name, sweep.id)) <= COMPACT_FILES:
+        return 0
+    merged = store.compact(sweep.pipeline.name, sweep.id)["trials"]
+    if not sweep.quiet:
+        print(f"[{sweep.pipeline.name}] compacted {merged} result files into one per table", flush=True)
+    return merged
 
 
 def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking, progress: Progress) -> int:

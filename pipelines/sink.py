@@ -38,6 +38,25 @@ def _trim_heap() -> None:
 FLUSH_S = 5.0  # the longest a finished configuration waits for its batch
 
 
+def _release(trial) -> None:
+    """Drop a finished block's configurations and metrics from Tune's Trial (the sink has them now).
+
+    Tune keeps every Trial, with its config (several copies) and last result,
+    for the whole experiment: a block of K configurations would keep K config
+    dicts and K metric dicts per trial, and the driver's memory would grow with
+    every finished configuration. What stays is the block's size.
+    """
+    result = trial.last_result if isinstance(trial.last_result, dict) else {}
+    result.pop("models", None)
+    holders = (trial.config, trial.evaluated_params, getattr(trial, "_Trial__unresolved_config", None), result.get("config"))
+    for holder in holders:
+        if isinstance(holder, dict) and isinstance(holder.get("block"), list):
+            holder["block"] = f"{len(holder['block'])} configurations (recorded)"
+    trial.experiment_tag = result["experiment_tag"] = trial.experiment_tag[:100]  # Tune's tag spells out every config
+    trial.invalidate_json_state()
+    trial.run_metadata.invalidate_cache()
+
+
 @dataclass
 class Progress:
     """Counts finished configurations and prints one line at most every ``every_s`` seconds: rate and ETA."""
@@ -114,8 +133,7 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                 return
             configs = units(dict(trial.config))
             final = reports[-1]
-            if isinstance(trial.last_result, dict):  # Tune keeps every trial's last result: not a block's K metric dicts
-                trial.last_result.pop("models", None)
+            _release(trial)
             curves = list(zip(*[r.models for r in reports]))
             logs, rows = [], []
             for config, metrics, curve in zip(configs, final.models, curves):

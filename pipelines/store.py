@@ -178,7 +178,8 @@ class ResultStore:
                 hidden.update(outputs)
         return hidden
 
-    def _files(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:
+    def files(self, table: str, pipeline: str | None = None, sweep: str | None = None) -> list[str]:
+        """The Parquet files the readers use for ``table`` (one per configuration, write batch or compaction)."""
         files = self._listing(table, pipeline, sweep)
         hidden = self._hidden(pipeline, sweep)
         files = [f for f in files if f not in hidden] if hidden else files
@@ -190,7 +191,7 @@ class ResultStore:
     def finished_keys(self, pipeline: str, sweep: str) -> set[str]:
         """Trial keys that already have a result row in this sweep."""
         keys = set()
-        for path in self._files("trials", pipeline, sweep):
+        for path in self.files("trials", pipeline, sweep):
             name = path.rsplit("/", 1)[1]
             if name.startswith(PART_PREFIX):
                 keys.update(pq.read_table(path, columns=["trial_key"], filesystem=self.fs).column(0).to_pylist())
@@ -218,7 +219,7 @@ class ResultStore:
         Returns the number of files merged per table (0: nothing to do).
         """
         self.recover(pipeline, sweep)
-        inputs = {t: self._files(t, pipeline, sweep) for t in TABLES}  # orphaned curve parts stay out (and are left)
+        inputs = {t: self.files(t, pipeline, sweep) for t in TABLES}  # orphaned curve parts stay out (and are left)
         if all(len(files) <= 1 for files in inputs.values()):
             return {t: 0 for t in TABLES}
         inputs = {t: files for t, files in inputs.items() if files}  # both tables together: part names pair them
@@ -246,7 +247,7 @@ class ResultStore:
 
     def read(self, table: str = "trials", pipeline: str | None = None, sweep: str | None = None) -> pd.DataFrame:
         """All rows of ``table`` (optionally one pipeline / sweep) with ``pipeline`` and ``sweep`` columns."""
-        files = self._files(table, pipeline, sweep)
+        files = self.files(table, pipeline, sweep)
         if not files:
             return pd.DataFrame()
         return self._dataset(table, files).to_table().to_pandas()

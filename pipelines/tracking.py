@@ -101,7 +101,7 @@ class MlflowSweep:
             )
             self.parent_id = run.info.run_id
             self._log(self.parent_id, params=settings)
-        self.children = self._children()
+        self.logged: set[str] = set(self._children())  # keys with a child run: each key is logged once
 
     def _children(self) -> dict[str, str]:
         """trial_key -> run_id of this sweep's child runs, read once (paginated)."""
@@ -135,9 +135,12 @@ class MlflowSweep:
         Parquet is the record of what finished: a dropped configuration is run
         (grid) or sampled (search) again, and logged again then.
         """
-        dropped = [key for key in self.children if key not in recorded]
-        for key in dropped:
-            self.client.delete_run(self.children.pop(key))
+        if self.logged <= recorded:
+            return 0
+        dropped = {key: run_id for key, run_id in self._children().items() if key not in recorded}
+        for key, run_id in dropped.items():
+            self.client.delete_run(run_id)
+            self.logged.discard(key)
         return len(dropped)
 
     def _tags(self, log: TrialLog) -> dict[str, str]:
@@ -155,20 +158,27 @@ class MlflowSweep:
         """Create one trial's child run (params, metric history by step, final metrics); once per key."""
         self.log_trials([TrialLog(key, label, config, curve, final)])
 
-    def log_trials(self, logs: list[TrialLog]) -> None:
-        """Create the child runs of ``logs`` (each key once): one transaction on SQL stores, REST calls otherwise."""
-        logs = [log for log in {log.key: log for log in logs}.values() if log.key not in self.children]
+    def log_trials(self, logs: list[TrialLog]) -> dict[str, str]:
+        """Create the child runs of ``logs`` (each key once): one transaction on SQL stores, REST calls otherwise.
+
+        Returns trial_key -> run_id of the runs created now. Only the keys stay
+        in memory (a sweep of 100,000 configurations keeps 100,000 short keys).
+        """
+        logs = [log for log in {log.key: log for log in logs}.values() if log.key not in self.logged]
         if not logs:
-            return
+            return {}
         store = self._sql_store()
         if store is None:
+            ids = {}
             for log in logs:
                 run = self.client.create_run(self.experiment_id, run_name=f"{log.label} {log.key[:8]}", tags=self._tags(log))
                 self._log(run.info.run_id, params=log.config, metrics=_metrics_of(log))
                 self.client.set_terminated(run.info.run_id, "FINISHED")
-                self.children[log.key] = run.info.run_id
-            return
-        self.children.update(self._insert(store, logs))
+                ids[log.key] = run.info.run_id
+        else:
+            ids = self._insert(store, logs)
+        self.logged.update(ids)
+        return ids
 
     def _sql_store(self):
         """MLflow's SqlAlchemyStore behind the client, or None (tracking server, file store)."""

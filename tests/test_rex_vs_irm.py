@@ -53,7 +53,8 @@ def test_blocks_shrink_at_the_end_of_the_search():
     assert next_block_size(8, left_in_study=340, left_in_all=1000, workers=2) == 8
     assert next_block_size(8, left_in_study=5, left_in_all=1000, workers=2) == 5  # a study's last block
     assert next_block_size(8, left_in_study=16, left_in_all=16, workers=2) == 4  # 16 / (2 * 2)
-    assert next_block_size(8, left_in_study=3, left_in_all=3, workers=2) == 1
+    assert next_block_size(8, left_in_study=3, left_in_all=3, workers=2) == 2  # not below a quarter of the block
+    assert next_block_size(8, left_in_study=1, left_in_all=3, workers=2) == 1  # a study's last configuration
     assert next_block_size(8, left_in_study=40, left_in_all=40, workers=0) == 8
 
 

@@ -34,26 +34,26 @@ def test_batched_runs_equal_client_runs(tmp_path, monkeypatch):
     uri = default_tracking_uri(str(tmp_path))
     batched = MlflowSweep(uri, "p", "sweep", {"a": 1})
     assert batched._sql_store() is not None
-    batched.log_trials(_logs("b"))
+    batched_ids = batched.log_trials(_logs("b"))
     plain = MlflowSweep(uri, "p", "sweep", {"a": 1})
     monkeypatch.setattr(MlflowSweep, "_sql_store", lambda self: None)  # the REST-style path: create_run, log_batch, set_terminated
-    plain.log_trials(_logs("c"))
+    plain_ids = plain.log_trials(_logs("c"))
 
     client = MlflowClient(uri)
     for i in range(3):
-        assert _view(client, batched.children[f"b{i}"]) == _view(client, plain.children[f"c{i}"])
+        assert _view(client, batched_ids[f"b{i}"]) == _view(client, plain_ids[f"c{i}"])
     children = client.search_runs([batched.experiment_id], f"tags.`mlflow.parentRunId` = '{batched.parent_id}'")
     assert len(children) == 6
-    assert client.get_run(batched.children["b0"]).data.tags["mlflow.runName"] == "irm seed=0 b0"
+    assert client.get_run(batched_ids["b0"]).data.tags["mlflow.runName"] == "irm seed=0 b0"
 
 
 def test_a_key_is_logged_once_and_a_reopened_sweep_sees_batched_children(tmp_path):
     uri = default_tracking_uri(str(tmp_path))
     sweep = MlflowSweep(uri, "p", "sweep", {})
     logs = _logs("k")
-    sweep.log_trials(logs + logs[:1])
-    sweep.log_trials(logs[1:])
+    assert sorted(sweep.log_trials(logs + logs[:1])) == ["k0", "k1", "k2"]
+    assert sweep.log_trials(logs[1:]) == {}
     again = MlflowSweep(uri, "p", "sweep", {})
-    assert sorted(again.children) == ["k0", "k1", "k2"]
+    assert sorted(again.logged) == ["k0", "k1", "k2"]
     assert again.drop_unrecorded({"k0", "k2"}) == 1
-    assert sorted(again._children()) == ["k0", "k2"]
+    assert sorted(again._children()) == sorted(again.logged) == ["k0", "k2"]
