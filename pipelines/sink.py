@@ -21,6 +21,7 @@ from pipelines.tracking import TrialLog
 from tasks.report import FINAL, Report, units
 
 FLUSH_ROWS = 256  # configurations per write batch
+FLUSH_S = 5.0  # the longest a finished configuration waits for its batch
 
 
 def _trim_heap() -> None:
@@ -35,7 +36,6 @@ def _trim_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-FLUSH_S = 5.0  # the longest a finished configuration waits for its batch
 
 
 def _release(trial) -> None:
