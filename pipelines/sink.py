@@ -38,6 +38,14 @@ def _trim_heap() -> None:
         pass
 
 
+def _best_index(values: list, mode: str) -> int:
+    """Index of the best value ("min" or "max"), NaN and None skipped; the last index when none is a number."""
+    numbers = [(v, i) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    if not numbers:
+        return len(values) - 1
+    return (max if mode == "max" else min)(numbers, key=lambda pair: pair[0])[1]
+
+
 def _release(trial) -> None:
     """Drop a finished block's configurations and metrics from Tune's Trial (the sink has them now).
 
@@ -145,10 +153,11 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                     node_id=final.node_id, stopped_early=bool(stopped),
                 )
                 rows.append((key, row, list(curve)))
-            text = stage.label(configs[-1]) + (f" (+{len(configs) - 1} in block)" if len(configs) > 1 else "")
+            best = _best_index([m.get(stage.metric) for m in final.models], stage.mode)  # the block's best shows
+            text = stage.label(configs[best]) + (f" (+{len(configs) - 1} in block)" if len(configs) > 1 else "")
             if not self.pending:
                 self.oldest = time.time()
-            self.pending.append((trial.trial_id, logs, rows, list(final.models), text, final.models[-1].get(stage.metric)))
+            self.pending.append((trial.trial_id, logs, rows, list(final.models), text, final.models[best].get(stage.metric)))
             self.pending_rows += len(rows)
             others = any(t is not trial and t.status in ("RUNNING", "PENDING") for t in trials)
             if self.pending_rows >= flush_rows or time.time() - self.oldest >= flush_s or not others:

@@ -91,3 +91,11 @@ def test_a_finished_block_leaves_tunes_trial():
     assert trial.last_result["config"]["block"] == "300 configurations (recorded)" and "models" not in trial.last_result
     assert len(trial.experiment_tag) == len(trial.last_result["experiment_tag"]) == 100
     assert len(block) == 300  # the caller's list itself is untouched (the searcher still holds it)
+
+
+def test_progress_shows_a_blocks_best_configuration():
+    from pipelines.sink import _best_index
+
+    assert _best_index([0.3, 0.1, float("nan"), None, 0.2], "min") == 1
+    assert _best_index([0.3, 0.9, 0.5], "max") == 1
+    assert _best_index([None, float("nan")], "min") == 1  # no number: the last one
