@@ -56,13 +56,14 @@ def _release(trial) -> None:
     """
     result = trial.last_result if isinstance(trial.last_result, dict) else {}
     result.pop("models", None)
-    holders = (trial.config, trial.evaluated_params, getattr(trial, "_Trial__unresolved_config", None), result.get("config"))
-    for holder in holders:
+    names = ("config", "evaluated_params", "_Trial__unresolved_config")  # Ray Tune 2.60's attributes; absent ones skipped
+    for holder in [getattr(trial, name, None) for name in names] + [result.get("config")]:
         if isinstance(holder, dict) and isinstance(holder.get("block"), list):
             holder["block"] = f"{len(holder['block'])} configurations (recorded)"
-    trial.experiment_tag = result["experiment_tag"] = trial.experiment_tag[:100]  # Tune's tag spells out every config
-    trial.invalidate_json_state()
-    trial.run_metadata.invalidate_cache()
+    if isinstance(getattr(trial, "experiment_tag", None), str):  # Tune's tag spells out every configuration
+        trial.experiment_tag = result["experiment_tag"] = trial.experiment_tag[:100]
+    getattr(trial, "invalidate_json_state", lambda: None)()  # the cached JSON states hold the block too
+    getattr(getattr(trial, "run_metadata", None), "invalidate_cache", lambda: None)()
 
 
 @dataclass
