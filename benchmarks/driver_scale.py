@@ -99,6 +99,7 @@ class DriverClock:
         return obj
 
     def install(self):
+        """Time the searchers and sinks the runner makes from now on; returns a function that undoes it."""
         import pipelines.runner as runner
 
         originals = runner.study_searcher, runner.make_sink
@@ -106,7 +107,11 @@ class DriverClock:
         runner.make_sink = lambda *a, **k: self.wrap(
             originals[1](*a, **k), "on_trial_result", "on_trial_complete", "on_step_begin", "on_trial_error", "flush"
         )
-        return originals
+
+        def restore() -> None:
+            runner.study_searcher, runner.make_sink = originals
+
+        return restore
 
 
 def rss_mb() -> float:
@@ -146,15 +151,13 @@ def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
 
     sampler = threading.Thread(target=sample, daemon=True)
     clock = DriverClock()
-    originals = clock.install()
+    restore = clock.install()
     start = time.perf_counter()
     sampler.start()
     try:
         summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, address=address, quiet=True))
     finally:
-        import pipelines.runner as runner
-
-        runner.study_searcher, runner.make_sink = originals
+        restore()
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()

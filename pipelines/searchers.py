@@ -276,9 +276,8 @@ def study_searcher(
             for _ in range(k):
                 if paired:  # nothing asked of Optuna: the draw is recorded with its result
                     sample = entry["todo"].popleft()
-                    draw = entry["draws"][sample]
-                    trial = draw
-                    unit = {**draw["params"], **draw["derived"], "seed": sample, "sample": sample}
+                    trial = entry["draws"][sample]  # a draw stands in for the Optuna trial
+                    unit = {**trial["params"], **trial["derived"], "seed": sample, "sample": sample}
                 else:
                     entry["todo"] -= 1
                     trial = entry["study"].ask()
