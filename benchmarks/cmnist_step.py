@@ -19,12 +19,12 @@ import time
 import numpy as np
 import torch
 
-from core.cmnist import build_cmnist
+from core.cmnist.domains import build_cmnist
 from core.data import ImageSource, load_idx_dir
-from core.reference import reference_train
+from core.cmnist.reference import reference_train
 from core.hparams import CMNIST_IRM
-from core.train import config_from_dict
-from pipelines.cmnist_table import PRESETS
+from core.cmnist.train import config_from_dict
+from pipelines.rex.cmnist_table import PRESETS
 from tasks.cmnist import run_cmnist
 
 

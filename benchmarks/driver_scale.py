@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.runner import Sweep, run_sweep  # noqa: E402
-from pipelines.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings  # noqa: E402
-from pipelines.store import ResultStore  # noqa: E402
+from pipelines.engine.runner import Sweep, run_sweep  # noqa: E402
+from pipelines.engine.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings  # noqa: E402
+from pipelines.engine.store import ResultStore  # noqa: E402
 from tasks.report import Report, tune_reporter, units  # noqa: E402
 
 
@@ -73,7 +73,7 @@ PIPELINE = Pipeline(
 class DriverClock:
     """Seconds the driver spends in gensweep's own per-trial code: the searcher's suggest and the sink's callbacks.
 
-    Installed around ``pipelines.runner``'s searcher and sink factories; nested
+    Installed around ``pipelines.engine.runner``'s searcher and sink factories; nested
     calls (a callback calling ``flush``) count once. The rest of a sweep's wall
     time is its set-up and Ray Tune's own trial handling.
     """
@@ -100,7 +100,7 @@ class DriverClock:
 
     def install(self):
         """Time the searchers and sinks the runner makes from now on; returns a function that undoes it."""
-        import pipelines.runner as runner
+        import pipelines.engine.runner as runner
 
         originals = runner.study_searcher, runner.make_sink
         runner.study_searcher = lambda *a, **k: self.wrap(originals[0](*a, **k), "suggest")

@@ -5,7 +5,7 @@ Paper data size: standard Colored MNIST domains (2 x 25,000 training images,
 pixel values; ``--data-dir`` for real MNIST); IRM's published hyperparameters
 (hidden 390) with seeds 0..K-1, or ``--widths random`` for hidden sizes drawn
 from IRM's random-search space (the searches' own mix, padded within a block).
-Each run trains ``--steps`` full-batch steps through ``core.train.train_block``
+Each run trains ``--steps`` full-batch steps through ``core.cmnist.train.train_block``
 (the trainable's code path: domains on the device, evaluation at the first
 and the last step) on CUDA when present, CPU otherwise.
 
@@ -31,10 +31,12 @@ import time
 import numpy as np
 import torch
 
-from core import batched, hparams, models
-from core.cmnist import build_cmnist
+from core import hparams
+from core.cmnist import batched
+from core.cmnist import models
+from core.cmnist.domains import build_cmnist
 from core.data import ImageSource, load_idx_dir
-from core.train import ModelConfig, default_device, train_block, use_batched
+from core.cmnist.train import ModelConfig, default_device, train_block, use_batched
 from tasks.cmnist import _on_device, memory_budget_bytes
 
 SEARCH_CONFIGS = 340 * 6 * 3 * 4  # §5.4.1: configurations x p values x variants x methods

@@ -36,10 +36,10 @@ def main() -> None:
 
     import torch
 
-    from pipelines import memorization_easy as easy
-    from pipelines.runner import Sweep, run_sweep
-    from pipelines.runtime import init_ray
-    from pipelines.spec import resolve_settings
+    from pipelines.memorization import easy
+    from pipelines.engine.runner import Sweep, run_sweep
+    from pipelines.engine.runtime import init_ray
+    from pipelines.engine.spec import resolve_settings
     from core.memorization.seeds import train_seeds
 
     base = [f"runs={args.runs}"]

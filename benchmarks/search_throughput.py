@@ -29,13 +29,13 @@ import numpy as np
 
 import torch
 
-from core.cmnist_shift import build_shifted_cmnist
+from core.cmnist.shift import build_shifted_cmnist
 from core.data import load_digits_source
-from core.train import config_from_dict, train_block
-from pipelines import rex_vs_irm
-from pipelines.runner import Sweep, run_sweep
-from pipelines.runtime import init_ray
-from pipelines.spec import resolve_settings
+from core.cmnist.train import config_from_dict, train_block
+from pipelines.rex import rex_vs_irm
+from pipelines.engine.runner import Sweep, run_sweep
+from pipelines.engine.runtime import init_ray
+from pipelines.engine.spec import resolve_settings
 
 
 def mnist_sized_dir(root: str) -> str:

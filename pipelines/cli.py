@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from core.data import DataError
-from pipelines.spec import GensweepError
+from pipelines.engine.spec import GensweepError
 
 DEFAULT_RESULTS = "results"
 
@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args, expect_id: str | None = None) -> int:
     from pipelines import registry
-    from pipelines.runner import Sweep, run_sweep
-    from pipelines.runtime import init_ray
-    from pipelines.spec import resolve_settings
+    from pipelines.engine.runner import Sweep, run_sweep
+    from pipelines.engine.runtime import init_ray
+    from pipelines.engine.spec import resolve_settings
 
     pipeline = registry.get(args.pipeline)
     settings = resolve_settings(pipeline, args.preset, args.overrides)  # typed and checked: bad values end here
@@ -113,7 +113,7 @@ def cmd_run(args, expect_id: str | None = None) -> int:
 
 def cmd_resume(args) -> int:
     """Re-run a recorded sweep: the arguments of ``gensweep run`` stored in RESULTS/sweeps/<sweep id>.json."""
-    from pipelines.record import load_sweep_args
+    from pipelines.engine.record import load_sweep_args
 
     recorded = load_sweep_args(args.results, args.sweep)
     run_args = argparse.Namespace(
@@ -133,7 +133,7 @@ def cmd_resume(args) -> int:
 
 def cmd_report(args) -> int:
     from pipelines import registry
-    from pipelines.store import ResultStore
+    from pipelines.engine.store import ResultStore
 
     pipeline = registry.get(args.pipeline)
     store = ResultStore.open(args.results)
@@ -156,7 +156,7 @@ def cmd_report(args) -> int:
 
 def cmd_compact(args) -> int:
     """Compact every (or one) sweep's results; killed midway, it is finished or undone by the next run."""
-    from pipelines.store import ResultStore
+    from pipelines.engine.store import ResultStore
 
     store = ResultStore.open(args.results)
     frame = store.read("trials", args.pipeline, args.sweep if args.pipeline else None)

@@ -18,7 +18,7 @@ that asks for the same (source, variant, data seed, p, device).
 Device keys (all optional): ``device``; ``tf32`` (TF32 products on CUDA,
 default on; every result row records the value used as ``tf32``, False on
 CPU); ``batched`` (stacked batched kernels for a block, default on CUDA;
-see core.train.train_block); ``block_grouping`` (pad, width or bucket);
+see core.cmnist.train.train_block); ``block_grouping`` (pad, width or bucket);
 ``block_memory_gb`` (the activation memory one sub-block may use; a block over
 it is split into sub-blocks run one after another; default
 :func:`memory_budget_bytes`: a share of the device's memory).
@@ -30,11 +30,11 @@ from typing import Callable
 
 import torch
 
-from core.batched import tf32_enabled
-from core.cmnist import Domain, Domains, build_cmnist
-from core.cmnist_shift import build_shifted_cmnist
+from core.cmnist.batched import tf32_enabled
+from core.cmnist.domains import Domain, Domains, build_cmnist
+from core.cmnist.shift import build_shifted_cmnist
 from core.data import ImageSource
-from core.train import config_from_dict, default_device, train_block
+from core.cmnist.train import config_from_dict, default_device, train_block
 from tasks.report import Report, tune_reporter, units
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
@@ -44,7 +44,7 @@ GPU_MEMORY_SHARE = 0.6  # default on CUDA: this share of the trial's part of the
 
 
 def _shifted(source: ImageSource, variant: str, config: dict) -> Domains:
-    """Covariate-shift variant domains at ``config["shift_p"]`` (see core.cmnist_shift)."""
+    """Covariate-shift variant domains at ``config["shift_p"]`` (see core.cmnist.shift)."""
     return build_shifted_cmnist(source, variant, float(config["shift_p"]), int(config["data_seed"]))
 
 

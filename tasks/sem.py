@@ -2,20 +2,20 @@
 
 Config keys (all JSON scalars):
 
-- setting: ``hidden``, ``hetero``, ``scrambled`` (bools; see core.sem), ``ones``
+- setting: ``hidden``, ``hetero``, ``scrambled`` (bools; see core.sem.data), ``ones``
   (identity W_xy / W_yz as in the IRM code, else Gaussian N(0, 1) / dim as in
   the REx code), ``dim`` (inputs, even),
   ``n_samples`` (per domain);
 - ``seed``: the repetition; it alone draws the SEM and its data, so every
   method of a (setting, seed) sees the same data;
 - ``method``: erm or a penalized core.methods entry (irm, vrex, mmrex);
-- solver (core.sem_train.SolverConfig): ``lr``, ``steps``, ``penalty_weight``
+- solver (core.sem.train.SolverConfig): ``lr``, ``steps``, ``penalty_weight``
   (< 0: the reference grid chosen on the validation domain), ``anneal_iters``,
   ``irm_dummy`` (vector or scalar), ``eval_every``.
 
 Missing solver keys take the reference values. Reported metrics (flat floats,
 one :class:`~tasks.report.Report` per eval, the last one ``final``): ``causal_error``,
-``noncausal_error`` (core.sem.coefficient_errors on the [x, z] coordinates),
+``noncausal_error`` (core.sem.data.coefficient_errors on the [x, z] coordinates),
 ``val_mse``, ``train_mse``, ``penalty`` and ``selected_reg`` (the reference's
 ERM share of the selected model; 1 for ERM, 0 for a pure penalty).
 """
@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Callable
 
-from core.sem import DEFAULT_DIM, DEFAULT_SAMPLES, LinearSEM, SemSetting, build_sem_task, coefficient_errors
-from core.sem_train import LinearFit, SolverConfig, check_method, fit
+from core.sem.data import DEFAULT_DIM, DEFAULT_SAMPLES, LinearSEM, SemSetting, build_sem_task, coefficient_errors
+from core.sem.train import LinearFit, SolverConfig, check_method, fit
 from tasks.report import Report, tune_reporter
 
 

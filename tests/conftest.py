@@ -35,7 +35,7 @@ def ray_session():
     """A real local Ray runtime (2 CPUs, no dashboard), shut down at the end of the module."""
     import ray
 
-    from pipelines.runtime import init_ray
+    from pipelines.engine.runtime import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -16,9 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipelines.runner import Sweep, run_sweep
-from pipelines.spec import GensweepError, Grid, Pipeline, Search, Setting, Stage, resolve_settings
-from pipelines.store import ResultStore
+from pipelines.engine.runner import Sweep, run_sweep
+from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Setting, Stage, resolve_settings
+from pipelines.engine.store import ResultStore
 from tasks.report import Report, tune_reporter, units
 
 

@@ -1,11 +1,13 @@
-"""Batched blocks (core.batched): equal to separate runs, Adam equal to torch.optim.Adam, blocks split to fit memory."""
+"""Batched blocks (core.cmnist.batched): equal to separate runs, Adam equal to torch.optim.Adam, blocks split to fit memory."""
 import pytest
 import torch
 
-from core import batched, methods, models
-from core.cmnist import build_cmnist
-from core.cmnist_shift import build_shifted_cmnist
-from core.train import LoopModels, ModelConfig, train_block, use_batched
+from core import methods
+from core.cmnist import batched
+from core.cmnist import models
+from core.cmnist.domains import build_cmnist
+from core.cmnist.shift import build_shifted_cmnist
+from core.cmnist.train import LoopModels, ModelConfig, train_block, use_batched
 
 CPU = torch.device("cpu")
 # Mixed widths (16 pads to 16, 21 to 24, 40 to 40, 9 to 16), learning rates, L2 and penalty weights, anneal steps
@@ -93,7 +95,7 @@ def test_stacked_models_start_from_init_model_and_padding_stays_zero(domains):
         assert torch.equal(params[0][:, :h], own[0]) and torch.equal(params[2][:h, :h], own[2])
         assert torch.equal(params[4][:h], own[4])
     # A few training steps on the batched path leave every unit beyond a model's own width exactly zero.
-    from core.train import batch_inputs
+    from core.cmnist.train import batch_inputs
     x, ys = batch_inputs(domains.train, False, CPU)
     y = torch.cat(ys)
     for step in range(1, 4):
@@ -211,8 +213,8 @@ def test_trainable_records_tf32_caches_domains_per_device_and_splits_by_block_me
 
 
 def test_rex_vs_irm_block_memory_setting_reaches_the_configs_only_when_set():
-    from pipelines import rex_vs_irm
-    from pipelines.spec import resolve_settings
+    from pipelines.rex import rex_vs_irm
+    from pipelines.engine.spec import resolve_settings
 
     base = ["variants=class", "ps=0.1", "methods=irm"]
     for extra, expected in (([], None), (["block_memory_gb=2.5"], 2.5)):

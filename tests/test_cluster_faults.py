@@ -48,7 +48,7 @@ import pandas as pd
 import pytest
 
 from conftest import GENSWEEP, ROOT
-from pipelines.store import ResultStore
+from pipelines.engine.store import ResultStore
 
 RAY = str(Path(sys.executable).with_name("ray"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -450,8 +450,8 @@ def test_resume_errors(tmp_path):
 
 def test_sweep_record_holds_no_passwords(tmp_path):
     from pipelines import registry
-    from pipelines.record import load_sweep_args, save_sweep_args
-    from pipelines.runner import Sweep
+    from pipelines.engine.record import load_sweep_args, save_sweep_args
+    from pipelines.engine.runner import Sweep
 
     sweep = Sweep(registry.get("cmnist-table"), "smoke", {}, str(tmp_path), mlflow_uri="https://ann:pw1@mlflow.example.org",
                   optuna_storage="postgresql://ann:pw2@db:5432/optuna", overrides=["restarts=1"])

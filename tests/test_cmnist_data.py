@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.cmnist import build_cmnist
+from core.cmnist.domains import build_cmnist
 from core.data import DataError, load_idx_dir, load_source, read_idx
 
 from conftest import SHARED_MNIST

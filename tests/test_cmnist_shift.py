@@ -1,4 +1,4 @@
-"""Covariate-shift CMNIST variants checked against their definitions (core/cmnist_shift.py).
+"""Covariate-shift CMNIST variants checked against their definitions (core/cmnist/shift.py).
 
 Every image of a domain is traced back to its source index (random images are
 unique), so subsample counts are checked exactly and the label-noise and colour
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.cmnist import LABEL_NOISE, TEST_COLOR_FLIP, TRAIN_COLOR_FLIPS, split_indices
-from core.cmnist_shift import VARIANTS, build_shifted_cmnist, domain_proportions, kept_count
+from core.cmnist.domains import LABEL_NOISE, TEST_COLOR_FLIP, TRAIN_COLOR_FLIPS, split_indices
+from core.cmnist.shift import VARIANTS, build_shifted_cmnist, domain_proportions, kept_count
 from core.data import ImageSource, load_digits_source
-from core.train import ModelConfig, train_block
+from core.cmnist.train import ModelConfig, train_block
 
 SEED = 7
 N_SOURCE = 60000

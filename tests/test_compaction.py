@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipelines import cli
-from pipelines.store import PART_PREFIX, ResultStore
+from pipelines.engine.store import PART_PREFIX, ResultStore
 
 
 def _fill(store: ResultStore, n: int = 6) -> None:
@@ -97,7 +97,7 @@ def test_cli_compact(tmp_path, capsys):
 
 
 def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_path):
-    from pipelines.store import PART_MIN_ROWS
+    from pipelines.engine.store import PART_MIN_ROWS
 
     single, batched = ResultStore.open(str(tmp_path / "single")), ResultStore.open(str(tmp_path / "batched"))
     items = []
@@ -117,7 +117,7 @@ def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_pa
 
 
 def test_a_curves_part_without_its_trials_part_is_ignored(tmp_path):
-    from pipelines.store import PART_MIN_ROWS
+    from pipelines.engine.store import PART_MIN_ROWS
 
     store = ResultStore.open(str(tmp_path))
     items = [(f"k{i}", {"test_acc": 0.5}, [{"step": 0, "test_acc": 0.5}]) for i in range(PART_MIN_ROWS)]

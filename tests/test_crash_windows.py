@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
-from pipelines.searchers import prepare_study
-from pipelines.store import ResultStore
-from pipelines.tracking import MlflowSweep, default_tracking_uri
+from pipelines.engine.searchers import prepare_study
+from pipelines.engine.store import ResultStore
+from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
 
 BUDGET = 4
 
@@ -111,7 +111,7 @@ def test_resume_after_a_crash_between_the_writes(tmp_path):
 KILL_AFTER_ROWS = """
 import os, sys
 from pipelines import cli
-from pipelines.store import ResultStore
+from pipelines.engine.store import ResultStore
 
 limit, written = int(os.environ["GENSWEEP_TEST_KILL_AFTER_ROWS"]), []
 real = ResultStore.write_trial

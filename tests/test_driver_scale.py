@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import ROOT
-from pipelines.tracking import default_tracking_uri
+from pipelines.engine.tracking import default_tracking_uri
 
 spec = importlib.util.spec_from_file_location("driver_scale", ROOT / "benchmarks" / "driver_scale.py")
 driver_scale = importlib.util.module_from_spec(spec)
@@ -60,7 +60,7 @@ def _check(tmp_path, cluster, n: int, block: int) -> driver_scale.Figures:
 
 
 def test_a_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_cluster, monkeypatch):
-    import pipelines.runner as runner
+    import pipelines.engine.runner as runner
 
     monkeypatch.setattr(runner, "COMPACT_FILES", 2)  # a finished sweep with more files compacts itself
     figures = _check(tmp_path, loopback_cluster, 1000, 250)
@@ -76,7 +76,7 @@ def test_a_finished_block_leaves_tunes_trial():
     """Tune keeps every Trial: once recorded, a block's configurations, metrics and long tag are dropped from it."""
     from ray.tune.experiment import Trial
 
-    from pipelines.sink import _release
+    from pipelines.engine.sink import _release
 
     block = [{"x": 0.1 * i, "lr": 1e-3} for i in range(300)]
     trial = Trial("instant", config={"study": "s", "block": block}, stub=True, experiment_tag="1_" + "x" * 5000,
@@ -94,7 +94,7 @@ def test_a_finished_block_leaves_tunes_trial():
 
 
 def test_progress_shows_a_blocks_best_configuration():
-    from pipelines.sink import _best_index
+    from pipelines.engine.sink import _best_index
 
     assert _best_index([0.3, 0.1, float("nan"), None, 0.2], "min") == 1
     assert _best_index([0.3, 0.9, 0.5], "max") == 1

@@ -13,14 +13,14 @@ import torch
 from conftest import GENSWEEP, ROOT
 from core.data import DataError
 from core.memorization.data import load_images
-from pipelines import memorization_capacity as capacity
-from pipelines import memorization_common as common
-from pipelines import memorization_csr as csr
-from pipelines import memorization_easy as easy
-from pipelines import memorization_regularizers as regularizers
-from pipelines import memorization_sensitivity as sensitivity
+from pipelines.memorization import capacity
+from pipelines.memorization import common
+from pipelines.memorization import csr
+from pipelines.memorization import easy
+from pipelines.memorization import regularizers
+from pipelines.memorization import sensitivity
 from pipelines.registry import pipelines
-from pipelines.spec import GensweepError, resolve_settings
+from pipelines.engine.spec import GensweepError, resolve_settings
 from tasks import memorization as tasks
 from tasks.report import units
 
@@ -211,7 +211,7 @@ def _frames_without_ray(module, settings):
     """Trial and curve frames as the sink writes them (one row per unit, curve rows per report), trainables run in-process."""
     import pandas as pd
 
-    from pipelines.spec import trial_key
+    from pipelines.engine.spec import trial_key
 
     (stage,) = module.PIPELINE.stages(settings)
     data = module.PIPELINE.load_data(settings, None)
@@ -241,8 +241,8 @@ def test_report_from_frames(module, tmp_path):
 
 @pytest.mark.parametrize("module", [easy, sensitivity, regularizers], ids=lambda m: m.PIPELINE.name)
 def test_tiny_run_end_to_end(module, ray_session, tmp_path):
-    from pipelines.runner import Sweep, run_sweep
-    from pipelines.store import ResultStore
+    from pipelines.engine.runner import Sweep, run_sweep
+    from pipelines.engine.store import ResultStore
 
     settings = resolve_settings(module.PIPELINE, "smoke", TINY[module])
     summary = run_sweep(Sweep(module.PIPELINE, "smoke", settings, str(tmp_path), quiet=True, num_cpus=2))

@@ -7,7 +7,7 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipelines.searchers import _finished_trial, add_trials
+from pipelines.engine.searchers import _finished_trial, add_trials
 
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "hidden": IntDistribution(32, 512), "x": FloatDistribution(0, 1)}
 

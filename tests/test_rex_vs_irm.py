@@ -9,10 +9,10 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
-from pipelines import rex_vs_irm
-from pipelines.searchers import next_block_size
-from pipelines.spec import GensweepError, resolve_settings
-from pipelines.store import ResultStore
+from pipelines.rex import rex_vs_irm
+from pipelines.engine.searchers import next_block_size
+from pipelines.engine.spec import GensweepError, resolve_settings
+from pipelines.engine.store import ResultStore
 
 BUDGET = 6
 SETTINGS = ["variants=class", "ps=0.1", "methods=irm,vrex", "restarts=2", f"num_samples={BUDGET}", "block_size=2", "steps=101", "eval_every=50"]

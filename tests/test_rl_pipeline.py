@@ -18,9 +18,9 @@ pytest.importorskip("gymnasium")
 
 from core import methods  # noqa: E402
 from pipelines import rl_spurious  # noqa: E402
-from pipelines.runner import Sweep, run_sweep  # noqa: E402
-from pipelines.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings  # noqa: E402
-from pipelines.store import ResultStore  # noqa: E402
+from pipelines.engine.runner import Sweep, run_sweep  # noqa: E402
+from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings  # noqa: E402
+from pipelines.engine.store import ResultStore  # noqa: E402
 from tasks import rl  # noqa: E402
 
 PIPELINE = rl_spurious.PIPELINE

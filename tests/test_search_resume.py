@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
-from pipelines.store import ResultStore
+from pipelines.engine.store import ResultStore
 
 BUDGET = 6
 

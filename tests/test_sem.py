@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core import methods
-from core import sem_train as st
-from core.sem import (
+from core.sem import train as st
+from core.sem.data import (
     SETTINGS, SIGMAS, Domain, SemSetting, build_sem_task, coefficient_errors, make_sem, sample_domain, setting_from_code,
 )
 from tasks.sem import run_sem
@@ -232,9 +232,9 @@ def test_run_sem_same_seed_same_data_across_methods():
 def test_pipeline_grid_and_report(tmp_path):
     import pandas as pd
 
-    from pipelines import toy_sem
+    from pipelines.rex import toy_sem
     from pipelines.registry import get
-    from pipelines.spec import GensweepError, resolve_settings
+    from pipelines.engine.spec import GensweepError, resolve_settings
 
     assert get("toy-sem") is toy_sem.PIPELINE
     assert toy_sem.PIPELINE.load_data({}, "ignored").fingerprint == "toy-sem"  # generates its own data

@@ -1,9 +1,9 @@
 """Parquet store (unified schemas, one file per configuration) and settings parsing / naming."""
 import pytest
 
-from pipelines import cmnist_table
-from pipelines.spec import GensweepError, parse_value, resolve_settings, sweep_id, trial_key
-from pipelines.store import ResultStore
+from pipelines.rex import cmnist_table
+from pipelines.engine.spec import GensweepError, parse_value, resolve_settings, sweep_id, trial_key
+from pipelines.engine.store import ResultStore
 
 
 def test_rows_with_different_columns_are_all_read(tmp_path):
@@ -46,7 +46,7 @@ def test_the_runner_imports_no_core_module():
     import subprocess
     import sys
 
-    code = "import sys, pipelines.runner; print(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.')))"
+    code = "import sys, pipelines.engine.runner; print(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

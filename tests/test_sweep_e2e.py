@@ -2,11 +2,12 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines import cmnist_table, registry
+from pipelines import registry
+from pipelines.rex import cmnist_table
 from pipelines.cli import main
-from pipelines.runner import Sweep, run_sweep
-from pipelines.spec import resolve_settings
-from pipelines.store import ResultStore
+from pipelines.engine.runner import Sweep, run_sweep
+from pipelines.engine.spec import resolve_settings
+from pipelines.engine.store import ResultStore
 
 TINY = ["steps=21", "grayscale_steps=11", "restarts=1", "eval_every=10"]
 

@@ -5,7 +5,7 @@ import math
 
 from mlflow.tracking import MlflowClient
 
-from pipelines.tracking import MlflowSweep, TrialLog, default_tracking_uri
+from pipelines.engine.tracking import MlflowSweep, TrialLog, default_tracking_uri
 
 
 def _logs(prefix: str) -> list[TrialLog]:

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from core import models
-from core.cmnist import build_cmnist
-from core.cmnist_shift import build_shifted_cmnist
-from core.reference import reference_train
-from core.train import ModelConfig, batch_inputs, train_block
+from core.cmnist import models
+from core.cmnist.domains import build_cmnist
+from core.cmnist.shift import build_shifted_cmnist
+from core.cmnist.reference import reference_train
+from core.cmnist.train import ModelConfig, batch_inputs, train_block
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_grayscale_model_ignores_colour(domains):
 
 def test_padded_hidden_units_stay_exactly_zero():
     """Hidden widths are padded to a multiple of 8; the padding is exact: zero units get zero gradients."""
-    from core import models
+    from core.cmnist import models
 
     params = models.init_model(8, 5, seed=3)
     padded = [p.clone().requires_grad_() for p in models.pad_hidden(params, models.padded_width(5))]

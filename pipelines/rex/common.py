@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from core import methods
 from core.data import load_source
-from pipelines.spec import Setting
+from pipelines.engine.spec import Setting
 
 
 def load_images(settings: dict, data_dir: str | None):

@@ -16,8 +16,8 @@ shaded over seeds) and a final-return table.
 from __future__ import annotations
 
 from core import methods
-from pipelines import reports
-from pipelines.spec import Grid, NoData, Pipeline, Search, Setting, Stage
+from pipelines.engine import reports
+from pipelines.engine.spec import Grid, NoData, Pipeline, Search, Setting, Stage
 from tasks.rl import rl_trainable
 
 TASKS = ("cartpole-swingup", "finger-spin", "walker-walk", "reacher-easy", "cheetah-run", "walker-stand", "point-reach")

@@ -1,6 +1,6 @@
 """Report helpers shared by pipelines: summary statistics, markdown tables, PNG figures.
 
-Reports read only Parquet results (via :class:`pipelines.store.ResultStore`),
+Reports read only Parquet results (via :class:`pipelines.engine.store.ResultStore`),
 so they work on results copied off a cluster.
 """
 from __future__ import annotations

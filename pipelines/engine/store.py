@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.spec import GensweepError
+from pipelines.engine.spec import GensweepError
 
 CORE_COLUMNS = {
     "trial_key": pa.string(),

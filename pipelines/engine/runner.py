@@ -4,7 +4,7 @@ The runner knows no experiment: the pipeline loads its data (so bad data
 fails before Ray starts) and declares its stages; the runner ships the data
 to the trials through the object store, runs one Tuner per stage (its grid
 or its Optuna studies, its optional scheduler) and records results through
-:mod:`pipelines.sink`. Every config gets ``data`` (the data's fingerprint) and
+:mod:`pipelines.engine.sink`. Every config gets ``data`` (the data's fingerprint) and
 ``stage``; its hash names its result row, so a re-run finds finished work.
 A stage left incomplete (interrupted, failed) stops the sweep: later stages
 wait for the next run.
@@ -15,13 +15,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.record import save_sweep_args
-from pipelines.runtime import init_ray, trial_resources
-from pipelines.searchers import grid_searcher, remaining_units, study_searcher
-from pipelines.sink import Progress, make_sink
-from pipelines.spec import GensweepError, Grid, Pipeline, Search, Stage, sweep_id, trial_key
-from pipelines.store import ResultStore
-from pipelines.tracking import MlflowSweep, default_tracking_uri
+from pipelines.engine.record import save_sweep_args
+from pipelines.engine.runtime import init_ray, trial_resources
+from pipelines.engine.searchers import grid_searcher, remaining_units, study_searcher
+from pipelines.engine.sink import Progress, make_sink
+from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, sweep_id, trial_key
+from pipelines.engine.store import ResultStore
+from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
 from tasks.report import units
 
 # Checkpointing trainables (rl) keep one checkpoint each; Tune then snapshots its state at every checkpoint

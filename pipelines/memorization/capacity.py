@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines import memorization_common as common
-from pipelines import reports
-from pipelines.spec import GensweepError, Grid, Pipeline, Setting, Stage
+from pipelines.memorization import common
+from pipelines.engine import reports
+from pipelines.engine.spec import GensweepError, Grid, Pipeline, Setting, Stage
 from tasks.memorization import capacity_trainable
 
 PARTS = ("width", "size")

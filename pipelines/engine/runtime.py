@@ -5,7 +5,7 @@ import logging
 import os
 import socket
 
-from pipelines.spec import GensweepError
+from pipelines.engine.spec import GensweepError
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -1,6 +1,6 @@
 """A plain PyTorch loop written the way the IRM reference code does it.
 
-Kept as the yardstick for :mod:`core.train`: tests check that both produce
+Kept as the yardstick for :mod:`core.cmnist.train`: tests check that both produce
 the same numbers from the same initial weights, and ``benchmarks/cmnist_step.py``
 times one against the other. Like the reference it evaluates every domain,
 the test domain included, with the autograd IRM penalty at every step, and
@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core import models
-from core.cmnist import Domains
+from core.cmnist import models
+from core.cmnist.domains import Domains
 from core.objectives import irm_penalty_autograd, mean_accuracy, mean_nll
-from core.train import ModelConfig
+from core.cmnist.train import ModelConfig
 
 
 def reference_mlp(in_dim: int, config: ModelConfig) -> nn.Sequential:
-    """The reference MLP, initialised from the same weights as :func:`core.models.init_model`."""
+    """The reference MLP, initialised from the same weights as :func:`core.cmnist.models.init_model`."""
     w1, b1, w2, b2, w3, b3 = models.init_model(in_dim, config.hidden, config.seed)
     lin1, lin2, lin3 = nn.Linear(in_dim, config.hidden), nn.Linear(config.hidden, config.hidden), nn.Linear(config.hidden, 1)
     with torch.no_grad():

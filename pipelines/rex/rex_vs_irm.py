@@ -22,9 +22,9 @@ from __future__ import annotations
 from itertools import product
 
 from core import hparams, methods
-from pipelines import reports
-from pipelines.cmnist_common import load_images, methods_setting, reduction_note, risk_reduction_setting
-from pipelines.spec import Grid, Pipeline, Search, Setting, Stage
+from pipelines.engine import reports
+from pipelines.rex.common import load_images, methods_setting, reduction_note, risk_reduction_setting
+from pipelines.engine.spec import Grid, Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
 VARIANTS = ("class", "digit", "color")

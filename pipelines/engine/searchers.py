@@ -10,7 +10,7 @@ worker node costs time, not results, however its death surfaces.
 
 - :func:`grid_searcher`: an explicit list of configs (blocks allowed).
 - :func:`study_searcher`: one Optuna study per fixed config of a
-  :class:`~pipelines.spec.Search`, in blocks of up to ``block_size``. With the
+  :class:`~pipelines.engine.spec.Search`, in blocks of up to ``block_size``. With the
   random sampler, sample i of a study is the i-th draw of a seeded stream
   shared by every study with the same ``paired_by`` values: methods are
   trained on the same configurations (and seed i). The draws are known in
@@ -30,7 +30,7 @@ from collections import deque
 from datetime import timezone
 from typing import Any
 
-from pipelines.spec import Search, canonical_hash, trial_key
+from pipelines.engine.spec import Search, canonical_hash, trial_key
 from tasks.report import units
 
 

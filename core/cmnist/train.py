@@ -6,7 +6,7 @@ anneal step; models never interact (a loss that is a sum of per-model losses,
 per-model Adam), so a model's numbers do not depend on the block it was
 trained in. The block runs either as a Python loop over per-model tensors
 (:class:`LoopModels`) or as batched kernels over stacked tensors
-(:class:`core.batched.StackedModels`, chosen by ``batched``), grouped by
+(:class:`core.cmnist.batched.StackedModels`, chosen by ``batched``), grouped by
 hidden width or padded to the widest (``grouping``) and cut into sub-blocks
 that fit a memory budget (``memory_bytes``); the sub-blocks run one after
 another within each step, and the metrics of every model come back in block
@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from core import batched as batched_models
-from core import hparams, memory, methods, models
-from core.batched import ADAM_BETAS, ADAM_EPS, adam_update  # noqa: F401  (re-exported)
-from core.cmnist import Domain, Domains
+from core.cmnist import batched as batched_models
+from core import hparams, memory, methods
+from core.cmnist import models
+from core.cmnist.batched import ADAM_BETAS, ADAM_EPS, adam_update  # noqa: F401  (re-exported)
+from core.cmnist.domains import Domain, Domains
 from core.objectives import irm_penalty, mean_accuracy, mean_nll
 
 
@@ -95,7 +96,7 @@ def batch_inputs(domains: list[Domain], grayscale: bool, device: torch.device) -
     """The domains' examples as one input batch, in domain order, and each domain's targets.
 
     Within a domain, examples are grouped by their active channel (the channel
-    form of :mod:`core.models`) unless some image uses two channels or the
+    form of :mod:`core.cmnist.models`) unless some image uses two channels or the
     method is the grayscale oracle; per-domain means do not depend on the order.
     """
     orders = [None if grayscale else models.channel_order(d.x) for d in domains]
@@ -145,11 +146,11 @@ def train_block(
     per-model tensors (False), or by :func:`use_batched` (None: batched on CUDA
     for K > 1). ``grouping`` (batched only): "pad" one group padded to the
     widest model, "width" one group per padded width, "bucket" groups of
-    similar widths (:func:`core.batched.group_by_width`). ``memory_bytes``: budget
-    of one sub-block's activations (:func:`core.batched.activation_bytes`);
+    similar widths (:func:`core.cmnist.batched.group_by_width`). ``memory_bytes``: budget
+    of one sub-block's activations (:func:`core.cmnist.batched.activation_bytes`);
     a block over it is cut into sub-blocks run one after another (None: no
     limit). ``tf32``: TF32 products on CUDA (None: on); never on CPU
-    (:func:`core.batched.tf32_enabled`).
+    (:func:`core.cmnist.batched.tf32_enabled`).
 
     Metrics per model: ``step``, ``train_acc``/``train_nll``/``train_penalty``
     (means over training domains), ``<domain>_acc``/``_nll``/``_penalty`` for

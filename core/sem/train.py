@@ -2,7 +2,7 @@
 
 All solvers fit ``target ~ inputs @ beta`` (no intercept) with the squared loss.
 ``domains`` is a list whose last element is the validation domain and the
-others are the training domains (:data:`core.sem.N_TRAIN_DOMAINS`).
+others are the training domains (:data:`core.sem.data.N_TRAIN_DOMAINS`).
 
 - ``erm``: least squares on every domain pooled, validation domain included
   (the IRM code's ``EmpiricalRiskMinimizer``); closed form.
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from core import hparams, methods
-from core.sem import Domain
+from core.sem.data import Domain
 
 METHODS = tuple(methods.names(input="full", penalized=True))  # the penalized methods; plus ERM in closed form
 REFERENCE_REGS: tuple[float, ...] = hparams.SEM_REGS

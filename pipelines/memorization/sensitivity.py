@@ -17,9 +17,9 @@ import json
 
 import numpy as np
 
-from pipelines import memorization_common as common
-from pipelines import reports
-from pipelines.spec import Grid, Pipeline, Setting, Stage
+from pipelines.memorization import common
+from pipelines.engine import reports
+from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.memorization import sensitivity_trainable
 
 SETTINGS = {

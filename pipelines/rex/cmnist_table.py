@@ -10,9 +10,9 @@ Reports: final train / test accuracy, mean +- std over restarts, beside the pape
 from __future__ import annotations
 
 from core import hparams, methods
-from pipelines import reports
-from pipelines.cmnist_common import load_images, methods_setting, reduction_note, risk_reduction_setting
-from pipelines.spec import Grid, Pipeline, Setting, Stage
+from pipelines.engine import reports
+from pipelines.rex.common import load_images, methods_setting, reduction_note, risk_reduction_setting
+from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
 # Table 5.1 (paper): method -> ((train mean, std), (test mean, std)) in percent.

@@ -15,9 +15,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.spec import Stage, trial_key
-from pipelines.store import ResultStore
-from pipelines.tracking import TrialLog
+from pipelines.engine.spec import Stage, trial_key
+from pipelines.engine.store import ResultStore
+from pipelines.engine.tracking import TrialLog
 from tasks.report import FINAL, Report, units
 
 FLUSH_ROWS = 256  # configurations per write batch

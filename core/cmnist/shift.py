@@ -1,6 +1,6 @@
 """Colored MNIST with covariate shift (thesis §5.4.1, Figure 5.4; REx code ``covariate_shifts/``).
 
-Built on the standard construction of :mod:`core.cmnist` (same split, label
+Built on the standard construction of :mod:`core.cmnist.domains` (same split, label
 noise 0.25, colour = y XOR Bernoulli(e), e = 0.2 / 0.1 / 0.9, 2x subsample,
 domain names ``train1``, ``train2``, ``test``). One shift parameter p in
 [0, 0.5] gives the proportion q of each domain: q1 = p/(1+p) for train1,
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.cmnist import TEST_COLOR_FLIP, TRAIN_COLOR_FLIPS, Domain, Domains, colorize, split_indices
+from core.cmnist.domains import TEST_COLOR_FLIP, TRAIN_COLOR_FLIPS, Domain, Domains, colorize, split_indices
 from core.data import ImageSource
 
 VARIANTS = ("class", "digit", "color")

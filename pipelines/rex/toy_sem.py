@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from core import hparams, methods
-from core.sem import SETTINGS as SEM_SETTINGS
-from core.sem import setting_from_code
-from core.sem_train import IRM_DUMMIES
-from pipelines import reports
-from pipelines.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage
+from core.sem.data import SETTINGS as SEM_SETTINGS
+from core.sem.data import setting_from_code
+from core.sem.train import IRM_DUMMIES
+from pipelines.engine import reports
+from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage
 from tasks.sem import sem_trainable, setting_of
 
 METHODS = ("erm", "irm", "vrex", "mmrex")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from core.data import DataError
 from core.memorization import data as mdata
-from pipelines import reports
-from pipelines.spec import Setting
+from pipelines.engine import reports
+from pipelines.engine.spec import Setting
 from tasks.memorization import MemData
 
 DATASETS = ("auto", "digits", "mnist", "cifar10")

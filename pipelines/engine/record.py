@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from pipelines.spec import GensweepError
-from pipelines.store import ResultStore
+from pipelines.engine.spec import GensweepError
+from pipelines.engine.store import ResultStore
 
 SWEEPS_DIR = "sweeps"  # RESULTS/sweeps/<sweep id>.json: the arguments of each sweep, for `gensweep resume`
 

@@ -12,9 +12,9 @@ randY and real data (Fig 3.11).
 """
 from __future__ import annotations
 
-from pipelines import memorization_common as common
-from pipelines import reports
-from pipelines.spec import Grid, Pipeline, Setting, Stage
+from pipelines.memorization import common
+from pipelines.engine import reports
+from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.memorization import regularizer_trainable
 
 REGULARIZERS = ("dropout", "input_dropout", "input_noise", "hidden_noise", "weight_decay", "adversarial")

@@ -11,9 +11,9 @@ seeded stream (and model seed i), so a search is reproducible draw by draw.
 from __future__ import annotations
 
 from core import hparams, methods
-from pipelines import reports
-from pipelines.cmnist_common import load_images, risk_reduction_setting
-from pipelines.spec import Pipeline, Search, Setting, Stage
+from pipelines.engine import reports
+from pipelines.rex.common import load_images, risk_reduction_setting
+from pipelines.engine.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
 SETTINGS = {

@@ -24,7 +24,7 @@ from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.spec import GensweepError
+from pipelines.engine.spec import GensweepError
 
 MAX_PARAMS = 100  # MLflow's log_batch limits: 100 params, 1000 entities in all
 MAX_METRICS = 900

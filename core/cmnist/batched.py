@@ -1,18 +1,18 @@
 """Blocks of K configurations as batched kernels: stacked weights, ``baddbmm`` products, one batched Adam.
 
-:func:`core.train.train_block` trains a block either as a Python loop over
-per-model tensors (:class:`core.train.LoopModels`: each model at its own padded width,
+:func:`core.cmnist.train.train_block` trains a block either as a Python loop over
+per-model tensors (:class:`core.cmnist.train.LoopModels`: each model at its own padded width,
 one ``addmm`` per layer and model) or, here, as one set of batched kernels
 (:class:`StackedModels`): the K models' tensors stacked into (K, in, H),
 (K, 1, H), (K, H, H), (K, 1, H), (K, H, 1), (K, 1, 1) with H the widest
 padded width of the group, every layer one ``baddbmm`` over the K models, and
 Adam one update over the six stacked tensors with a (K, 1, 1) learning rate.
 
-Padding is exact (see :func:`core.models.pad_hidden`): a model's units beyond
+Padding is exact (see :func:`core.cmnist.models.pad_hidden`): a model's units beyond
 its own width have zero weights and biases, hence zero activations, zero
 gradients (the L2 term included) and zero Adam moments, and stay exactly zero;
 each model computes its own width's function. Model k's initial weights are
-:func:`core.models.init_model`'s for its own seed, so a model's numbers do not
+:func:`core.cmnist.models.init_model`'s for its own seed, so a model's numbers do not
 depend on the block (equal to a run alone, to float tolerance: the products
 sum in a different order).
 
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from core import models
+from core.cmnist import models
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -140,7 +140,7 @@ def adam_update(params, grads, m_state, v_state, step: int, lr) -> None:
 
 
 def stack_models(in_dim: int, hiddens: Sequence[int], seeds: Sequence[int], width: int | None = None) -> list[torch.Tensor]:
-    """[W1 (K,in,H), b1 (K,1,H), W2 (K,H,H), b2 (K,1,H), W3 (K,H,1), b3 (K,1,1)]: :func:`core.models.init_model`
+    """[W1 (K,in,H), b1 (K,1,H), W2 (K,H,H), b2 (K,1,H), W3 (K,H,1), b3 (K,1,1)]: :func:`core.cmnist.models.init_model`
     of each (hidden, seed), zero-padded to ``width`` (default: the widest padded width)."""
     width = width or max(models.padded_width(h) for h in hiddens)
     per_model = [models.pad_hidden(models.init_model(in_dim, h, s), width) for h, s in zip(hiddens, seeds)]
@@ -203,5 +203,5 @@ class StackedModels:
         self.adam.step(grads)
 
     def unstacked(self) -> list[list[torch.Tensor]]:
-        """Each model's tensors (views, padded width), as :func:`core.models.forward` takes them."""
+        """Each model's tensors (views, padded width), as :func:`core.cmnist.models.forward` takes them."""
         return [[p[i] for p in self.params] for i in range(self.params[0].shape[0])]
