@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("gymnasium")
 
 from core import methods  # noqa: E402
-from pipelines import rl_spurious  # noqa: E402
+from pipelines.rex import rl_spurious  # noqa: E402
 from pipelines.engine.runner import Sweep, run_sweep  # noqa: E402
 from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings  # noqa: E402
 from pipelines.engine.store import ResultStore  # noqa: E402
