@@ -38,6 +38,7 @@ class ImageSource:
     name: str
     images: np.ndarray
     labels: np.ndarray
+    description: str = ""  # what the images are, for reports (not part of the fingerprint)
 
     @property
     def fingerprint(self) -> str:
@@ -105,11 +106,34 @@ def load_idx_dir(directory: str | os.PathLike) -> ImageSource:
             raise DataError(f"corrupt data file {img}: expected uint8 images of 28x28, got {images.dtype} {images.shape}")
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"corrupt data file {lab}: {labels.shape} labels for {len(images)} images")
-        return ImageSource(f"idx:{directory.name}/{split}", images, labels.astype(np.int64))
+        release = known_release(img, lab)
+        what = f"{release} {SPLIT_NAMES[split]}" if release else f"IDX files ({SPLIT_NAMES[split]} names; checksums match no known release)"
+        description = f"{what}, {len(images):,} images, from {directory.resolve()}"
+        return ImageSource(f"idx:{directory.name}/{split}", images, labels.astype(np.int64), description)
     raise DataError(
         f"no MNIST-format files in {directory} (expected train-images-idx3-ubyte.gz and "
         f"train-labels-idx1-ubyte.gz, or the t10k-* test split)"
     )
+
+
+SPLIT_NAMES = {"train": "training split (train-*)", "t10k": "test split (t10k-*)"}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def known_release(images: Path, labels: Path) -> str | None:
+    """The data set whose official files these are (MNIST, Fashion-MNIST: md5 of the gzipped files), else None."""
+    digests = {images.name: _md5(images), labels.name: _md5(labels)}
+    for release, files in KNOWN_RELEASES.items():
+        if all(files.get(name) == digest for name, digest in digests.items()):
+            return release
+    return None
 
 
 def load_digits_source() -> ImageSource:
@@ -127,7 +151,8 @@ def load_digits_source() -> ImageSource:
     small = torch.tensor(digits.images, dtype=torch.float32)[:, None]
     big = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
     images = (big.clamp(0, 16) * (255.0 / 16.0)).round().to(torch.uint8).numpy()
-    return ImageSource("digits", images, digits.target.astype(np.int64))
+    return ImageSource("digits", images, digits.target.astype(np.int64),
+                       "embedded scikit-learn digits, 1,797 images (8x8 upsampled to 28x28)")
 
 
 def load_source(data_dir: str | os.PathLike | None) -> ImageSource:
@@ -141,6 +166,13 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+FASHION_MNIST_FILES = {  # Zalando's release (zalandoresearch/fashion-mnist), as torchvision's FashionMNIST lists them
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+KNOWN_RELEASES = {"MNIST": MNIST_FILES, "Fashion-MNIST": FASHION_MNIST_FILES}
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 

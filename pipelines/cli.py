@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from core.data import DataError
-from pipelines.engine.spec import GensweepError
+from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
 DEFAULT_RESULTS = "results"
 
@@ -86,6 +86,9 @@ def cmd_run(args, expect_id: str | None = None) -> int:
     from pipelines.engine.spec import resolve_settings
 
     pipeline = registry.get(args.pipeline)
+    pipeline.check_installed()  # an optional extra missing: one line saying how to install it
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise GensweepError(f"bad --num-cpus {args.num_cpus}: a local Ray runtime needs at least 1 CPU")
     settings = resolve_settings(pipeline, args.preset, args.overrides)  # typed and checked: bad values end here
     pipeline.stages(settings)  # and the stages they make, before anything starts
     if args.address:
@@ -133,6 +136,7 @@ def cmd_resume(args) -> int:
 
 def cmd_report(args) -> int:
     from pipelines import registry
+    from pipelines.engine.record import report_header
     from pipelines.engine.store import ResultStore
 
     pipeline = registry.get(args.pipeline)
@@ -147,7 +151,8 @@ def cmd_report(args) -> int:
     root = Path(args.out) if args.out else Path("reports") if "://" in args.results else Path(args.results) / "reports"
     out_dir = root / pipeline.name / sweep
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n" + pipeline.report(trials, curves, str(out_dir))
+    header = report_header(args.results, sweep)
+    markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n{header}" + pipeline.report(trials, curves, str(out_dir))
     (out_dir / "report.md").write_text(markdown)
     print(markdown)
     print(f"report written to {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
@@ -177,7 +182,8 @@ def cmd_list(args) -> int:
 
     show = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # noqa: E731
     for pipeline in registry.pipelines().values():
-        print(f"{pipeline.name}: {pipeline.description}")
+        needs = f" [needs the '{pipeline.extra}' extra: pip install 'gensweep[{pipeline.extra}]']" if pipeline.missing() else ""
+        print(f"{pipeline.name}: {pipeline.description}{needs}")
         print("  settings (default; --set KEY=VALUE):")
         for key, setting in pipeline.all_settings().items():
             print(f"    {key} = {show(setting.default)}  # {setting.help}")
@@ -188,9 +194,18 @@ def cmd_list(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    if not 1 <= args.port <= 65535:
+        raise GensweepError(f"bad --port {args.port}: a TCP port is 1-65535")
     db = Path(args.results).resolve() / "mlflow.db"
     if not db.is_file():
         raise GensweepError(f"no MLflow store at {db} (run a pipeline first)")
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as exc:
+        raise GensweepError(f"cannot serve the MLflow UI on {args.host}:{args.port}: {exc.strerror or exc}") from None
     command = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", args.host, "--port", str(args.port)]
     print(" ".join(command), flush=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -214,6 +229,8 @@ def _quiet_libraries() -> None:
 
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs a multi-line ERROR before it raises a database error; gensweep reports that error in one line itself.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
@@ -224,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (GensweepError, DataError) as exc:
         print(f"gensweep: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None) or "a file gensweep writes"
+        print(f"gensweep: error: {disk_full_error(where)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gensweep: interrupted; re-run the same command (or gensweep resume RESULTS) to resume", file=sys.stderr)

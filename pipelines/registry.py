@@ -1,25 +1,19 @@
-"""The pipelines the CLI knows, by name."""
+"""The pipelines the CLI knows, by study: each is the ``PIPELINE`` of ``pipelines/<study>/<module>.py``."""
 from __future__ import annotations
+
+import importlib
 
 from pipelines.engine.spec import GensweepError, Pipeline
 
+STUDIES: dict[str, tuple[str, ...]] = {
+    "rex": ("cmnist_table", "cmnist_search", "rex_vs_irm", "toy_sem", "rl_spurious"),  # thesis chapter 5
+    "memorization": ("regularizers", "csr", "easy", "sensitivity", "capacity"),  # thesis chapter 3
+}
+
 
 def pipelines() -> dict[str, Pipeline]:
-    """Every pipeline, keyed by its CLI name."""
-    from pipelines.rex import cmnist_search
-    from pipelines.rex import cmnist_table
-    from pipelines.rex import rex_vs_irm
-    from pipelines.rex import rl_spurious
-    from pipelines.rex import toy_sem
-    from pipelines.memorization import capacity as memorization_capacity
-    from pipelines.memorization import csr as memorization_csr
-    from pipelines.memorization import easy as memorization_easy
-    from pipelines.memorization import regularizers as memorization_regularizers
-    from pipelines.memorization import sensitivity as memorization_sensitivity
-
-    known = (cmnist_table.PIPELINE, cmnist_search.PIPELINE, rex_vs_irm.PIPELINE, toy_sem.PIPELINE, rl_spurious.PIPELINE,
-             memorization_regularizers.PIPELINE, memorization_csr.PIPELINE, memorization_easy.PIPELINE,
-             memorization_sensitivity.PIPELINE, memorization_capacity.PIPELINE)
+    """Every pipeline, keyed by its CLI name, in the order of :data:`STUDIES`."""
+    known = [importlib.import_module(f"pipelines.{study}.{module}").PIPELINE for study, modules in STUDIES.items() for module in modules]
     return {p.name: p for p in known}
 
 

@@ -52,6 +52,12 @@ class MemData:
     def fingerprint(self) -> str:
         return f"{self.train.fingerprint}|{self.val.fingerprint}"
 
+    @property
+    def description(self) -> str:
+        """How many clean training and validation images, drawn from what."""
+        size = "x".join(str(d) for d in self.train.x.shape[1:])
+        return f"{len(self.train):,} training and {len(self.val):,} validation images ({size}) of {self.train.source or self.train.name}"
+
 
 # ------------------------------------------------------------------------------------- noise data
 

@@ -33,6 +33,8 @@ CASES = {
     "unreachable mlflow": (["run", "cmnist-table", "--mlflow-uri", "http://127.0.0.1:9"], "cannot reach MLflow tracking server"),
     "report without results": (["report", "cmnist-table"], "no results for cmnist-table"),
     "unknown command": (["frobnicate"], "invalid choice: 'frobnicate'"),
+    "zero local cpus": (["run", "cmnist-table", "--num-cpus", "0"], "bad --num-cpus 0"),
+    "port out of range": (["ui", "--port", "99999"], "bad --port 99999: a TCP port is 1-65535"),
 }
 
 
@@ -62,3 +64,17 @@ def test_unwritable_results_dir(tmp_path):
     proc = gensweep("run", "cmnist-table", "--results", str(blocker / "results"), tmp_path=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "is not writable" in proc.stderr
+
+
+def test_ui_on_a_port_in_use(tmp_path):
+    import socket
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "mlflow.db").write_bytes(b"")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = gensweep("ui", "--results", str(tmp_path / "results"), "--port", str(port), tmp_path=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"cannot serve the MLflow UI on 127.0.0.1:{port}" in proc.stderr

@@ -84,6 +84,21 @@ def test_idx_directory_round_trip(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:6])
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:6])
     assert len(load_idx_dir(tmp_path).labels) == 6
+    # Files of no known release are described as such, with their split, count and directory.
+    assert load_idx_dir(tmp_path).description == (
+        f"IDX files (training split (train-*) names; checksums match no known release), 6 images, from {tmp_path.resolve()}")
+
+
+def test_known_releases_are_named_by_checksum(tmp_path, monkeypatch):
+    import core.data as data
+
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(2))
+    digests = {name: hashlib.md5((tmp_path / name).read_bytes()).hexdigest() for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+    monkeypatch.setitem(data.KNOWN_RELEASES, "Fashion-MNIST", {**data.FASHION_MNIST_FILES, **digests})
+    assert load_idx_dir(tmp_path).description.startswith("Fashion-MNIST test split (t10k-*), 2 images, from ")
+    monkeypatch.setitem(data.KNOWN_RELEASES, "Fashion-MNIST", {**digests, "t10k-labels-idx1-ubyte.gz": "0" * 32})
+    assert "match no known release" in load_idx_dir(tmp_path).description  # both files must match
 
 
 def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
@@ -113,5 +128,6 @@ def test_real_mnist_test_split():
         assert hashlib.md5((SHARED_MNIST / name).read_bytes()).hexdigest() == md5
     source = load_idx_dir(SHARED_MNIST)
     assert source.images.shape == (10000, 28, 28) and np.bincount(source.labels).min() > 800
+    assert source.description.startswith("MNIST test split (t10k-*), 10,000 images, from ")
     domains = build_cmnist(source, 0)
     assert [len(d.y) for d in domains.train + domains.test] == [4167, 4166, 1667]

@@ -31,6 +31,7 @@ def test_stages_and_validation():
     assert plan.paired_by == ("variant", "shift_p") and {c["risk_reduction"] for c in configs} == {"sum"}
     only = resolve_settings(rex_vs_irm.PIPELINE, "smoke", ["stages=search"])
     assert [s.name for s in rex_vs_irm.stages(only)] == ["search"]
+    assert {c["risk_reduction_setting"] for c in configs} == {"sum"}
     with pytest.raises(GensweepError, match="bad value for variants: 'shape'"):
         resolve_settings(rex_vs_irm.PIPELINE, "paper", ["variants=shape"])
     with pytest.raises(GensweepError, match="bad value for ps: 0.7"):
@@ -106,3 +107,41 @@ def test_interrupted_block_search_resumes_to_exact_budget(tmp_path):
     text = (folder / "report.md").read_text()
     assert "| Class imbalance | 0.1 | IRM |" in text  # Figure 5.4's table
     assert f"/{BUDGET}), best" in text  # beats-chance count and best configuration per setting
+
+
+def test_retrain_stage_re_trains_each_studys_best_configuration_with_new_seeds():
+    import json
+
+    import pandas as pd
+
+    assert "retrain" not in [s.name for s in rex_vs_irm.stages(resolve_settings(rex_vs_irm.PIPELINE, "smoke", []))]  # off by default
+    settings = resolve_settings(rex_vs_irm.PIPELINE, "smoke", ["stages=search", "retrain_top=1", "retrain_seeds=2", "ps=0.1",
+                                                               "variants=class", "methods=irm,vrex"])
+    search, retrain = rex_vs_irm.stages(settings)
+    assert retrain.name == "retrain" and retrain.derived
+    rows = []
+    for method, draws in (("irm", [(0.55, 64), (0.61, 128), (0.61, 256)]), ("vrex", [(0.70, 90), (0.40, 100), (0.20, 110)])):
+        study = f"rex-vs-irm/s/search/class/p=0.1/{method}"
+        for sample, (min_acc, hidden) in enumerate(draws):
+            config = {**search.plan.studies[0], "method": method, "hidden": hidden, "lr": 1e-3, "l2": 1e-4, "anneal_iters": 100,
+                      "penalty_weight": 1e3, "seed": sample, "sample": sample, "study": study, "stage": "search", "data": "d"}
+            rows.append({**config, "trial_key": f"{method}{sample}", "min_acc": min_acc, "config_json": json.dumps(config)})
+    configs = retrain.plan({"search": pd.DataFrame(rows).sort_values("trial_key")}).configs
+    # irm: 0.61 twice, the tie goes to the smaller trial key (irm1, hidden 128); vrex: 0.70 (hidden 90)
+    assert sorted((c["method"], c["hidden"], c["seed"], c["data_seed"], c["retrain_of"]) for c in configs) == [
+        ("irm", 128, 0, 0, "irm1"), ("irm", 128, 1, 1, "irm1"), ("vrex", 90, 0, 0, "vrex0"), ("vrex", 90, 1, 1, "vrex0")]
+    assert not {"study", "sample", "stage", "data"} & set().union(*configs)  # the runner adds stage and data again
+    assert {c["retrain_source_min_acc"] for c in configs} == {0.61, 0.70}
+
+
+def test_report_sets_each_re_trained_mean_beside_the_value_it_was_selected_on(tmp_path):
+    import pandas as pd
+
+    search = pd.DataFrame([dict(trial_key="irm1", stage="search", study="rex-vs-irm/s/search/class/p=0.1/irm", variant="class",
+                                shift_p=0.1, method="irm", test_acc=0.52, train_acc=0.7, min_acc=0.61, risk_reduction="sum")])
+    retrain = pd.DataFrame([dict(trial_key=f"r{s}", stage="retrain", retrain_of="irm1", retrain_rank=0, retrain_source_min_acc=0.61,
+                                 variant="class", shift_p=0.1, method="irm", hidden=128, lr=1e-3, penalty_weight=1e3,
+                                 train_acc=train, test_acc=test, risk_reduction="sum")
+                            for s, (train, test) in enumerate([(0.70, 0.50), (0.80, 0.60)])])
+    text = rex_vs_irm.report(pd.concat([search, retrain], ignore_index=True), pd.DataFrame(), str(tmp_path))
+    assert "| class/p=0.1/irm | 0 | h=128 lr=0.001 pw=1e+03 | 61.0 | 75.0 ± 5.0 | 55.0 ± 5.0 | 2 |" in text

@@ -43,10 +43,21 @@ def test_paper_stages_tune_on_cartpole_then_ten_seeds_of_two_tasks():
     assert tune_stage.name == "tune" and tune_stage.scheduler is not None and tune_stage.mode == "max"
     assert [s["method"] for s in tune_stage.plan.studies] == [m for m in rl_spurious.METHODS if methods.get(m).penalized]
     assert {s["task"] for s in tune_stage.plan.studies} == {"cartpole-swingup"} and tune_stage.plan.budget == 20
-    assert len(runs.plan.configs) == 2 * 4 * 10
-    assert {(c["total_steps"], c["eval_every"], c["eval_episodes"], c["episode_steps"], c["batch_size"]) for c in runs.plan.configs} == {
+    assert runs.derived  # built from the tune stage's rows
+    import pandas as pd
+
+    tune_rows = pd.DataFrame([dict(trial_key=k, method=m, penalty_weight=w, anneal_iters=a, train_return=r, stopped_early=e)
+                              for k, m, w, a, r, e in [("a", "irm", 10.0, 100, 5.0, False), ("b", "irm", 20.0, 200, 9.0, True),
+                                                       ("c", "irm", 30.0, 300, 7.0, False), ("d", "vrex", 40.0, 400, 1.0, False)]])
+    configs = runs.plan({"tune": tune_rows}).configs
+    assert len(configs) == 2 * 4 * 10
+    assert {(c["total_steps"], c["eval_every"], c["eval_episodes"], c["episode_steps"], c["batch_size"]) for c in configs} == {
         (1_000_000, 10_000, 10, 1000, 256)
     }
+    chosen = {(c["method"], c["penalty_weight"], c["anneal_iters"], c["hparams_from"]) for c in configs}
+    assert chosen == {("irm", 30.0, 300, "tune:c"), ("vrex", 40.0, 400, "tune:d"),  # best among runs ASHA did not stop
+                      ("erm", settings["penalty_weight"], settings["anneal_iters"], "settings"),
+                      ("mmrex", settings["penalty_weight"], settings["anneal_iters"], "settings")}  # no tune rows: settings
 
 
 @pytest.mark.parametrize("bad, message", [("total_steps=0", "total_steps"), ("tasks=pong", "tasks"), ("methods=grayscale", "methods")])
@@ -130,3 +141,30 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
     assert steps == clean_steps == [EVERY, 2 * EVERY, 3 * EVERY]
     flat = lambda pairs: [value for pair in pairs for value in pair]  # noqa: E731
     assert flat(returns) == pytest.approx(flat(clean_returns), abs=1e-6)  # resumed exactly where it stopped
+
+
+def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_path):
+    """stages=tune,runs on the toy task, 2 tune configurations per penalized method: the runs get the best of them."""
+    tiny = ["stages=tune,runs", "tasks=point-reach", "tune_task=point-reach", "methods=erm,irm,vrex", "tune_samples=2",
+            "total_steps=40", "eval_every=20", "random_steps=10", "batch_size=8", "episode_steps=0", "eval_episodes=1",
+            "hidden=16", "encoder_hidden=16", "penalty_weight=3.0", "anneal_iters=5"]
+    settings = resolve_settings(PIPELINE, "smoke", tiny)
+    results = str(tmp_path / "results")
+    summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, quiet=True))
+    assert summary["complete"] and summary["total"] == 2 * 2 + 3
+    rows = ResultStore.open(results).read("trials", "rl-spurious")
+    tune, runs = rows[rows["stage"] == "tune"], rows[rows["stage"] == "runs"]
+    for method in ("irm", "vrex"):
+        mine = tune[tune["method"] == method]
+        assert len(mine) == 2 and len(set(mine["penalty_weight"])) == 2  # two draws, so the choice shows
+        finished = mine[~mine["stopped_early"].astype(bool)]
+        best = finished.sort_values(["train_return", "trial_key"], ascending=[False, True]).iloc[0]
+        (run,) = runs[runs["method"] == method].to_dict("records")
+        assert (run["penalty_weight"], run["anneal_iters"]) == (best["penalty_weight"], best["anneal_iters"])
+        assert run["hparams_from"] == f"tune:{best['trial_key']}" and run["penalty_weight"] != 3.0
+    (erm,) = runs[runs["method"] == "erm"].to_dict("records")  # not tuned: the settings' values
+    assert (erm["penalty_weight"], erm["anneal_iters"], erm["hparams_from"]) == (3.0, 5, "settings")
+    text = PIPELINE.report(rows, ResultStore.open(results).read("curves", "rl-spurious"), str(tmp_path))
+    irm = runs[runs["method"] == "irm"].iloc[0]
+    assert f"| IRM | {irm['penalty_weight']:.4g} | {irm['anneal_iters']} | tuned (tune row {irm['hparams_from'][5:]}) |" in text
+    assert "| ERM | 3 | 5 | the settings |" in text

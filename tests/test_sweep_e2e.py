@@ -68,3 +68,26 @@ def test_report_renders_table_and_figures(finished_sweep, capsys):
     import os
 
     assert {"report.md", "table.png", "curves.png"} <= set(os.listdir(report_dir))
+
+
+def test_rows_and_mlflow_record_the_reduction_each_method_trained_with(finished_sweep):
+    sweep, _ = finished_sweep
+    trials = ResultStore.open(sweep.results).read("trials", "cmnist-table")
+    trained = dict(zip(trials["method"], trials["risk_reduction"]))
+    # setting "method": each row follows its reference code (IRM code: mean; REx code: sum)
+    assert trained == {"erm": "mean", "irm": "mean", "grayscale": "mean", "vrex": "sum", "mmrex": "sum", "ri": "sum"}
+    assert set(trials["risk_reduction_setting"]) == {"method"}
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep.results}/mlflow.db")
+    experiment = client.get_experiment_by_name("gensweep/cmnist-table")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    vrex = next(r for r in client.search_runs([experiment.experiment_id], "tags.method = 'vrex'"))
+    assert vrex.data.params["risk_reduction"] == "sum" and vrex.data.params["risk_reduction_setting"] == "method"
+
+
+def test_report_names_its_data_preset_and_changed_settings(finished_sweep, capsys):
+    sweep, _ = finished_sweep
+    assert main(["report", "cmnist-table", "--results", sweep.results]) == 0
+    out = capsys.readouterr().out
+    assert "- **Data:** embedded scikit-learn digits, 1,797 images" in out
+    assert "- **Preset:** smoke" in out
+    assert "- **Settings changed from the preset:** restarts=1, steps=21, grayscale_steps=11, eval_every=10" in out

@@ -53,6 +53,7 @@ class ImageSet:
     x: torch.Tensor
     y: torch.Tensor
     classes: int
+    source: str = ""  # what the images were drawn from, for reports (not part of the fingerprint)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -69,7 +70,7 @@ class ImageSet:
 def from_source(source: ImageSource, classes: int = 10) -> ImageSet:
     """An :class:`ImageSource` (uint8 (N, 28, 28)) as an ImageSet (N, 1, 28, 28) in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(source.images)).float().div_(255.0)[:, None]
-    return ImageSet(source.name, x, torch.from_numpy(source.labels.astype(np.int64)), classes)
+    return ImageSet(source.name, x, torch.from_numpy(source.labels.astype(np.int64)), classes, source.description)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -184,7 +185,8 @@ def load_cifar10(directory: str | os.PathLike) -> tuple[ImageSet, ImageSet]:
     def as_set(names: tuple[str, ...], label: str) -> ImageSet:
         images = np.concatenate([parts[n][0] for n in names])
         labels = np.concatenate([parts[n][1] for n in names])
-        return ImageSet(f"cifar10/{label}", torch.from_numpy(images).float().div_(255.0), torch.from_numpy(labels), 10)
+        return ImageSet(f"cifar10/{label}", torch.from_numpy(images).float().div_(255.0), torch.from_numpy(labels), 10,
+                        f"CIFAR-10 python batches ({', '.join(names)}) from {directory.resolve()}")
 
     return as_set(CIFAR10_TRAIN, "train"), as_set(("test_batch",), "test")
 

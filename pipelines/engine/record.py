@@ -22,11 +22,27 @@ def _without_password(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
 
 
-def save_sweep_args(store: ResultStore, sweep) -> None:
-    """Record the sweep's command arguments (written on every start, so the newest start is last).
+def describe_data(data) -> str:
+    """What a sweep's data is, in words (its ``description``, else its fingerprint)."""
+    return getattr(data, "description", "") or str(data.fingerprint)
 
-    Passwords in URLs are left out: results hold no credentials (give them
-    through ~/.pgpass or the environment, as docs/cluster.md shows).
+
+def settings_changed(pipeline, preset: str, settings: dict) -> dict:
+    """The result settings whose value differs from the preset's."""
+    from pipelines.engine.spec import resolve_settings, result_settings
+
+    base = resolve_settings(pipeline, preset, [])
+    return {k: v for k, v in result_settings(settings).items() if base.get(k) != v}
+
+
+def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
+    """Record the sweep's command arguments, data and settings (written on every start, so the newest start is last).
+
+    Besides what ``gensweep resume`` needs, the record says what the sweep ran
+    on (``data``: description and fingerprint) and with what (``settings``, and
+    ``changed``: those differing from the preset), for reports. Passwords in
+    URLs are left out: results hold no credentials (give them through
+    ~/.pgpass or the environment, as docs/cluster.md shows).
     """
     import json
     import uuid
@@ -40,11 +56,18 @@ def save_sweep_args(store: ResultStore, sweep) -> None:
         "num_cpus": sweep.num_cpus,
         "started_at": datetime.now(timezone.utc).isoformat(),
     }
+    if data is not None:
+        from pipelines.engine.spec import result_settings
+
+        args["data"] = {"description": describe_data(data), "fingerprint": data.fingerprint}
+        args["settings"] = result_settings(sweep.settings)
+        args["changed"] = settings_changed(sweep.pipeline, sweep.preset, sweep.settings)
     path = f"{store.root}/{SWEEPS_DIR}/{sweep.id}.json"
+    json_default = lambda value: value.item() if hasattr(value, "item") else str(value)  # noqa: E731
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     store.fs.create_dir(f"{store.root}/{SWEEPS_DIR}", recursive=True)
     with store.fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(args, indent=1).encode())
+        out.write(json.dumps(args, indent=1, default=json_default).encode())
     store.fs.move(tmp, path)
 
 
@@ -72,3 +95,19 @@ def load_sweep_args(results: str, sweep: str | None = None) -> dict:
     if sweep not in found:
         raise GensweepError(f"no recorded sweep {sweep!r} in {results} (have: {', '.join(sorted(found))})")
     return found[sweep]
+
+
+def report_header(results: str, sweep: str) -> str:
+    """Markdown lines naming a sweep's data, preset and the settings that differ from it (from its record)."""
+    try:
+        record = load_sweep_args(results, sweep)
+    except GensweepError:
+        return "Data, preset and settings: not recorded (no sweep record in the results).\n\n"
+    data = record.get("data", {}).get("description", "not recorded (a sweep started before gensweep recorded it)")
+    changed = record.get("changed")
+    show = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    if changed is None:
+        settings = "not recorded"
+    else:
+        settings = ", ".join(f"{k}={show(v)}" for k, v in changed.items()) or "none (the preset as it is)"
+    return f"- **Data:** {data}\n- **Preset:** {record['preset']}\n- **Settings changed from the preset:** {settings}\n\n"

@@ -7,19 +7,22 @@ or its Optuna studies, its optional scheduler) and records results through
 :mod:`pipelines.engine.sink`. Every config gets ``data`` (the data's fingerprint) and
 ``stage``; its hash names its result row, so a re-run finds finished work.
 A stage left incomplete (interrupted, failed) stops the sweep: later stages
-wait for the next run.
+wait for the next run. A derived stage (its plan a function of the earlier
+stages' rows, see :mod:`pipelines.engine.derived`) is planned once every
+stage before it is complete, from the rows Parquet holds then; a resumed
+sweep plans it again from the same rows and finds what it finished.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipelines.engine.record import save_sweep_args
+from pipelines.engine.record import describe_data, save_sweep_args
 from pipelines.engine.runtime import init_ray, trial_resources
 from pipelines.engine.searchers import grid_searcher, remaining_units, study_searcher
 from pipelines.engine.sink import Progress, make_sink
-from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, sweep_id, trial_key
+from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
 from pipelines.engine.store import ResultStore
 from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
 from tasks.report import units
@@ -61,10 +64,14 @@ class StagePlan:
     keys: set[str] = field(default_factory=set)
 
 
+def _optuna_url(sweep: Sweep) -> str:
+    return sweep.optuna_storage or f"sqlite:///{Path(sweep.results).resolve() / 'optuna.db'}"
+
+
 def _optuna_storage(sweep: Sweep):
     import optuna
 
-    url = sweep.optuna_storage or f"sqlite:///{Path(sweep.results).resolve() / 'optuna.db'}"
+    url = _optuna_url(sweep)
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # SQLAlchemy raises driver-specific errors
@@ -78,8 +85,24 @@ def _study_names(search: Search, prefix: str) -> list[str]:
     return names
 
 
-def plan_stage(stage: Stage, sweep: Sweep, tags: dict, rows, done: set[str]) -> StagePlan:
-    """What ``stage`` still has to run, given the sweep's finished keys and result rows."""
+def earlier_rows(rows, stages: list[Stage]) -> dict:
+    """Stage name -> its finished rows (sorted by trial key): what a derived stage's plan is built from."""
+    return {s.name: _stage_rows(rows, s.name).sort_values("trial_key").reset_index(drop=True) if len(rows) else rows for s in stages}
+
+
+def resolve_plan(stage: Stage, earlier: dict) -> Grid | Search:
+    """The stage's Grid or Search: its plan, or its plan built from the earlier stages' rows."""
+    if not stage.derived:
+        return stage.plan
+    plan = stage.plan(earlier)
+    if not isinstance(plan, (Grid, Search)):
+        raise GensweepError(f"stage {stage.name}: its plan function returned {type(plan).__name__}, not a Grid or a Search")
+    return plan
+
+
+def plan_stage(stage: Stage, sweep: Sweep, tags: dict, rows, done: set[str], earlier: dict | None = None) -> StagePlan:
+    """What ``stage`` still has to run, given the sweep's finished keys and result rows (and, derived, the earlier stages' rows)."""
+    stage = replace(stage, plan=resolve_plan(stage, earlier or {}))
     if isinstance(stage.plan, Grid):
         configs = [{**c, **tags} for c in stage.plan.configs]
         keys = {trial_key(u) for c in configs for u in units(c)}
@@ -120,7 +143,8 @@ def run_sweep(sweep: Sweep) -> dict:
             "(preset or data changed since); run it with `gensweep run` to start that sweep"
         )
     tracking = MlflowSweep(
-        sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings}
+        sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings},
+        tags={"gensweep.data": describe_data(data)},
     )
     store.recover(pipeline.name, sweep.id)  # a `gensweep compact` killed midway: finish or undo it
     done = store.finished_keys(pipeline.name, sweep.id)
@@ -129,27 +153,47 @@ def run_sweep(sweep: Sweep) -> dict:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     init_ray(sweep.address, sweep.num_cpus)
-    save_sweep_args(store, sweep)  # once storage, tracking and Ray all answer: `gensweep resume` re-runs this
+    save_sweep_args(store, sweep, data)  # once storage, tracking and Ray all answer: `gensweep resume` re-runs this
 
+    tags = lambda stage: {"data": data.fingerprint, "stage": stage.name}  # noqa: E731
     rows = store.read("trials", pipeline.name, sweep.id)
-    plans = [plan_stage(stage, sweep, {"data": data.fingerprint, "stage": stage.name}, rows, done) for stage in stages]
-    total, todo = sum(p.total for p in plans), sum(p.todo for p in plans)
+    plans: list[StagePlan | None] = []  # None: a derived stage whose earlier stages are not complete yet
+    for i, stage in enumerate(stages):
+        ready = not stage.derived or all(p is not None and not p.todo for p in plans)
+        plans.append(plan_stage(stage, sweep, tags(stage), rows, done, earlier_rows(rows, stages[:i])) if ready else None)
+    known = [p for p in plans if p is not None]
+    total, todo = sum(p.total for p in known), sum(p.todo for p in known)
+    waiting = [stage.name for stage, p in zip(stages, plans) if p is None]
     summary = {"pipeline": pipeline.name, "sweep": sweep.id, "total": total, "skipped": total - todo, "results": sweep.results}
     if not sweep.quiet:
-        print(f"[{pipeline.name}] sweep {sweep.id}: {todo} of {total} configurations to run ({total - todo} already done)", flush=True)
-    if not todo:
+        later = f"; then stage{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}, built from their results" if waiting else ""
+        print(f"[{pipeline.name}] sweep {sweep.id}: {todo} of {total} configurations to run ({total - todo} already done{later})", flush=True)
+    if not todo and not waiting:
         tracking.finish("FINISHED")
         return {**summary, "ran": 0, "failed": 0, "finished": total, "complete": True}
 
     progress = Progress(pipeline.name, total, done=total - todo, quiet=sweep.quiet)
-    ran = 0
-    for plan in plans:
+    ran, stopped = 0, False
+    for i, stage in enumerate(stages):
+        if plans[i] is None:  # every stage before it is complete now: build it from their rows
+            rows = store.read("trials", pipeline.name, sweep.id)
+            plans[i] = plan = plan_stage(stage, sweep, tags(stage), rows, store.finished_keys(pipeline.name, sweep.id),
+                                         earlier_rows(rows, stages[:i]))
+            progress.total += plan.total
+            progress.done += plan.total - plan.todo
+            summary["total"] += plan.total
+            summary["skipped"] += plan.total - plan.todo
+            if not sweep.quiet:
+                print(f"[{pipeline.name}] stage {stage.name}: {plan.todo} of {plan.total} configurations to run, built from "
+                      f"the results of {', '.join(s.name for s in stages[:i])}", flush=True)
+        plan = plans[i]
         if plan.todo:
             ran += _run_stage(plan, sweep, data, store, tracking, progress)
             if not _complete(plan, store, sweep):
+                stopped = True
                 break  # interrupted or failed: later stages wait for the next run
     finished = len(store.finished_keys(pipeline.name, sweep.id))
-    complete = finished >= total
+    complete = not stopped and all(p is not None for p in plans) and finished >= summary["total"]
     merged = _compact_finished(store, sweep) if complete else 0
     tracking.finish("FINISHED" if complete else "KILLED")
     return {**summary, "ran": ran, "failed": progress.failed, "finished": finished, "complete": complete, "compacted": merged}
@@ -183,7 +227,7 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
         searcher = study_searcher(
             stage.plan, _optuna_storage(sweep), plan.study_names, tags, stage.metric, stage.mode, plan.finished, workers, retries
         )
-    sink = make_sink(stage, sweep.pipeline.name, sweep.id, store, tracking, searcher, progress)
+    sink = make_sink(stage, sweep.pipeline.name, sweep.id, store, tracking, searcher, progress, optuna_url=_optuna_url(sweep))
     resources = trial_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
     storage_path = str(Path(sweep.results, "tune").resolve()) if "://" not in sweep.results else f"{sweep.results}/tune"
     tuner = tune.Tuner(
@@ -203,8 +247,15 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
     )
     try:
         tuner.fit()
+    except Exception as exc:  # noqa: BLE001  (Tune may wrap what a callback raised)
+        if sink.fatal is None and not is_disk_full(exc):
+            raise
+        if sink.fatal is None:  # Tune's own state files found the disk full
+            sink.fatal = disk_full_error(f"Ray Tune's state {storage_path}")
     finally:
         sink.flush()  # what finished before the end (or an interrupt) is recorded
+    if sink.fatal is not None:
+        raise sink.fatal
     return sink.ran
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.engine.spec import Stage, trial_key
+from pipelines.engine.spec import GensweepError, Stage, disk_full_error, is_disk_full, trial_key
 from pipelines.engine.store import ResultStore
 from pipelines.engine.tracking import TrialLog
 from tasks.report import FINAL, Report, units
@@ -117,12 +117,19 @@ def _fmt(value) -> str:
 
 
 def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, tracking, searcher, progress: Progress,
-              flush_rows: int = FLUSH_ROWS, flush_s: float = FLUSH_S):
-    """The Tune callback recording ``stage``'s finished configurations (see the module docstring); call ``flush()`` at the end."""
+              flush_rows: int = FLUSH_ROWS, flush_s: float = FLUSH_S, optuna_url: str = "the Optuna storage"):
+    """The Tune callback recording ``stage``'s finished configurations (see the module docstring); call ``flush()`` at the end.
+
+    A write batch that finds its disk full (MLflow's database, the Parquet
+    results or the Optuna storage) is not recorded: the sink keeps the one-line
+    error in ``fatal`` and ends the Tune run at its next step; the batch's
+    configurations have no Parquet row, so the next run trains them again.
+    """
     from ray import tune
 
     class ResultSink(tune.Callback):
         def __init__(self):
+            self.fatal: GensweepError | None = None
             self.curves: dict[str, dict[int, Report]] = {}
             self.ran = 0
             self.pending: list[tuple] = []  # (trial_id, logs, rows, finals, text, metric value), oldest first
@@ -165,20 +172,30 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                 self.flush()
 
         def on_step_begin(self, iteration, trials, **info):
+            if self.fatal is not None:
+                raise self.fatal  # ends tuner.fit(); the runner re-raises it
             if self.pending and time.time() - self.oldest >= flush_s:
                 self.flush()
 
         def flush(self) -> None:
             """Write the waiting configurations: MLflow (one batch), Parquet, then the searcher's tells."""
-            if not self.pending:
+            if not self.pending or self.fatal is not None:
                 return
             batch, self.pending, self.pending_rows = self.pending, [], 0
-            tracking.log_trials([log for _, logs, _, _, _, _ in batch for log in logs])
-            store.write_trials(pipeline, sweep, [item for _, _, rows, _, _, _ in batch for item in rows])
-            for trial_id, _, rows, finals, text, value in batch:
-                searcher.record(trial_id, finals)
-                self.ran += len(rows)
-                progress.add(len(rows), f"{text}: {stage.metric}={_fmt(value)}", stage.metric, value, stage.mode)
+            where = tracking.uri
+            try:
+                tracking.log_trials([log for _, logs, _, _, _, _ in batch for log in logs])
+                where = f"the results {store.root}"
+                store.write_trials(pipeline, sweep, [item for _, _, rows, _, _, _ in batch for item in rows])
+                where = optuna_url
+                for trial_id, _, rows, finals, text, value in batch:
+                    searcher.record(trial_id, finals)
+                    self.ran += len(rows)
+                    progress.add(len(rows), f"{text}: {stage.metric}={_fmt(value)}", stage.metric, value, stage.mode)
+            except Exception as exc:  # noqa: BLE001  (sqlite3, SQLAlchemy, MLflow and pyarrow each raise their own)
+                if not is_disk_full(exc):
+                    raise
+                self.fatal = disk_full_error(where)
             del batch
             _trim_heap()
 

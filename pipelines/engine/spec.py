@@ -4,8 +4,14 @@ A pipeline is data (see docs/adding-an-experiment.md)::
 
     Pipeline(name, description, settings={name: Setting(...)}, presets={"smoke": {...}, "paper": {...}},
              load_data=lambda settings, data_dir: obj_with_fingerprint,
-             stages=lambda settings: [Stage(name, trainable, Grid(configs) | Search(...), metric, mode), ...],
+             stages=lambda settings: [Stage(name, trainable, Grid(configs) | Search(...) | plan_fn, metric, mode), ...],
              report=lambda trials, curves, out_dir: markdown)
+
+A stage's plan may be a function of the finished result rows of the stages
+before it (``plan_fn(earlier) -> Grid | Search``, ``earlier`` = stage name ->
+its rows): the runner calls it once every earlier stage is complete, so a
+re-run derives the same configurations and skips those already finished
+(:mod:`pipelines.engine.derived` builds the common ones).
 
 Settings are typed by their default, checked against their bounds and
 choices when parsed, and carry a one-line help that ``gensweep list`` prints.
@@ -26,6 +32,27 @@ from typing import Any, Callable
 
 class GensweepError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits non-zero."""
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says a disk, or a database on it, is full."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in ("database or disk is full", "No space left on device", "Disk quota exceeded")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(where: str) -> GensweepError:
+    """The one line for a full disk: where, and that re-running the command resumes."""
+    return GensweepError(f"no space left on the device of {where}: free space, then re-run the same command to resume "
+                         "(every configuration recorded so far is kept)")
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -141,22 +168,33 @@ class Search:
     paired_by: tuple[str, ...] = ()
 
 
+Earlier = dict  # stage name -> pandas DataFrame of that stage's finished rows, sorted by trial_key
+PlanFn = Callable[[Earlier], "Grid | Search"]
+
+
 @dataclass(frozen=True)
 class Stage:
     """One Tuner run of a sweep: a trainable ``(config, data) -> tune.report(Report)``, its plan, its metric.
 
-    ``scheduler`` (optional) makes a Tune trial scheduler (e.g. ASHA) that may
-    stop trials early; a stopped configuration is recorded with its last
-    metrics and ``stopped_early`` set (and told to Optuna with that value).
+    ``plan`` is a Grid or a Search, or a function of the earlier stages'
+    finished rows returning one (:data:`PlanFn`; it must be deterministic in
+    those rows). ``scheduler`` (optional) makes a Tune trial scheduler (e.g.
+    ASHA) that may stop trials early; a stopped configuration is recorded with
+    its last metrics and ``stopped_early`` set (and told to Optuna with that value).
     """
 
     name: str
     trainable: Callable
-    plan: Grid | Search
+    plan: Grid | Search | PlanFn
     metric: str
     mode: str = "max"
     scheduler: Callable[[], Any] | None = None
     label: Callable[[dict], str] = lambda config: str(config.get("method", "trial"))
+
+    @property
+    def derived(self) -> bool:
+        """True when the plan is built from the earlier stages' rows."""
+        return not isinstance(self.plan, (Grid, Search))
 
 
 @dataclass(frozen=True)
@@ -183,6 +221,29 @@ class Pipeline:
     report: Callable[[Any, Any, str], str]  # (trials, curves, out_dir) -> markdown
     check: Callable[[dict], None] | None = None  # cross-setting checks, raising GensweepError
     run_defaults: dict = field(default_factory=dict)  # this pipeline's defaults of RUN_SETTINGS
+    requires: tuple[str, ...] = ()  # modules its trials import beyond the base install (an optional extra's)
+    extra: str = ""  # the optional dependency group of pyproject.toml that installs them
+
+    def missing(self) -> list[str]:
+        """The modules of ``requires`` this Python cannot import (found without importing them)."""
+        import importlib.util
+
+        def found(name: str) -> bool:
+            try:
+                return importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                return False
+
+        return [name for name in self.requires if not found(name)]
+
+    def check_installed(self) -> None:
+        """GensweepError (one line, how to install) when a required module is missing."""
+        missing = self.missing()
+        if missing:
+            raise GensweepError(
+                f"{self.name} needs the '{self.extra}' extra ({', '.join(missing)} not installed): "
+                f"pip install 'gensweep[{self.extra}]'"
+            )
 
     def all_settings(self) -> dict[str, Setting]:
         """The pipeline's settings and the run-level ones (with this pipeline's defaults)."""

@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.engine.spec import GensweepError
+from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
 CORE_COLUMNS = {
     "trial_key": pa.string(),
@@ -117,6 +117,8 @@ class ResultStore:
                 out.write(b"ok")
             self.fs.delete_file(probe)
         except (OSError, pa.ArrowException) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(f"the results {self.root}") from None
             raise GensweepError(f"results directory {self.root} is not writable: {exc}") from None
 
     def _write(self, path: str, table: pa.Table) -> None:

@@ -24,8 +24,11 @@ from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipelines.engine.spec import GensweepError
+from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
+# MLflow 3 opens an experiment without this tag on its GenAI overview (traces, judges); tagged as model training,
+# the UI opens on the runs table.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAMS = 100  # MLflow's log_batch limits: 100 params, 1000 entities in all
 MAX_METRICS = 900
 
@@ -73,22 +76,28 @@ def _metrics_of(log: TrialLog) -> list[tuple[str, float, int]]:
 class MlflowSweep:
     """A sweep's parent run and the writer of its child runs."""
 
-    def __init__(self, tracking_uri: str, pipeline: str, sweep: str, settings: dict):
+    def __init__(self, tracking_uri: str, pipeline: str, sweep: str, settings: dict, tags: dict | None = None):
         from mlflow.tracking import MlflowClient
 
         check_reachable(tracking_uri)
+        self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.pipeline, self.sweep = pipeline, sweep
         try:
             name = f"gensweep/{pipeline}"
             experiment = self.client.get_experiment_by_name(name)
-            self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+            self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
+            if experiment and any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+                for key, value in EXPERIMENT_TAGS.items():  # made by an older gensweep: open it on the runs table too
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
             parents = self.client.search_runs(
                 [self.experiment_id],
                 f"tags.`gensweep.sweep_id` = '{sweep}' and tags.`gensweep.role` = 'sweep'",
                 max_results=1,
             )
         except Exception as exc:  # MLflow raises many types for an unreachable or broken store
+            if is_disk_full(exc):
+                raise disk_full_error(tracking_uri) from None
             raise GensweepError(f"cannot reach MLflow tracking store {tracking_uri}: {str(exc).splitlines()[0]}") from None
         if parents:
             self.parent_id = parents[0].info.run_id
@@ -97,7 +106,7 @@ class MlflowSweep:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"{pipeline} {sweep}",
-                tags={"gensweep.role": "sweep", "gensweep.sweep_id": sweep, "gensweep.pipeline": pipeline},
+                tags={"gensweep.role": "sweep", "gensweep.sweep_id": sweep, "gensweep.pipeline": pipeline, **(tags or {})},
             )
             self.parent_id = run.info.run_id
             self._log(self.parent_id, params=settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from core import hparams, methods
 from pipelines.engine import reports
-from pipelines.rex.common import load_images, risk_reduction_setting
+from pipelines.rex.common import RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
 from pipelines.engine.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -26,6 +26,7 @@ SETTINGS = {
     "data_seed": Setting(0, "seed of the domain construction (label noise, colours)", ge=0),
     "seed": Setting(0, "seed of the sampler", ge=0),
     "risk_reduction": risk_reduction_setting(),
+    **RETRAIN_SETTINGS,
 }
 PRESETS = {
     "smoke": {},
@@ -37,27 +38,37 @@ def stages(settings: dict) -> list[Stage]:
     """One stage: the Optuna study over IRM's random-search space, selected on min_acc."""
     fixed = dict(
         method=settings["method"], steps=settings["steps"], eval_every=settings["eval_every"],
-        data_seed=settings["data_seed"], variant="standard", risk_reduction=settings["risk_reduction"],
+        data_seed=settings["data_seed"], variant="standard", **reduction_keys(settings["method"], settings["risk_reduction"]),
     )
     search = Search(
         studies=[fixed], space=hparams.cmnist_random_space, budget=settings["num_samples"],
         block_size=settings["block_size"], sampler=settings["sampler"], seed=settings["seed"],
     )
     label = lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}"  # noqa: E731
-    return [Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=label)]
+    search_stage = Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=label)
+    return [search_stage, *retrain_stage(settings, cmnist_trainable, "min_acc", label)]
 
 
 def report(frame, curves, out_dir: str) -> str:
-    """The best configurations by min_acc, and how many beat chance on the test domain."""
+    """The best configurations by min_acc, how many beat chance on the test domain, and the re-trained best ones."""
+    retrain = frame[frame["stage"] == "retrain"] if "stage" in frame else frame.iloc[0:0]
+    frame = frame[frame["stage"] == "search"] if "stage" in frame else frame
     frame = frame.sort_values("min_acc", ascending=False)
     columns = ["hidden", "l2", "lr", "anneal_iters", "penalty_weight", "train_acc", "test_acc", "min_acc"]
     rows = [[f"{row[c]:.4g}" for c in columns] for _, row in frame.head(10).iterrows()]
     above = int((frame["test_acc"] > 0.5).sum())
     _scatter(frame, f"{out_dir}/search.png")
-    return (
+    text = (
         f"{len(frame)} configurations; {above} ({100 * above / max(1, len(frame)):.1f}%) beat chance (test acc > 50%).\n\n"
         + reports.markdown_table(columns, rows)
     )
+    if len(retrain):
+        text += "\n## The best configurations re-trained with new seeds and domains\n\n" + retrain_table(retrain, frame, _describe)
+    return text
+
+
+def _describe(row) -> str:
+    return f"h={int(row['hidden'])} l2={row['l2']:.2g} lr={row['lr']:.2g} anneal={int(row['anneal_iters'])} pw={row['penalty_weight']:.3g}"
 
 
 def _scatter(frame, path: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from core import hparams, methods
 from pipelines.engine import reports
-from pipelines.rex.common import load_images, methods_setting, reduction_note, risk_reduction_setting
+from pipelines.rex.common import load_images, methods_setting, reduction_keys, reduction_note, risk_reduction_setting
 from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -49,7 +49,7 @@ def stages(settings: dict) -> list[Stage]:
             configs.append(
                 dict(
                     hparams.cmnist_published(method), method=method, seed=restart, data_seed=restart, steps=steps,
-                    eval_every=settings["eval_every"], variant="standard", risk_reduction=settings["risk_reduction"],
+                    eval_every=settings["eval_every"], variant="standard", **reduction_keys(method, settings["risk_reduction"]),
                 )
             )
     return [Stage("table", cmnist_trainable, Grid(configs), metric="test_acc", label=lambda c: f"{c['method']} seed={c['seed']}")]

@@ -13,6 +13,9 @@ min(train accuracies, test accuracy) -> how often each method beats chance
 configurations are paired: every method of a (variant, p) trains the same
 draws (sample i, model seed i) on the same domains (``data_seed``), so
 methods are compared on equal hyperparameters; TPE samples per study.
+Stage "retrain" (``retrain_top`` > 0, off by default): each study's best
+configurations re-trained with ``retrain_seeds`` new seeds and domains,
+built from the search's rows once the search is complete.
 The REx scripts train every method with the summed risk (REx code), so
 ``risk_reduction`` defaults to sum here. Each Ray trial trains a block of up
 to ``block_size`` configurations at once.
@@ -23,7 +26,9 @@ from itertools import product
 
 from core import hparams, methods
 from pipelines.engine import reports
-from pipelines.rex.common import load_images, methods_setting, reduction_note, risk_reduction_setting
+from pipelines.rex.common import (
+    RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
+)
 from pipelines.engine.spec import Grid, Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -49,6 +54,7 @@ SETTINGS = {
     "steps": Setting(201, "full-batch Adam steps per configuration", ge=1),
     "eval_every": Setting(50, "steps between evaluations", ge=1),
     "risk_reduction": risk_reduction_setting("sum"),  # the REx covariate-shift scripts sum the risks of every method
+    **RETRAIN_SETTINGS,
 }
 PRESETS = {
     "smoke": {},
@@ -61,7 +67,7 @@ def _settings(settings: dict) -> list[dict]:
     device = {"block_memory_gb": memory} if memory > 0 else {}  # only when set: configs (and trial keys) stay as they were
     return [
         dict(variant=variant, shift_p=float(p), method=method, steps=settings["steps"], eval_every=settings["eval_every"],
-             risk_reduction=settings["risk_reduction"], **device)
+             **reduction_keys(method, settings["risk_reduction"]), **device)
         for variant, p, method in product(settings["variants"], settings["ps"], settings["methods"])
     ]
 
@@ -87,6 +93,7 @@ def stages(settings: dict) -> list[Stage]:
             sampler=settings["sampler"], seed=settings["data_seed"], paired_by=("variant", "shift_p"),
         )
         out.append(Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=_label))
+        out += retrain_stage(settings, cmnist_trainable, "min_acc", _label)
     return out
 
 
@@ -99,6 +106,11 @@ def report(frame, curves, out_dir: str) -> str:
     search = frame[frame["stage"] == "search"]
     if not search.empty:
         parts.append("## Stage 2: random search, configurations beating chance (test accuracy > 50%)\n\n" + _chance_table(search, f"{out_dir}/above_chance.png"))
+    retrain = frame[frame["stage"] == "retrain"]
+    if not retrain.empty:
+        describe = lambda r: f"h={int(r['hidden'])} lr={r['lr']:.2g} pw={r['penalty_weight']:.3g}"  # noqa: E731
+        parts.append("## Stage 3: each study's best configurations re-trained with new seeds and domains\n\n"
+                     + retrain_table(retrain, search, describe))
     return "\n".join(parts)
 
 

@@ -9,16 +9,24 @@ N(0, 1) * noise: in training the copy predicts better, at test it is off.
 Stage "tune" (optional): an Optuna study per penalized method over the penalty
 weight and the anneal step on the tuning task, paired draws, with ASHA
 stopping runs early on the training-domain return. Stage "runs": tasks x
-methods x seeds at the set penalty weight and anneal step.
+methods x seeds; when the tune stage ran, it is built from the tune stage's
+rows and each penalized method trains with its best tuned (penalty weight,
+anneal step) (best training-domain return among the runs ASHA let finish, as
+the thesis tuned on cartpole swingup and ran finger spin and walker walk with
+the tuned values); otherwise, and for ERM, with the settings' values. Every
+runs row records where its values came from (``hparams_from``).
 Reports: learning curves (training vs test domain, one line per method,
-shaded over seeds) and a final-return table.
+shaded over seeds), a final-return table and the values each method ran with.
+
+The RL packages (the ``rl`` extra) are imported only when a trial starts, so
+the pipeline is listed, checked and reported without them.
 """
 from __future__ import annotations
 
 from core import methods
 from pipelines.engine import reports
+from pipelines.engine.derived import best_rows
 from pipelines.engine.spec import Grid, NoData, Pipeline, Search, Setting, Stage
-from tasks.rl import rl_trainable
 
 TASKS = ("cartpole-swingup", "finger-spin", "walker-walk", "reacher-easy", "cheetah-run", "walker-stand", "point-reach")
 METHODS = ("erm", "irm", "vrex", "mmrex")
@@ -35,6 +43,8 @@ SETTINGS = {
     "episode_steps": Setting(100, "agent steps per episode (1000 in the paper; 0: the task's default)", ge=0),
     "random_steps": Setting(500, "uniform random steps before the policy acts (5000 in the paper)", ge=0),
     "batch_size": Setting(64, "sequences per training domain and update (256 in the paper)", ge=1),
+    "hidden": Setting(1024, "actor and critic: two hidden layers of this width (1024 in the paper)", ge=1),
+    "encoder_hidden": Setting(512, "state encoder: two hidden layers of this width (512 in the paper)", ge=1),
     "penalty_weight": Setting(1.0, "reward-model penalty weight after the anneal step", ge=0),
     "anneal_iters": Setting(750, "steps at penalty weight 1 before the weight applies", ge=0),
     "noise": Setting(0.01, "std of the Gaussian noise on the real copied entries", ge=0),
@@ -56,9 +66,16 @@ PRESETS = {
 }
 
 
+def rl_trainable(config: dict, data=None) -> None:
+    """tasks.rl.rl_trainable, imported when the trial starts (the rl extra is needed only there)."""
+    from tasks.rl import rl_trainable as trainable
+
+    trainable(config, data)
+
+
 def _common(settings: dict) -> dict:
-    keys = ("total_steps", "eval_every", "eval_episodes", "episode_steps", "random_steps", "batch_size", "noise", "k",
-            "train_factors", "test_factor", "hide")
+    keys = ("total_steps", "eval_every", "eval_episodes", "episode_steps", "random_steps", "batch_size", "hidden",
+            "encoder_hidden", "noise", "k", "train_factors", "test_factor", "hide")
     return {key: settings[key] for key in keys}
 
 
@@ -89,13 +106,34 @@ def stages(settings: dict) -> list[Stage]:
         if penalized:
             out.append(Stage("tune", rl_trainable, search, metric="train_return", mode="max", scheduler=scheduler, label=_label))
     if "runs" in settings["stages"]:
-        configs = [
-            {**_common(settings), "task": task, "method": method, "seed": seed,
-             "penalty_weight": settings["penalty_weight"], "anneal_iters": settings["anneal_iters"]}
-            for task in settings["tasks"] for method in settings["methods"] for seed in range(settings["seeds"])
-        ]
-        out.append(Stage("runs", rl_trainable, Grid(configs), metric="test_return", mode="max", label=_label))
+        tuned = "tune" in settings["stages"] and any(s.name == "tune" for s in out)
+        plan = (lambda earlier: runs_grid(settings, tuned_values(earlier["tune"]))) if tuned else runs_grid(settings, {})
+        out.append(Stage("runs", rl_trainable, plan, metric="test_return", mode="max", label=_label))
     return out
+
+
+def tuned_values(tune_rows) -> dict[str, dict]:
+    """method -> the tune stage's best (penalty_weight, anneal_iters) and the row they come from.
+
+    Best = highest training-domain return among the configurations ASHA let
+    run to the end (all of them when it stopped every one), ties by trial key.
+    """
+    finished = tune_rows[~tune_rows["stopped_early"].astype(bool)] if "stopped_early" in tune_rows else tune_rows
+    pool = finished if len(finished) else tune_rows
+    return {
+        values[0]: {"penalty_weight": float(row["penalty_weight"]), "anneal_iters": int(row["anneal_iters"]),
+                    "hparams_from": f"tune:{row['trial_key']}"}
+        for values, _, row in best_rows(pool, "train_return", "max", top=1, group_by=("method",))
+    }
+
+
+def runs_grid(settings: dict, tuned: dict[str, dict]) -> Grid:
+    """tasks x methods x seeds, each method at its tuned values when ``tuned`` has it, else at the settings' values."""
+    default = {"penalty_weight": settings["penalty_weight"], "anneal_iters": settings["anneal_iters"], "hparams_from": "settings"}
+    return Grid([
+        {**_common(settings), "task": task, "method": method, "seed": seed, **tuned.get(method, default)}
+        for task in settings["tasks"] for method in settings["methods"] for seed in range(settings["seeds"])
+    ])
 
 
 def report(frame, curves, out_dir: str) -> str:
@@ -109,6 +147,7 @@ def report(frame, curves, out_dir: str) -> str:
                          reports.pm(*reports.mean_std(group["test_return"])), len(group)])
         parts.append("## Final return (mean ± std over seeds)\n\nTraining domain (spurious factor 1) vs test domain "
                      "(factor 3).\n\n" + reports.markdown_table(["task", "method", "train domain", "test domain", "seeds"], rows))
+        parts.append("## Penalty weight and anneal step of the runs\n\n" + _hparams_table(runs))
         if not curves.empty:
             merged = curves.merge(runs[["trial_key", "task", "method"]], on="trial_key")
             for task, part in merged.groupby("task"):
@@ -121,6 +160,17 @@ def report(frame, curves, out_dir: str) -> str:
                  f"{r['test_return']:.1f}", bool(r["stopped_early"])] for _, r in best.iterrows()]
         parts.append("## Tuning (ASHA on the training-domain return): best configurations\n\n" + reports.markdown_table(columns, rows))
     return "\n\n".join(parts)
+
+
+def _hparams_table(runs) -> str:
+    """Per method: the penalty weight and anneal step its runs trained with, and whether the tune stage chose them."""
+    rows = []
+    for method, group in runs.groupby("method", sort=False):
+        source = str(group["hparams_from"].iloc[0]) if "hparams_from" in group else "settings"
+        where = f"tuned (tune row {source.split(':', 1)[1]})" if source.startswith("tune:") else "the settings"
+        rows.append([methods.get(method).display, f"{float(group['penalty_weight'].iloc[0]):.4g}",
+                     int(group["anneal_iters"].iloc[0]), where])
+    return reports.markdown_table(["method", "penalty weight", "anneal step", "from"], rows)
 
 
 def _curves(frame, path: str, task: str) -> None:
@@ -151,4 +201,6 @@ PIPELINE = Pipeline(
     stages=stages,
     report=report,
     run_defaults={"gpus_per_trial": 0.0},
+    requires=("gymnasium", "dm_control", "mujoco", "shimmy"),
+    extra="rl",
 )
