@@ -38,6 +38,7 @@ def test_mlflow_has_a_parent_and_one_child_per_trial(finished_sweep):
     sweep, _ = finished_sweep
     client = MlflowClient(tracking_uri=f"sqlite:///{sweep.results}/mlflow.db")
     experiment = client.get_experiment_by_name("gensweep/cmnist-table")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("gensweep.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -79,7 +80,6 @@ def test_rows_and_mlflow_record_the_reduction_each_method_trained_with(finished_
     assert set(trials["risk_reduction_setting"]) == {"method"}
     client = MlflowClient(tracking_uri=f"sqlite:///{sweep.results}/mlflow.db")
     experiment = client.get_experiment_by_name("gensweep/cmnist-table")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
     vrex = next(r for r in client.search_runs([experiment.experiment_id], "tags.method = 'vrex'"))
     assert vrex.data.params["risk_reduction"] == "sum" and vrex.data.params["risk_reduction_setting"] == "method"
 
