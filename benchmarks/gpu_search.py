@@ -123,6 +123,80 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def measure(device: torch.device, source: ImageSource, steps: int = 3, block: int = 0, widths: str = "irm",
+            block_batched: bool | None = None, grouping: str = "pad", method: str = "irm", tf32_setting: bool | None = None,
+            peak_size: int | None = None, say=print) -> dict:
+    """K = 1 vs a block on ``device``: the figures ``main`` prints, as a dict (also used by benchmarks/gpu_check.py)."""
+    tf32 = batched.tf32_enabled(device, tf32_setting)
+    domains = build_cmnist(source, 0)
+    if device.type != "cpu":
+        domains = _on_device(domains, device)
+    n = sum(len(d.y) for d in domains.train)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} torch threads)"
+    say(f"device {name}; tf32 {tf32}; source {source.name}: train domains {[len(d.y) for d in domains.train]}, "
+        f"test {len(domains.test[0].y)}; method {method}; {steps} timed steps per run")
+
+    with batched.tf32_mode(tf32):
+        peak = matmul_peak(device, peak_size or (8192 if device.type == "cuda" else 2048))
+    say(f"matmul peak (float32{' TF32' if tf32 else ''}, one large product): {peak / 1e12:.3f} TFLOP/s")
+
+    irm = dict(hparams.CMNIST_IRM)
+    memory = memory_budget_bytes({}, device)
+    k = block or default_block(device, n, memory, irm["hidden"] if widths == "irm" else 512)
+    hidden = [irm["hidden"]] * k if widths == "irm" else random_widths(k)
+    configs = [ModelConfig(**{**irm, "hidden": w, "seed": i}) for i, w in enumerate(hidden)]
+    say(f"activation memory budget {memory / 2**30:.1f} GiB (tasks.cmnist.memory_budget_bytes)")
+
+    results = {}
+    # K = 1: each configuration alone, one after another (at IRM's widths they are all alike: the first one stands for all).
+    singles = configs[:1] if widths == "irm" else configs
+    for label, part, path in (("K=1", singles, False), (f"K={len(configs)}", configs, block_batched)):
+        part_widths = [c.hidden for c in part]
+        stacked = use_batched(len(part), device, path) and label != "K=1"
+        plan = [[i] for i in range(len(part))] if label == "K=1" else batched.plan_block(part_widths, n, grouping if stacked else "pad", memory)
+        useful = sum(step_flop(n, models.padded_width(w)) for w in part_widths)
+        computed = sum(step_flop(n, max(models.padded_width(part_widths[i]) for i in sub) if stacked else models.padded_width(part_widths[i]))
+                       for sub in plan for i in sub)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with batched.tf32_mode(tf32):
+            if label == "K=1":
+                seconds = sum(time_block(domains, method, [c], steps, device, False, grouping, memory) for c in part)
+            else:
+                seconds = time_block(domains, method, part, steps, device, path, grouping, memory)
+        per_hour = len(part) * 3600.0 / (seconds * SEARCH_STEPS)
+        results[label] = {"ms_per_step": seconds * 1000, "configs_per_hour": per_hour, "tflops": useful / seconds / 1e12,
+                          "fraction_of_peak": useful / seconds / peak, "path": "batched" if stacked else "loop", "runs": len(plan)}
+        extra = ""
+        if device.type == "cuda":
+            estimate = max(batched.activation_bytes(len(sub), n, max(models.padded_width(part_widths[i]) for i in sub)) for sub in plan)
+            results[label]["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            extra = f", peak memory {results[label]['peak_memory_gib']:.2f} GiB (activation estimate {estimate / 2**30:.2f} GiB)"
+        say(f"{label} ({'batched' if stacked else 'loop'}, {len(plan)} {'run(s)' if label == 'K=1' else 'sub-block(s)'}): "
+            f"{seconds * 1000:.1f} ms/step, "
+            f"{per_hour:.1f} configurations/hour at {SEARCH_STEPS} steps, {useful / seconds / 1e12:.3f} TFLOP/s "
+            f"= {100 * useful / seconds / peak:.1f}% of the matmul peak{extra}")
+        if computed > useful:
+            say(f"  (computed products {computed / useful:.2f}x the models' own: padding to the block's widest)")
+
+    one, many = results["K=1"], results[f"K={len(configs)}"]
+    say(f"step products: {step_flop(n, models.padded_width(irm['hidden'])) / 1e9:.1f} GFLOP per configuration at hidden "
+        f"{irm['hidden']} (computed {models.padded_width(irm['hidden'])}); the random-search space's mean "
+        f"{mean_random_step_flop(n) / 1e9:.1f} GFLOP")
+    search_s_k1 = SEARCH_CONFIGS / one["configs_per_hour"] * 3600
+    search_s = SEARCH_CONFIGS / many["configs_per_hour"] * 3600
+    search_flop = SEARCH_CONFIGS * SEARCH_STEPS * mean_random_step_flop(n)
+    say(f"§5.4.1 search ({SEARCH_CONFIGS} trainings x {SEARCH_STEPS} steps), projected on this device: "
+        f"{_duration(search_s)} in blocks of {len(configs)} at these widths "
+        f"({_duration(search_s_k1)} at K=1); "
+        f"{search_flop:.2e} FLOP at the random space's mean width -> {_duration(search_flop / (many['tflops'] * 1e12))} at the block's FLOP rate")
+    speedup = many["configs_per_hour"] / one["configs_per_hour"]
+    say(f"speedup={speedup:.2f}")
+    return {"device": name, "tf32": tf32, "matmul_peak_tflops": peak / 1e12, "block": len(configs), "widths": widths,
+            "k1": one, "block_run": many, "speedup": speedup, "search_hours_block": search_s / 3600, "search_hours_k1": search_s_k1 / 3600,
+            "search_hours_at_block_flop_rate": search_flop / (many["tflops"] * 1e12) / 3600}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after one warm-up step)")
@@ -139,73 +213,11 @@ def main() -> None:
     parser.add_argument("--peak-size", type=int, default=None, help="matmul size of the peak measurement (default 8192 CUDA, 2048 CPU)")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-
+    setting = {"auto": None, "on": True, "off": False}
     device = torch.device(args.device) if args.device else default_device()
-    tf32 = batched.tf32_enabled(device, {"auto": None, "on": True, "off": False}[args.tf32])
-    block_batched = {"auto": None, "on": True, "off": False}[args.batched]
     source = load_idx_dir(args.data_dir) if args.data_dir else mnist_sized_source()
-    domains = build_cmnist(source, 0)
-    if device.type != "cpu":
-        domains = _on_device(domains, device)
-    n = sum(len(d.y) for d in domains.train)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} torch threads)"
-    print(f"device {name}; tf32 {tf32}; source {source.name}: train domains {[len(d.y) for d in domains.train]}, "
-          f"test {len(domains.test[0].y)}; method {args.method}; {args.steps} timed steps per run")
-
-    with batched.tf32_mode(tf32):
-        peak = matmul_peak(device, args.peak_size or (8192 if device.type == "cuda" else 2048))
-    print(f"matmul peak (float32{' TF32' if tf32 else ''}, one large product): {peak / 1e12:.3f} TFLOP/s")
-
-    irm = dict(hparams.CMNIST_IRM)
-    memory = memory_budget_bytes({}, device)
-    k = args.block or default_block(device, n, memory, irm["hidden"] if args.widths == "irm" else 512)
-    widths = [irm["hidden"]] * k if args.widths == "irm" else random_widths(k)
-    configs = [ModelConfig(**{**irm, "hidden": w, "seed": i}) for i, w in enumerate(widths)]
-    print(f"activation memory budget {memory / 2**30:.1f} GiB (tasks.cmnist.memory_budget_bytes)")
-
-    results = {}
-    # K = 1: each configuration alone, one after another (at IRM's widths they are all alike: the first one stands for all).
-    singles = configs[:1] if args.widths == "irm" else configs
-    for label, part, path in (("K=1", singles, False), (f"K={len(configs)}", configs, block_batched)):
-        part_widths = [c.hidden for c in part]
-        stacked = use_batched(len(part), device, path) and label != "K=1"
-        plan = [[i] for i in range(len(part))] if label == "K=1" else batched.plan_block(part_widths, n, args.grouping if stacked else "pad", memory)
-        useful = sum(step_flop(n, models.padded_width(w)) for w in part_widths)
-        computed = sum(step_flop(n, max(models.padded_width(part_widths[i]) for i in sub) if stacked else models.padded_width(part_widths[i]))
-                       for sub in plan for i in sub)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        with batched.tf32_mode(tf32):
-            if label == "K=1":
-                seconds = sum(time_block(domains, args.method, [c], args.steps, device, False, args.grouping, memory) for c in part)
-            else:
-                seconds = time_block(domains, args.method, part, args.steps, device, path, args.grouping, memory)
-        per_hour = len(part) * 3600.0 / (seconds * SEARCH_STEPS)
-        results[label] = (seconds, per_hour, useful / seconds)
-        extra = ""
-        if device.type == "cuda":
-            estimate = max(batched.activation_bytes(len(sub), n, max(models.padded_width(part_widths[i]) for i in sub)) for sub in plan)
-            extra = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (activation estimate {estimate / 2**30:.2f} GiB)"
-        print(f"{label} ({'batched' if stacked else 'loop'}, {len(plan)} {'run(s)' if label == 'K=1' else 'sub-block(s)'}): "
-              f"{seconds * 1000:.1f} ms/step, "
-              f"{per_hour:.1f} configurations/hour at {SEARCH_STEPS} steps, {useful / seconds / 1e12:.3f} TFLOP/s "
-              f"= {100 * useful / seconds / peak:.1f}% of the matmul peak{extra}")
-        if computed > useful:
-            print(f"  (computed products {computed / useful:.2f}x the models' own: padding to the block's widest)")
-
-    _, per_hour_block, rate_block = results[f"K={len(configs)}"]
-    _, per_hour_one, _ = results["K=1"]
-    print(f"step products: {step_flop(n, models.padded_width(irm['hidden'])) / 1e9:.1f} GFLOP per configuration at hidden "
-          f"{irm['hidden']} (computed {models.padded_width(irm['hidden'])}); the random-search space's mean "
-          f"{mean_random_step_flop(n) / 1e9:.1f} GFLOP")
-    search_hours_k1 = SEARCH_CONFIGS / per_hour_one
-    search_hours = SEARCH_CONFIGS / per_hour_block
-    search_flop = SEARCH_CONFIGS * SEARCH_STEPS * mean_random_step_flop(n)
-    print(f"§5.4.1 search ({SEARCH_CONFIGS} trainings x {SEARCH_STEPS} steps), projected on this device: "
-          f"{_duration(search_hours * 3600)} in blocks of {len(configs)} at these widths "
-          f"({_duration(search_hours_k1 * 3600)} at K=1); "
-          f"{search_flop:.2e} FLOP at the random space's mean width -> {_duration(search_flop / rate_block)} at the block's FLOP rate")
-    print(f"speedup={per_hour_block / per_hour_one:.2f}")
+    measure(device, source, args.steps, args.block, args.widths, setting[args.batched], args.grouping, args.method,
+            setting[args.tf32], args.peak_size)
 
 
 if __name__ == "__main__":

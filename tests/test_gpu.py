@@ -1,0 +1,81 @@
+"""CUDA variants of the core equality checks (``pytest -m gpu``; skipped without CUDA).
+
+Run on a GPU machine by ``benchmarks/gpu_check.py`` (part "tests"), with TF32
+off so that blocks and separate runs compute the same float32 products.
+"""
+import pytest
+import torch
+
+from core.cmnist import batched
+from core.cmnist.domains import build_cmnist
+from core.cmnist.train import ModelConfig, train_block
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+CUDA = torch.device("cuda")
+CONFIGS = [
+    ModelConfig(hidden=16, l2=0.001, lr=0.002, anneal_iters=3, penalty_weight=50.0, seed=1),
+    ModelConfig(hidden=40, l2=0.0001, lr=0.0005, anneal_iters=6, penalty_weight=1000.0, seed=2),
+    ModelConfig(hidden=21, l2=0.01, lr=0.001, anneal_iters=2, penalty_weight=0.5, seed=3),
+]
+STEPS, EVAL = 8, 3
+
+
+@pytest.fixture(scope="module")
+def domains(digits):
+    return build_cmnist(digits, seed=0)
+
+
+def _close(a: dict, b: dict, what) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), (what, key)
+
+
+@pytest.mark.parametrize("method", ["erm", "irm", "vrex", "mmrex", "ri"])
+def test_batched_block_on_cuda_equals_separate_runs(domains, method):
+    with batched.tf32_mode(False):
+        alone = [train_block(domains, method, [c], steps=STEPS, eval_every=EVAL, device=CUDA, batched=False, tf32=False)[0]
+                 for c in CONFIGS]
+        block = train_block(domains, method, CONFIGS, steps=STEPS, eval_every=EVAL, device=CUDA, batched=True, tf32=False)
+    for i, (together, own) in enumerate(zip(block, alone)):
+        _close(together, own, (method, i))
+
+
+def test_cuda_block_equals_the_cpu_block(domains):
+    with batched.tf32_mode(False):
+        gpu = train_block(domains, "irm", CONFIGS, steps=STEPS, eval_every=EVAL, device=CUDA, batched=True, tf32=False)
+    cpu = train_block(domains, "irm", CONFIGS, steps=STEPS, eval_every=EVAL, device=torch.device("cpu"), batched=True)
+    for i, (a, b) in enumerate(zip(gpu, cpu)):
+        _close(a, b, i)
+
+
+def test_batched_adam_on_cuda_equals_torch_adam():
+    gen = torch.Generator().manual_seed(0)
+    k, lrs = 3, [1e-3, 3e-2, 2e-4]
+    shapes = [(5, 7), (1, 7), (7, 1)]
+    stacked = [torch.randn(k, *shape, generator=gen).to(CUDA).requires_grad_() for shape in shapes]
+    alone = [[p[i].detach().clone().requires_grad_() for p in stacked] for i in range(k)]
+    ours = batched.BatchedAdam(stacked, lrs)
+    theirs = [torch.optim.Adam(params, lr=lr) for params, lr in zip(alone, lrs)]
+    for _ in range(6):
+        grads = [(torch.randn(p.shape, generator=gen) * 10 ** float(torch.randint(-3, 2, (), generator=gen))).to(CUDA) for p in stacked]
+        ours.step(grads)
+        for i, optimizer in enumerate(theirs):
+            for p, g in zip(alone[i], grads):
+                p.grad = g[i].clone()
+            optimizer.step()
+    for i in range(k):
+        for p, q in zip(stacked, alone[i]):
+            torch.testing.assert_close(p[i].detach(), q.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_block_over_the_cuda_memory_budget_is_split_with_equal_results(domains):
+    n = sum(len(d.y) for d in domains.train)
+    budget = batched.activation_bytes(1, n, 40)  # one model per sub-block
+    assert batched.plan_block([c.hidden for c in CONFIGS], n, "pad", budget) == [[0], [1], [2]]
+    with batched.tf32_mode(False):
+        whole = train_block(domains, "vrex", CONFIGS, steps=STEPS, eval_every=EVAL, device=CUDA, batched=True, tf32=False)
+        split = train_block(domains, "vrex", CONFIGS, steps=STEPS, eval_every=EVAL, device=CUDA, batched=True, tf32=False,
+                            memory_bytes=budget)
+    for i, (a, b) in enumerate(zip(whole, split)):
+        _close(a, b, i)
