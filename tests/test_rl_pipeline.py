@@ -76,11 +76,16 @@ def test_bad_settings_fail_before_ray_starts(bad, message):
     (["methods=mmrex", "train_factors=1"], "mmrex penalize"),
     (["stages=tune,runs", "tasks=walker-walk", "tune_task=cartpole-swingup", "hide=orientations"], "cartpole-swingup: cannot hide"),
 ])
-def test_bad_rl_settings_end_the_command_in_one_line_before_ray(bad, message, tmp_path, capsys):
+def test_bad_rl_settings_end_the_command_in_one_line_before_ray(bad, message, tmp_path, capsys, monkeypatch):
     import ray
 
     from pipelines import cli
+    from pipelines.engine import runner
 
+    def started(sweep):  # a check that lets the settings through must fail here, not train for minutes
+        raise AssertionError("the sweep started")
+
+    monkeypatch.setattr(runner, "run_sweep", started)
     argv = ["run", "rl-spurious", "--results", str(tmp_path / "results")] + [a for item in bad for a in ("--set", item)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
