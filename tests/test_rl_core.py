@@ -384,3 +384,19 @@ def test_shared_seed_starts_dm_control_domains_alike(dm_control):
     shared, apart = starts("shared"), starts("per_domain")
     assert all(np.array_equal(s, shared[0]) for s in shared)
     assert not any(np.array_equal(s, apart[0]) for s in apart[1:])
+
+
+def test_every_update_steps_every_network_and_leaves_the_critic_trainable():
+    """The actor step turns the critic's weight gradients off for its backward pass: they must come back on."""
+    agent = Agent(SACConfig(seq_len=3, **SMALL), obs_dim=4, act_dim=1)
+    rng = np.random.default_rng(1)
+    batch = {"obs": rng.normal(size=(8, 3, 4)).astype(np.float32), "next_obs": rng.normal(size=(8, 3, 4)).astype(np.float32),
+             "action": rng.uniform(-1, 1, (8, 3, 1)).astype(np.float32), "reward": rng.random((8, 3)).astype(np.float32),
+             "terminated": np.zeros((8, 3), np.float32)}
+    for step in (1, 2):
+        before = {name: [p.detach().clone() for p in net.parameters()] for name, net in agent.nets.items()}
+        agent.update([batch], step=step)
+        for name, net in agent.nets.items():
+            moved = any(not torch.equal(p, q) for p, q in zip(net.parameters(), before[name]))
+            assert moved == (not name.startswith("target") or step % 2 == 0), (name, step)
+        assert all(p.requires_grad for p in agent.critic.parameters())

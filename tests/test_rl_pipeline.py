@@ -244,3 +244,13 @@ def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_pa
     irm = runs[runs["method"] == "irm"].iloc[0]
     assert f"| IRM | {irm['penalty_weight']:.4g} | {irm['anneal_iters']} | tuned (tune row {irm['hparams_from'][5:]}) |" in text
     assert "| ERM | 3 | 5 | the settings |" in text
+
+
+def test_study_preset_runs_every_method_with_the_spurious_feature_seed_major():
+    settings = resolve_settings(PIPELINE, "study", [])
+    configs = PIPELINE.stages(settings)[0].plan.configs
+    # Seed-major: the first trials Ray starts together are one of each method, so a stopped sweep still compares them.
+    assert [(c["method"], c["seed"]) for c in configs] == [(m, s) for s in (0, 1) for m in rl_spurious.METHODS]
+    env = rl.env_config(configs[0])
+    assert (env.k, env.train_factors, env.test_factor) == (1, (1.0, 2.0), 3.0)
+    assert {(c["batch_size"], c["hidden"], c["total_steps"]) for c in configs} == {(64, 256, 20_000)}

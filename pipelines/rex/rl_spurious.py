@@ -193,12 +193,12 @@ def tuned_values(tune_rows) -> dict[str, dict]:
 
 
 def runs_grid(settings: dict, tuned: dict[str, dict]) -> Grid:
-    """tasks x methods x seeds, each method at its tuned values when ``tuned`` has it, else at the settings' values."""
+    """tasks x seeds x methods, each method at its tuned values when ``tuned`` has it, else at the settings' values."""
     default = {"penalty_weight": settings["penalty_weight"], "anneal_iters": settings["anneal_iters"], "hparams_from": "settings"}
     return Grid([
         {**_common(settings), "task": task, "method": method, "seed": seed, **tuned.get(method, default)}
-        for task in settings["tasks"] for method in settings["methods"] for seed in range(settings["seeds"])
-    ])
+        for task in settings["tasks"] for seed in range(settings["seeds"]) for method in settings["methods"]
+    ])  # seed-major: trials started together cover every method, so a sweep stopped early still compares them
 
 
 PAPER_AGENT = {"hidden": 1024, "encoder_hidden": 512, "batch_size": 256, "actor_lr": 1e-5, "critic_lr": 1e-5, "critic_seq": 3}
