@@ -1,20 +1,25 @@
 """Environment steps and gradient updates per second of gensweep's SAC vs a plain CleanRL-style SAC loop.
 
 Ours: core.rl.sac.Trainer on two spurious-feature training domains of a
-DeepMind Control task stepped in lock-step, with the paper's networks
-(encoder 512-512-50, critic and actor 2x1024, latent dynamics and reward
-model 200-200, 3-step rollout) and the reward-model penalty of ``--method``.
+DeepMind Control task stepped in lock-step, with the paper's networks by
+default (encoder 512-512-50, critic and actor 2 x ``--hidden`` (1024), latent
+dynamics and reward model 200-200, 3-step rollout), the reward-model penalty
+of ``--method`` and the REx code's loop (one update per training domain per
+lock-step, each drawing a batch from both domains; the critic and actor on
+every transition of the sampled 3-step sequences).
 Plain: one domain of the same task through gymnasium + shimmy, an actor and
-a double-Q critic (2x1024, on raw observations), learned temperature, target
-networks: the single-file SAC of CleanRL, written out below.
+a double-Q critic (2 x ``--hidden``, on raw observations), learned
+temperature, target networks: the single-file SAC of CleanRL, written out below.
 
-Equal batch: ours samples ``--batch / 2`` sequences per training domain, the
-plain loop ``--batch`` transitions, so both update on ``--batch`` transitions.
-Both loops run in this process, alternately, after their random warm-up.
+Equal work per update, counted in the transitions the SAC losses use: ours
+samples ``--transitions / (2 domains x 3 steps)`` sequences per training
+domain (all of their transitions reach the critic and actor), the plain loop
+``--transitions`` transitions. Both loops run in this process, alternately,
+after their random warm-up; acting and env stepping are included.
 
-    python benchmarks/rl_steps.py [--task cartpole-swingup] [--updates 60] [--batch 256]
+    python benchmarks/rl_steps.py [--task cartpole-swingup] [--updates 60] [--transitions 768] [--hidden 1024]
 
-Ends with ``ratio=<ours / plain loop>``: update steps per second at equal batch.
+Ends with ``ratio=<ours / plain loop>``: transitions the losses use per second.
 """
 from __future__ import annotations
 
@@ -98,12 +103,12 @@ def plain_env(task: str) -> gym.Env:
     return gym.wrappers.FlattenObservation(gym.make(f"dm_control/{domain}-{name}-v0"))
 
 
-def run_plain(task: str, warmup: int, updates: int, batch: int, seed: int = 0) -> tuple[float, float]:
+def run_plain(task: str, warmup: int, updates: int, batch: int, hidden: int, seed: int = 0) -> tuple[float, float]:
     """(env steps / s of the random warm-up, update steps / s after it, acting and stepping included)."""
     torch.manual_seed(seed)
     env = plain_env(task)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = PlainSAC(obs_dim, act_dim)
+    agent = PlainSAC(obs_dim, act_dim, hidden)
     rng = np.random.default_rng(seed)
     size = warmup + updates
     buf = {k: np.zeros((size, d), np.float32) for k, d in (("obs", obs_dim), ("action", act_dim), ("reward", 1), ("next_obs", obs_dim), ("done", 1))}
@@ -128,17 +133,19 @@ def run_plain(task: str, warmup: int, updates: int, batch: int, seed: int = 0) -
     return warmup / t_warm, updates / (time.perf_counter() - t_updates)
 
 
-def run_ours(task: str, warmup: int, updates: int, batch: int, method: str, seed: int = 0) -> tuple[float, float]:
+def run_ours(task: str, warmup: int, updates: int, sequences: int, method: str, hidden: int, seed: int = 0) -> tuple[float, float]:
     """(env steps / s of the random warm-up over both domains, update steps / s after it)."""
-    config = SACConfig(method=method, random_steps=warmup, batch_size=batch // 2, seed=seed, penalty_weight=10.0, anneal_iters=0)
+    config = SACConfig(method=method, random_steps=warmup, batch_size=sequences, seed=seed, penalty_weight=10.0, anneal_iters=0,
+                       hidden=hidden)
     trainer = Trainer(config, EnvConfig(task=task), eval_episodes=1)
     trainer._evaluate = lambda on_eval: None  # run() evaluates at its end: not timed here
     start = time.perf_counter()
     trainer.run(warmup, eval_every=10**9)
     t_warm = time.perf_counter() - start
+    steps = -(-updates // trainer.updates_per_step)  # lock-steps: updates_per_step (2) updates each
     start = time.perf_counter()
-    trainer.run(warmup + updates, eval_every=10**9)  # one update per lock-step after the warm-up
-    return len(trainer.envs) * warmup / t_warm, updates / (time.perf_counter() - start)
+    trainer.run(warmup + steps, eval_every=10**9)
+    return len(trainer.envs) * warmup / t_warm, steps * trainer.updates_per_step / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -146,22 +153,28 @@ def main() -> None:
     parser.add_argument("--task", default="cartpole-swingup")
     parser.add_argument("--warmup", type=int, default=1000, help="random steps before the updates (per domain)")
     parser.add_argument("--updates", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=256, help="transitions per update (ours: half per training domain)")
+    parser.add_argument("--transitions", type=int, default=768,
+                        help="transitions the losses use per update (ours: / 6 sequences per training domain; REx code: 2 x 3 x 256 = 1536)")
+    parser.add_argument("--hidden", type=int, default=1024, help="actor and critic width (the paper's 1024)")
     parser.add_argument("--method", default="vrex")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print(f"task {args.task}, batch {args.batch} transitions, {args.updates} updates after {args.warmup} random steps, "
-          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    sequences = max(1, args.transitions // (2 * SACConfig().seq_len))
+    used = 2 * SACConfig().seq_len * sequences
+    print(f"task {args.task}, hidden {args.hidden}, {used} transitions per update (ours {sequences} sequences x 3 steps x 2 "
+          f"domains), {args.updates} updates after {args.warmup} random steps, torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     ours, plain = [], []
     for _ in range(args.repeats):
-        ours.append(run_ours(args.task, args.warmup, args.updates, args.batch, args.method))
-        plain.append(run_plain(args.task, args.warmup, args.updates, args.batch))
-    (o_env, o_upd), (p_env, p_upd) = max(ours, key=lambda r: r[1]), max(plain, key=lambda r: r[1])
-    o_env, p_env = max(r[0] for r in ours), max(r[0] for r in plain)
+        ours.append(run_ours(args.task, args.warmup, args.updates, sequences, args.method, args.hidden))
+        plain.append(run_plain(args.task, args.warmup, args.updates, used, args.hidden))
+    o_env, o_upd = max(r[0] for r in ours), max(r[1] for r in ours)
+    p_env, p_upd = max(r[0] for r in plain), max(r[1] for r in plain)
     print(f"ours  ({args.method}, 2 training domains): {o_env:8.0f} env steps/s (random phase, both domains), "
-          f"{o_upd:6.2f} updates/s = {o_upd * args.batch:7.0f} transitions/s")
+          f"{o_upd:6.2f} updates/s = {o_upd * used:7.0f} transitions/s")
     print(f"plain (CleanRL-style SAC, 1 domain):   {p_env:8.0f} env steps/s (random phase),              "
-          f"{p_upd:6.2f} updates/s = {p_upd * args.batch:7.0f} transitions/s")
+          f"{p_upd:6.2f} updates/s = {p_upd * used:7.0f} transitions/s")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     print(f"ratio={o_upd / p_upd:.3f}")
 
 

@@ -151,7 +151,7 @@ def cmd_report(args) -> int:
     root = Path(args.out) if args.out else Path("reports") if "://" in args.results else Path(args.results) / "reports"
     out_dir = root / pipeline.name / sweep
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = report_header(args.results, sweep)
+    header = report_header(args.results, sweep, pipeline.preset_help)
     markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n{header}" + pipeline.report(trials, curves, str(out_dir))
     (out_dir / "report.md").write_text(markdown)
     print(markdown)
@@ -189,7 +189,8 @@ def cmd_list(args) -> int:
             print(f"    {key} = {show(setting.default)}  # {setting.help}")
         for preset, overrides in pipeline.presets.items():
             changes = ", ".join(f"{k}={show(v)}" for k, v in overrides.items()) or "the defaults"
-            print(f"  preset {preset}: {changes}")
+            note = f" ({pipeline.preset_help[preset]})" if preset in pipeline.preset_help else ""
+            print(f"  preset {preset}{note}: {changes}")
     return 0
 
 

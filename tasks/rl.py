@@ -22,6 +22,7 @@ from dataclasses import fields
 from typing import Any, Callable, Mapping
 
 from core.rl.envs import EnvConfig
+from core.rl.layouts import parse_hide
 from core.rl.sac import SACConfig, Trainer, load_state, save_state
 from tasks.report import Report, tune_reporter
 
@@ -36,7 +37,7 @@ def sac_config(config: Mapping[str, Any]) -> SACConfig:
 
 def env_config(config: Mapping[str, Any]) -> EnvConfig:
     """The domains a config names."""
-    hide = tuple(h.strip() for h in str(config.get("hide", "")).split(",") if h.strip())
+    hide = parse_hide(config.get("hide", ""))
     return EnvConfig(
         task=str(config["task"]), train_factors=tuple(float(f) for f in config.get("train_factors", (1.0, 2.0))),
         test_factor=float(config.get("test_factor", 3.0)), k=int(config.get("k", 1)), noise=float(config.get("noise", 0.01)),
@@ -65,6 +66,11 @@ def rl_trainable(config: dict, data=None) -> None:
     """Ray Tune function trainable: resumes from the trial's last checkpoint when Tune restarts it."""
     from ray import tune
 
+    import ray
+    import torch
+
+    # One torch thread per CPU Ray gave the trial: two 1-CPU trials on 2 cores do not oversubscribe them.
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     checkpoint = tune.get_checkpoint()
     state = None
     if checkpoint is not None:

@@ -271,3 +271,132 @@ def test_state_from_another_configuration_is_refused():
     trainer.run(20, 20)
     with pytest.raises(ValueError, match="another configuration"):
         Trainer(SACConfig(random_steps=11, **SMALL), EnvConfig(task="point-reach"), state=trainer.state_dict())
+
+
+# --- the REx RL code's choices (reinforcement_learning_with_spurious_correlations) ----------------------------
+
+
+def test_observation_layouts_table_is_dm_controls(dm_control):
+    """The static table the pipeline checks settings against is what the tasks report (keys, sizes, order)."""
+    from core.rl.envs import DMCEnv, PointReach
+    from core.rl.layouts import LAYOUTS
+
+    for task, layout in LAYOUTS.items():
+        env = PointReach() if task == "point-reach" else DMCEnv(task)
+        assert tuple(env.layout) == layout, task
+
+
+def test_k_zero_is_the_plain_task(dm_control):
+    """k = 0: no spurious copy and no noise, the observation is the clean state."""
+    env = make_env("cartpole-swingup", 3.0, k=0, noise=0.5, seed=0)
+    assert env.observation_space.shape == (5,) and env.copied == []
+    obs, info = env.reset()
+    for _ in range(20):
+        np.testing.assert_allclose(obs, info["state"], rtol=1e-6, atol=1e-7)
+        obs, *_, info = env.step(np.ones(1, np.float32))
+
+
+def test_default_penalty_is_the_reference_weight_one_after_anneal_20000():
+    """rrex.yaml / run_cluster.sh: penalty_weight 1, ANNEAL_ITERS 20000; with weight 1 the rescale rule changes nothing."""
+    config = SACConfig(method="mmrex")
+    risks = torch.tensor([0.3, 0.7])
+    for step in (0, 19_999, 20_000, 10**6):
+        loss, penalty = reward_objective(config, risks, None, step)
+        assert penalty.item() == pytest.approx(0.4)  # the REx RL code's |R1 - R2|
+        assert loss.item() == pytest.approx(0.5 + 0.4)  # mean risk + 1 x penalty, never divided
+    heavy = SACConfig(method="mmrex", penalty_weight=1000.0)
+    assert reward_objective(heavy, risks, None, 19_999)[0].item() == pytest.approx(0.9)  # weight 1 before the anneal step
+    # From it on the REx code divides the whole loss by a weight above 1: (0.5 + 1000 x 0.4) / 1000.
+    assert reward_objective(heavy, risks, None, 20_000)[0].item() == pytest.approx(0.5 / 1000 + 0.4)
+
+
+def _recording_trainer(task="point-reach", factors=(1.0, 2.0), **overrides):
+    config = SACConfig(method="mmrex", random_steps=10, seed=0, **{**SMALL, **overrides})
+    trainer = Trainer(config, EnvConfig(task=task, train_factors=factors), eval_episodes=1)
+    calls = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda batches, step: calls.append((step, len(batches))) or update(batches, step)
+    return trainer, calls
+
+
+def test_two_updates_per_lockstep_each_from_every_domain():
+    """The REx code's train.py calls agent.update inside its loop over the training envs; each update samples all envs."""
+    trainer, calls = _recording_trainer()
+    trainer.run(15, eval_every=15)
+    steps = [step for step, _ in calls]
+    assert steps == [s for s in range(11, 16) for _ in range(2)]  # two per lock-step after the warm-up
+    assert {n for _, n in calls} == {2}
+    trainer, calls = _recording_trainer(factors=(1.0, 2.0, 3.0))
+    trainer.run(12, eval_every=12)
+    assert [step for step, _ in calls] == [11, 11, 11, 12, 12, 12]
+
+
+def test_critic_and_actor_train_on_every_transition_of_the_sequences():
+    """agent/sac.py reshapes obs.view(-1, ...): all seq_len x batch transitions of each domain reach the critic."""
+    config = SACConfig(seq_len=3, **SMALL)
+    agent = Agent(config, obs_dim=4, act_dim=1)
+    rng = np.random.default_rng(0)
+    batches = [{"obs": rng.normal(size=(8, 3, 4)).astype(np.float32), "next_obs": rng.normal(size=(8, 3, 4)).astype(np.float32),
+                "action": rng.uniform(-1, 1, (8, 3, 1)).astype(np.float32), "reward": rng.random((8, 3)).astype(np.float32),
+                "terminated": np.zeros((8, 3), np.float32)} for _ in range(2)]
+    seen = []
+    agent.critic.register_forward_hook(lambda module, inputs, output: seen.append(inputs[1].detach().clone()))
+    agent.update(batches, step=1)
+    critic_actions = seen[0]  # the critic step; the actor step follows on the same transitions
+    everything = np.concatenate([b["action"].reshape(-1, 1) for b in batches])
+    assert critic_actions.shape == (2 * 8 * 3, 1)
+    np.testing.assert_array_equal(np.sort(critic_actions.numpy(), axis=0), np.sort(everything, axis=0))
+    assert seen[-1].shape[0] == 2 * 8 * 3  # the actor's batch
+
+
+def test_replay_capacity_is_split_across_the_training_domains():
+    """replay_buffer.py: MultiEnvReplayBuffer gives each env capacity / num_envs (1e6 in all)."""
+    assert SACConfig().buffer_capacity == 1_000_000
+    trainer = Trainer(SACConfig(**{**SMALL, "buffer_capacity": 1000}), EnvConfig(task="point-reach"), eval_episodes=1)
+    assert [b.capacity for b in trainer.buffers] == [500, 500]
+
+
+def _real_entries(trainer):
+    return [b.obs[: len(b), :-2] for b in trainer.buffers]  # point-reach: position (clean); target noisy; the copy
+
+
+@pytest.mark.parametrize("seeding", ["shared", "per_domain"])
+def test_shared_seed_gives_every_domain_the_same_starts_and_warmup_actions(seeding):
+    """utils.py seeds every env and action space with cfg.seed: identical initial states and random actions per domain."""
+    config = SACConfig(random_steps=60, seed=4, seeding=seeding, **SMALL)
+    trainer = Trainer(config, EnvConfig(task="point-reach"), eval_episodes=1)
+    trainer.run(50, eval_every=50)
+    a, b = trainer.buffers
+    same = seeding == "shared"
+    assert np.array_equal(a.action[:50], b.action[:50]) == same
+    assert np.array_equal(a.obs[:50, 0], b.obs[:50, 0]) == same  # the position: same starts, same moves
+    assert not np.array_equal(a.obs[:50, 1], b.obs[:50, 1])  # the observation noise is each domain's own
+    fresh = Trainer(config, EnvConfig(task="point-reach"), eval_episodes=1)
+    first, *others = [env.reset()[1]["state"] for env in (*fresh.envs, *fresh.eval_envs.values())]
+    assert [np.array_equal(first, other) for other in others] == [same] * 3  # the other training env and both eval envs
+
+
+def test_shared_seed_starts_dm_control_domains_alike(dm_control):
+    def starts(seeding):
+        trainer = Trainer(SACConfig(seeding=seeding, **SMALL), EnvConfig(task="cartpole-swingup", episode_steps=5), eval_episodes=1)
+        return [env.reset()[1]["state"] for env in (*trainer.envs, *trainer.eval_envs.values())]
+
+    shared, apart = starts("shared"), starts("per_domain")
+    assert all(np.array_equal(s, shared[0]) for s in shared)
+    assert not any(np.array_equal(s, apart[0]) for s in apart[1:])
+
+
+def test_every_update_steps_every_network_and_leaves_the_critic_trainable():
+    """The actor step turns the critic's weight gradients off for its backward pass: they must come back on."""
+    agent = Agent(SACConfig(seq_len=3, **SMALL), obs_dim=4, act_dim=1)
+    rng = np.random.default_rng(1)
+    batch = {"obs": rng.normal(size=(8, 3, 4)).astype(np.float32), "next_obs": rng.normal(size=(8, 3, 4)).astype(np.float32),
+             "action": rng.uniform(-1, 1, (8, 3, 1)).astype(np.float32), "reward": rng.random((8, 3)).astype(np.float32),
+             "terminated": np.zeros((8, 3), np.float32)}
+    for step in (1, 2):
+        before = {name: [p.detach().clone() for p in net.parameters()] for name, net in agent.nets.items()}
+        agent.update([batch], step=step)
+        for name, net in agent.nets.items():
+            moved = any(not torch.equal(p, q) for p, q in zip(net.parameters(), before[name]))
+            assert moved == (not name.startswith("target") or step % 2 == 0), (name, step)
+        assert all(p.requires_grad for p in agent.critic.parameters())

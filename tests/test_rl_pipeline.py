@@ -66,6 +66,82 @@ def test_bad_settings_fail_before_ray_starts(bad, message):
         resolve_settings(PIPELINE, "smoke", [bad])
 
 
+@pytest.mark.parametrize("bad, message", [
+    (["hide=nosuchkey"], "cartpole-swingup: cannot hide 'nosuchkey'"),
+    (["hide=velocity[2]"], "cannot hide 'velocity\\[2\\]'"),  # cartpole's velocity has 2 entries
+    (["k=999"], "k must be in 0..5"),
+    (["k=6"], "k must be in 0..5"),
+    (["hide=position,velocity"], "hides every state entry"),
+    (["train_factors=1"], "irm, vrex, mmrex penalize .* at least 2"),
+    (["methods=mmrex", "train_factors=1"], "mmrex penalize"),
+    (["stages=tune,runs", "tasks=walker-walk", "tune_task=cartpole-swingup", "hide=orientations"], "cartpole-swingup: cannot hide"),
+])
+def test_bad_rl_settings_end_the_command_in_one_line_before_ray(bad, message, tmp_path, capsys, monkeypatch):
+    import ray
+
+    from pipelines import cli
+    from pipelines.engine import runner
+
+    def started(sweep):  # a check that lets the settings through must fail here, not train for minutes
+        raise AssertionError("the sweep started")
+
+    monkeypatch.setattr(runner, "run_sweep", started)
+    argv = ["run", "rl-spurious", "--results", str(tmp_path / "results")] + [a for item in bad for a in ("--set", item)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gensweep: error: ")
+    import re
+
+    assert re.search(message, err), err
+    assert not ray.is_initialized() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("good", [["methods=erm", "train_factors=1"], ["hide=velocity[1]"], ["k=0", "hide=velocity"],
+                                  ["k=5"], ["tasks=walker-walk", "hide=orientations,height"]])
+def test_good_rl_settings_pass_the_check(good):
+    PIPELINE.check(resolve_settings(PIPELINE, "smoke", good))
+
+
+def test_learn_preset_is_plain_sac_on_cartpole_swingup_and_says_it_runs_small_networks():
+    settings = resolve_settings(PIPELINE, "learn", [])
+    (stage,) = PIPELINE.stages(settings)
+    configs = stage.plan.configs
+    assert [(c["task"], c["method"], c["seed"]) for c in configs] == [("cartpole-swingup", "erm", 0), ("cartpole-swingup", "erm", 1)]
+    sac, env = rl.sac_config(configs[0]), rl.env_config(configs[0])
+    assert env.k == 0 and env.train_factors == (1.0,) and env.episode_steps == 1000
+    assert (sac.hidden, sac.encoder_hidden, sac.batch_size, sac.actor_lr, sac.critic_lr) == (256, 256, 128, 3e-4, 3e-4)
+    assert (configs[0]["total_steps"], sac.random_steps, configs[0]["eval_episodes"]) == (60_000, 5000, 10)
+    assert (sac.critic_seq, sac.updates_per_step, sac.seeding, sac.buffer_capacity) == (3, 0, "shared", 1_000_000)
+    assert "2 x 256" in PIPELINE.preset_help["learn"] and "2 x 1024" in PIPELINE.preset_help["learn"]
+
+
+def test_paper_preset_runs_the_reference_penalty_and_loop():
+    """run_cluster.sh: PENALTY in 1, ANNEAL_ITERS in 20000; the trainer gets the REx code's loop and buffers."""
+    settings = resolve_settings(PIPELINE, "paper", ["stages=runs"])
+    configs = PIPELINE.stages(settings)[0].plan.configs
+    assert {(c["penalty_weight"], c["anneal_iters"]) for c in configs} == {(1.0, 20_000)}
+    sac = rl.sac_config(configs[0])
+    assert (sac.penalty_weight, sac.anneal_iters, sac.critic_seq, sac.updates_per_step) == (1.0, 20_000, 3, 0)
+    assert (sac.buffer_capacity, sac.seeding, sac.batch_size, sac.hidden, sac.actor_lr) == (1_000_000, "shared", 256, 1024, 1e-5)
+
+
+def test_report_names_the_rl_rex_mm_rex_and_v_rex_our_extension(tmp_path):
+    import pandas as pd
+
+    rows = pd.DataFrame([dict(stage="runs", trial_key=f"{m}{s}", task="cartpole-swingup", method=m, seed=s, train_return=10.0 + s,
+                              test_return=5.0, penalty_weight=1.0, anneal_iters=20_000, hparams_from="settings", k=1,
+                              train_factors="[1.0, 2.0]", test_factor=3.0, hidden=256)
+                         for m in ("erm", "mmrex", "vrex") for s in (0, 1)])
+    curves = pd.DataFrame([dict(trial_key=k, step=st, train_return=1.0, test_return=0.5) for k in rows["trial_key"] for st in (20_000, 40_000)])
+    text = rl_spurious.report(rows, curves, str(tmp_path))
+    assert "| cartpole-swingup | MM-REx (the paper's RL REx, penalty abs(R1 - R2)) | 10.5 ± 0.5 |" in text
+    assert "| cartpole-swingup | V-REx (our extension; not in the REx RL code) | 10.5 ± 0.5 |" in text
+    assert "| cartpole-swingup | ERM | 10.5 ± 0.5 | 5.0 ± 0.0 | 5.5 ± 0.5 | 2 |" in text
+    assert "hidden=256 (paper 1024)" in text
+    assert "| 20000 | 1.0 | 0.5 | 206.0 |" in text  # the pytorch_sac anchor next to the first method
+    assert (tmp_path / "curves_cartpole-swingup.png").exists()
+
+
 def test_config_maps_to_sac_and_env_configs():
     config = dict(task="walker-walk", method="vrex", seed=3, penalty_weight=10.0, anneal_iters=7, batch_size=32,
                   hide="velocity, height", episode_steps=0, train_factors=[1, 2], test_factor=3)
@@ -168,3 +244,13 @@ def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_pa
     irm = runs[runs["method"] == "irm"].iloc[0]
     assert f"| IRM | {irm['penalty_weight']:.4g} | {irm['anneal_iters']} | tuned (tune row {irm['hparams_from'][5:]}) |" in text
     assert "| ERM | 3 | 5 | the settings |" in text
+
+
+def test_study_preset_runs_every_method_with_the_spurious_feature_seed_major():
+    settings = resolve_settings(PIPELINE, "study", [])
+    configs = PIPELINE.stages(settings)[0].plan.configs
+    # Seed-major: the first trials Ray starts together are one of each method, so a stopped sweep still compares them.
+    assert [(c["method"], c["seed"]) for c in configs] == [(m, s) for s in (0, 1) for m in rl_spurious.METHODS]
+    env = rl.env_config(configs[0])
+    assert (env.k, env.train_factors, env.test_factor) == (1, (1.0, 2.0), 3.0)
+    assert {(c["batch_size"], c["hidden"], c["total_steps"]) for c in configs} == {(64, 256, 20_000)}

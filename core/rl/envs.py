@@ -68,6 +68,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from core.rl.layouts import entry_names, kept_entries
+
 DEFAULT_EPISODE_STEPS = 1000
 # The entry the spec says the REx code copies, per task (k = 1); the tests check the layout gives exactly these.
 SPEC_COPIED = {"cartpole-swingup": "velocity[1]", "finger-spin": "touch[1]", "walker-walk": "velocity[8]"}
@@ -86,11 +88,6 @@ def parse_task(task: str) -> tuple[str, str]:
     if not sep or not domain or not name:
         raise ValueError(f"task {task!r} is not of the form '<domain>-<task>' (e.g. cartpole-swingup)")
     return domain, name
-
-
-def entry_names(layout: Sequence[tuple[str, int]]) -> list[str]:
-    """Names of the flattened state entries: ``key[i]`` for each key of the layout, in order."""
-    return [f"{key}[{i}]" for key, size in layout for i in range(size)]
 
 
 class DMCEnv(gym.Env):
@@ -253,20 +250,9 @@ class SpuriousDomain(gym.Wrapper):
         self.layout = list(env.unwrapped.layout)
         names = entry_names(self.layout)
         n = len(names)
-        if not 1 <= k <= n:
-            raise ValueError(f"k must be in 1..{n} for this task, got {k}")
+        self._keep = np.array(kept_entries(self.layout, k, hide), dtype=np.int64)
         self.k, self.noise, self.hide = int(k), float(noise), tuple(hide)
         self.factor = factor_matrix(factor, self.k)
-        keys = {key: [i for i, name in enumerate(names) if name.startswith(key + "[")] for key, _ in self.layout}
-        hidden: set[int] = set()
-        for item in self.hide:
-            if item in keys:
-                hidden.update(keys[item])
-            elif item in names:
-                hidden.add(names.index(item))
-            else:
-                raise ValueError(f"cannot hide {item!r}: choose observation keys {list(keys)} or entries like {names[-1]!r}")
-        self._keep = np.array([i for i in range(n) if i not in hidden], dtype=np.int64)
         self._tail = slice(n - self.k, n)
         self.copied = names[self._tail]
         self.names = [names[i] for i in self._keep] + [f"spurious[{i}]" for i in range(self.k)]
@@ -305,14 +291,18 @@ def make_env(
     noise: float = 0.01,
     hide: Sequence[str] = (),
     seed: int = 0,
+    noise_seed: int | None = None,
     episode_steps: int | None = None,
     action_repeat: int = 1,
 ) -> SpuriousDomain:
     """One domain of ``task`` with spurious factor ``factor`` (e.g. the test domain, factor 3).
 
-    ``episode_steps`` None: 1000 for dm_control, 25 for the toy task.
+    ``seed`` seeds the task (initial states), ``noise_seed`` the observation
+    noise (None: derived from ``seed``). ``episode_steps`` None: 1000 for
+    dm_control, 25 for the toy task.
     """
-    env_seed, noise_seed = derive_seed(seed, 0), derive_seed(seed, 1)
+    env_seed = derive_seed(seed, 0)
+    noise_seed = derive_seed(seed, 1) if noise_seed is None else int(noise_seed)
     if task in TOY_TASKS:
         base = TOY_TASKS[task](seed=env_seed, episode_steps=episode_steps or 25, action_repeat=action_repeat)
     else:
@@ -328,12 +318,21 @@ def make_domains(
     hide: Sequence[str] = (),
     seed: int = 0,
     *,
+    shared_seed: bool = False,
     episode_steps: int | None = None,
     action_repeat: int = 1,
 ) -> list[SpuriousDomain]:
-    """The training domains, one env per factor, each with its own seed; the trainer steps them in lock-step."""
+    """The training domains, one env per factor; the trainer steps them in lock-step.
+
+    ``shared_seed``: every domain's task seeded with ``seed`` (the same initial
+    states, as the REx code's ``utils.make_env`` seeds every env with
+    ``cfg.seed``), the observation noise of each drawn apart (the REx code
+    draws it from one global stream); otherwise each domain its own seed.
+    """
     return [
-        make_env(task, f, k=k, noise=noise, hide=hide, seed=derive_seed(seed, i), episode_steps=episode_steps, action_repeat=action_repeat)
+        make_env(task, f, k=k, noise=noise, hide=hide, seed=seed if shared_seed else derive_seed(seed, i),
+                 noise_seed=derive_seed(seed, i, 1) if shared_seed else None, episode_steps=episode_steps,
+                 action_repeat=action_repeat)
         for i, f in enumerate(factors)
     ]
 

@@ -97,8 +97,8 @@ def load_sweep_args(results: str, sweep: str | None = None) -> dict:
     return found[sweep]
 
 
-def report_header(results: str, sweep: str) -> str:
-    """Markdown lines naming a sweep's data, preset and the settings that differ from it (from its record)."""
+def report_header(results: str, sweep: str, preset_help: dict | None = None) -> str:
+    """Markdown lines naming a sweep's data, preset (with its ``preset_help`` line) and the settings changed from it."""
     try:
         record = load_sweep_args(results, sweep)
     except GensweepError:
@@ -110,4 +110,6 @@ def report_header(results: str, sweep: str) -> str:
         settings = "not recorded"
     else:
         settings = ", ".join(f"{k}={show(v)}" for k, v in changed.items()) or "none (the preset as it is)"
-    return f"- **Data:** {data}\n- **Preset:** {record['preset']}\n- **Settings changed from the preset:** {settings}\n\n"
+    note = (preset_help or {}).get(record["preset"])
+    preset = f"{record['preset']} ({note})" if note else record["preset"]
+    return f"- **Data:** {data}\n- **Preset:** {preset}\n- **Settings changed from the preset:** {settings}\n\n"

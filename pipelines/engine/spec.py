@@ -220,6 +220,7 @@ class Pipeline:
     stages: Callable[[dict], list[Stage]]
     report: Callable[[Any, Any, str], str]  # (trials, curves, out_dir) -> markdown
     check: Callable[[dict], None] | None = None  # cross-setting checks, raising GensweepError
+    preset_help: dict[str, str] = field(default_factory=dict)  # a line per preset (what it is, how it deviates)
     run_defaults: dict = field(default_factory=dict)  # this pipeline's defaults of RUN_SETTINGS
     requires: tuple[str, ...] = ()  # modules its trials import beyond the base install (an optional extra's)
     extra: str = ""  # the optional dependency group of pyproject.toml that installs them

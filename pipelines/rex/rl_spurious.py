@@ -24,11 +24,12 @@ the pipeline is listed, checked and reported without them.
 from __future__ import annotations
 
 from core import methods
+from core.rl.layouts import LAYOUTS, kept_entries, parse_hide
 from pipelines.engine import reports
 from pipelines.engine.derived import best_rows
-from pipelines.engine.spec import Grid, NoData, Pipeline, Search, Setting, Stage
+from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Search, Setting, Stage
 
-TASKS = ("cartpole-swingup", "finger-spin", "walker-walk", "reacher-easy", "cheetah-run", "walker-stand", "point-reach")
+TASKS = tuple(LAYOUTS)  # the tasks whose observation layout core.rl.layouts knows
 METHODS = ("erm", "irm", "vrex", "mmrex")
 STAGES = ("tune", "runs")
 
@@ -43,12 +44,20 @@ SETTINGS = {
     "episode_steps": Setting(100, "agent steps per episode (1000 in the paper; 0: the task's default)", ge=0),
     "random_steps": Setting(500, "uniform random steps before the policy acts (5000 in the paper)", ge=0),
     "batch_size": Setting(64, "sequences per training domain and update (256 in the paper)", ge=1),
+    "critic_seq": Setting(3, "transitions of each sampled sequence the critic and actor train on (REx code: all 3)", ge=1),
+    "updates_per_step": Setting(0, "updates per lock-step; 0: one per training domain (REx code's loop)", ge=0),
+    "buffer_capacity": Setting(1_000_000, "replay capacity in all, split across the training domains (REx code)", ge=1),
+    "seeding": Setting("shared", "shared: every env and the warm-up actions from the run's seed (REx code); per_domain",
+                       choices=("shared", "per_domain")),
     "hidden": Setting(1024, "actor and critic: two hidden layers of this width (1024 in the paper)", ge=1),
     "encoder_hidden": Setting(512, "state encoder: two hidden layers of this width (512 in the paper)", ge=1),
-    "penalty_weight": Setting(1.0, "reward-model penalty weight after the anneal step", ge=0),
-    "anneal_iters": Setting(750, "steps at penalty weight 1 before the weight applies", ge=0),
+    "actor_lr": Setting(1e-5, "actor learning rate (REx code: 1e-5)", gt=0),
+    "critic_lr": Setting(1e-5, "critic and encoder learning rate (REx code: 1e-5)", gt=0),
+    "alpha_lr": Setting(1e-4, "temperature learning rate (REx code: 1e-4)", gt=0),
+    "penalty_weight": Setting(1.0, "reward-model penalty weight after the anneal step (REx code: 1)", ge=0),
+    "anneal_iters": Setting(750, "steps at penalty weight 1 before the weight applies (REx code's runs: 20,000)", ge=0),
     "noise": Setting(0.01, "std of the Gaussian noise on the real copied entries", ge=0),
-    "k": Setting(1, "state entries copied as the spurious feature", ge=1),
+    "k": Setting(1, "state entries copied as the spurious feature; 0: none (plain task, no noise)", ge=0),
     "train_factors": Setting([1.0, 2.0], "spurious factors of the training domains"),
     "test_factor": Setting(3.0, "spurious factor of the test domain"),
     "hide": Setting("", "state entries hidden from the agent, comma-separated (e.g. velocity); empty: none"),
@@ -56,14 +65,69 @@ SETTINGS = {
     "tune_samples": Setting(2, "stage tune: configurations per penalized method", ge=1),
     "tune_max_penalty": Setting(1e4, "stage tune: the penalty weight is drawn log-uniformly from [1, this]", gt=1),
 }
+# The CPU presets' networks and batch: the paper's 2 x 1024 networks at 256 sequences (768 transitions) per update
+# run ~1-2 updates/s on 2 CPU cores, so 60k steps would take many hours; these are the deviations, all else as the REx code.
+CPU_SAC = dict(hidden=256, encoder_hidden=256, batch_size=128, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4)
+FULL_EPISODES = dict(episode_steps=1000, random_steps=5000, eval_episodes=10)
 PRESETS = {
     "smoke": {},
     "paper": dict(
         stages=["tune", "runs"], tasks=["finger-spin", "walker-walk"], seeds=10, total_steps=1_000_000, eval_every=10_000,
-        eval_episodes=10, episode_steps=1000, random_steps=5000, batch_size=256, penalty_weight=1000.0,
-        anneal_iters=20_000, tune_samples=20,
+        batch_size=256, penalty_weight=1.0, anneal_iters=20_000, tune_samples=20, **FULL_EPISODES,
+    ),
+    # SAC seen learning (no spurious feature, one plain domain, ERM): cartpole swingup, 2 seeds x 60k steps, CPU networks.
+    "learn": dict(
+        tasks=["cartpole-swingup"], methods=["erm"], seeds=2, total_steps=60_000, eval_every=5_000, k=0, train_factors=[1.0],
+        test_factor=1.0, **FULL_EPISODES, **CPU_SAC,
+    ),
+    # The study at CPU scale: 4 methods x 2 seeds on cartpole swingup with the spurious feature, CPU networks.
+    # 2 domains x 2 updates per lock-step: batch 64 sequences per domain keeps an update at the learn preset's 384 transitions.
+    "study": dict(
+        tasks=["cartpole-swingup"], seeds=2, total_steps=20_000, eval_every=5_000, penalty_weight=1.0, anneal_iters=20_000,
+        **FULL_EPISODES, **{**CPU_SAC, "batch_size": 64},
     ),
 }
+PRESET_HELP = {
+    "smoke": "plumbing only: 1,500 steps of 100-step episodes, nothing is learned",
+    "paper": "the thesis's runs: tune on cartpole swingup, then finger spin and walker walk, 2 x 1024 networks, 1e6 steps",
+    "learn": "SAC seen learning: no spurious feature, one plain domain, ERM; CPU networks 2 x 256 (paper 2 x 1024), "
+             "encoder 256 (512), lr 3e-4 (1e-5), batch 128 sequences = 384 transitions (256 = 768)",
+    "study": "4 methods x 2 seeds with the spurious feature at CPU scale: networks 2 x 256 (paper 2 x 1024), encoder 256 "
+             "(512), lr 3e-4 (1e-5), batch 64 sequences per domain (256), 20k steps (1e6)",
+}
+# What the report calls each method in the RL study: the REx RL code's "rex" penalty is |R1 - R2| (agent/sac.py), MM-REx.
+RL_NAMES = {
+    "erm": "ERM",
+    "irm": "IRM",
+    "mmrex": "MM-REx (the paper's RL REx, penalty abs(R1 - R2))",
+    "vrex": "V-REx (our extension; not in the REx RL code)",
+}
+# The outside anchor: denisyarats/pytorch_sac data/sac.csv, cartpole_swingup (its one run, seed 1): plain state SAC,
+# 2 x 1024 networks, lr 1e-4, batch 1024, 5,000 seed steps, one update per step, action repeat 1.
+ANCHOR = {"cartpole-swingup": ((20_000, 206.0), (40_000, 497.3), (60_000, 662.1), (80_000, 822.6), (100_000, 828.9))}
+ANCHOR_LABEL = "pytorch_sac (data/sac.csv; 2x1024, batch 1024)"
+
+
+def rl_name(method: str) -> str:
+    return RL_NAMES.get(method, methods.get(method).display)
+
+
+def check(settings: dict) -> None:
+    """Refuse, before Ray starts, what would fail or mislead in every trial: bad ``k`` / ``hide``, a lone penalized domain.
+
+    The observation layouts are the static table of :mod:`core.rl.layouts` (checked against dm_control by the tests).
+    """
+    hide = parse_hide(settings["hide"])
+    tasks = list(settings["tasks"]) + ([settings["tune_task"]] if "tune" in settings["stages"] else [])
+    for task in dict.fromkeys(tasks):
+        try:
+            kept_entries(LAYOUTS[task], settings["k"], hide)
+        except ValueError as exc:
+            raise GensweepError(f"{task}: {exc}") from None
+    penalized = [m for m in settings["methods"] if methods.get(m).penalized]
+    if penalized and len(settings["train_factors"]) < 2:
+        raise GensweepError(f"methods {', '.join(penalized)} penalize differences between training domains: "
+                            f"train_factors needs at least 2 factors, got {settings['train_factors']}")
 
 
 def rl_trainable(config: dict, data=None) -> None:
@@ -74,8 +138,9 @@ def rl_trainable(config: dict, data=None) -> None:
 
 
 def _common(settings: dict) -> dict:
-    keys = ("total_steps", "eval_every", "eval_episodes", "episode_steps", "random_steps", "batch_size", "hidden",
-            "encoder_hidden", "noise", "k", "train_factors", "test_factor", "hide")
+    keys = ("total_steps", "eval_every", "eval_episodes", "episode_steps", "random_steps", "batch_size", "critic_seq",
+            "updates_per_step", "buffer_capacity", "seeding", "hidden", "encoder_hidden", "actor_lr", "critic_lr", "alpha_lr",
+            "noise", "k", "train_factors", "test_factor", "hide")
     return {key: settings[key] for key in keys}
 
 
@@ -128,38 +193,81 @@ def tuned_values(tune_rows) -> dict[str, dict]:
 
 
 def runs_grid(settings: dict, tuned: dict[str, dict]) -> Grid:
-    """tasks x methods x seeds, each method at its tuned values when ``tuned`` has it, else at the settings' values."""
+    """tasks x seeds x methods, each method at its tuned values when ``tuned`` has it, else at the settings' values."""
     default = {"penalty_weight": settings["penalty_weight"], "anneal_iters": settings["anneal_iters"], "hparams_from": "settings"}
     return Grid([
         {**_common(settings), "task": task, "method": method, "seed": seed, **tuned.get(method, default)}
-        for task in settings["tasks"] for method in settings["methods"] for seed in range(settings["seeds"])
-    ])
+        for task in settings["tasks"] for seed in range(settings["seeds"]) for method in settings["methods"]
+    ])  # seed-major: trials started together cover every method, so a sweep stopped early still compares them
+
+
+PAPER_AGENT = {"hidden": 1024, "encoder_hidden": 512, "batch_size": 256, "actor_lr": 1e-5, "critic_lr": 1e-5, "critic_seq": 3}
 
 
 def report(frame, curves, out_dir: str) -> str:
-    """Final-return table (train / test domain, mean ± std over seeds) and learning curves per task."""
+    """Final returns (train / test domain, mean ± std over seeds), returns at each evaluation, curves per task, tuning."""
     parts = []
     runs = frame[frame["stage"] == "runs"] if "stage" in frame else frame
     if not runs.empty:
+        parts.append(_agent_line(runs))
         rows = []
         for (task, method), group in runs.groupby(["task", "method"], sort=False):
-            rows.append([task, methods.get(method).display, reports.pm(*reports.mean_std(group["train_return"])),
-                         reports.pm(*reports.mean_std(group["test_return"])), len(group)])
-        parts.append("## Final return (mean ± std over seeds)\n\nTraining domain (spurious factor 1) vs test domain "
-                     "(factor 3).\n\n" + reports.markdown_table(["task", "method", "train domain", "test domain", "seeds"], rows))
+            gap = group["train_return"] - group["test_return"]
+            rows.append([task, rl_name(method), reports.pm(*reports.mean_std(group["train_return"])),
+                         reports.pm(*reports.mean_std(group["test_return"])), reports.pm(*reports.mean_std(gap)), len(group)])
+        parts.append("## Final return (mean ± std over seeds)\n\n" + _domains_line(runs) + "\n\n" + reports.markdown_table(
+            ["task", "method", "train domain", "test domain", "train − test", "seeds"], rows))
         parts.append("## Penalty weight and anneal step of the runs\n\n" + _hparams_table(runs))
         if not curves.empty:
             merged = curves.merge(runs[["trial_key", "task", "method"]], on="trial_key")
+            parts.append("## Return at each evaluation (mean over seeds)\n\n" + _steps_table(merged))
             for task, part in merged.groupby("task"):
                 _curves(part, f"{out_dir}/curves_{task}.png", task)
     tuned = frame[frame["stage"] == "tune"] if "stage" in frame else frame.iloc[0:0]
     if not tuned.empty:
         columns = ["method", "penalty_weight", "anneal_iters", "train_return", "test_return", "stopped_early"]
         best = tuned.sort_values("train_return", ascending=False).groupby("method").head(3)
-        rows = [[methods.get(r["method"]).display, f"{r['penalty_weight']:.3g}", int(r["anneal_iters"]), f"{r['train_return']:.1f}",
+        rows = [[rl_name(r["method"]), f"{r['penalty_weight']:.3g}", int(r["anneal_iters"]), f"{r['train_return']:.1f}",
                  f"{r['test_return']:.1f}", bool(r["stopped_early"])] for _, r in best.iterrows()]
         parts.append("## Tuning (ASHA on the training-domain return): best configurations\n\n" + reports.markdown_table(columns, rows))
     return "\n\n".join(parts)
+
+
+def _agent_line(runs) -> str:
+    """The networks, batch and learning rates the runs used, and the paper's where they differ."""
+    first = runs.iloc[0]
+    items = []
+    for key, paper in PAPER_AGENT.items():
+        if key in runs:
+            value = first[key]
+            items.append(f"{key}={value:g}" + ("" if float(value) == paper else f" (paper {paper:g})"))
+    return "**Agent:** " + ", ".join(items) + "."
+
+
+def _domains_line(runs) -> str:
+    first = runs.iloc[0]
+    if "k" in runs and int(first["k"]) == 0:
+        return "No spurious feature (k = 0): both domains are the plain task (the test domain is a second env of it)."
+    train = first.get("train_factors", "[1.0, 2.0]")
+    return f"Training domain (spurious factor {str(train).strip('[]').split(',')[0].strip()}; trained on {train}) vs test domain " \
+           f"(factor {first.get('test_factor', 3.0)})."
+
+
+def _steps_table(merged) -> str:
+    """Rows: evaluation steps; columns: train / test return per task and method (mean over seeds); the anchor's."""
+    means = merged.groupby(["task", "method", "step"])[["train_return", "test_return"]].mean()
+    columns, series = ["step"], []
+    for (task, method), part in means.groupby(level=[0, 1], sort=False):
+        part = part.droplevel([0, 1])
+        for column, where in (("train_return", "train"), ("test_return", "test")):
+            columns.append(f"{task} {rl_name(method)} ({where})")
+            series.append(part[column].to_dict())
+        if task in ANCHOR and f"{task} anchor: {ANCHOR_LABEL}" not in columns:
+            columns.append(f"{task} anchor: {ANCHOR_LABEL}")
+            series.append(dict(ANCHOR[task]))
+    steps = sorted({step for values in series for step in values if step <= merged["step"].max()})
+    rows = [[int(step)] + [f"{values[step]:.1f}" if step in values else "" for values in series] for step in steps]
+    return reports.markdown_table(columns, rows)
 
 
 def _hparams_table(runs) -> str:
@@ -168,7 +276,7 @@ def _hparams_table(runs) -> str:
     for method, group in runs.groupby("method", sort=False):
         source = str(group["hparams_from"].iloc[0]) if "hparams_from" in group else "settings"
         where = f"tuned (tune row {source.split(':', 1)[1]})" if source.startswith("tune:") else "the settings"
-        rows.append([methods.get(method).display, f"{float(group['penalty_weight'].iloc[0]):.4g}",
+        rows.append([rl_name(method), f"{float(group['penalty_weight'].iloc[0]):.4g}",
                      int(group["anneal_iters"].iloc[0]), where])
     return reports.markdown_table(["method", "penalty weight", "anneal step", "from"], rows)
 
@@ -181,8 +289,11 @@ def _curves(frame, path: str, task: str) -> None:
         color = f"C{i}"
         for column, style, where in (("train_return", "-", "train"), ("test_return", "--", "test")):
             stats = group.groupby("step")[column].agg(["mean", "std"]).fillna(0.0)
-            ax.plot(stats.index, stats["mean"], style, color=color, label=f"{methods.get(method).display} ({where})")
+            ax.plot(stats.index, stats["mean"], style, color=color, label=f"{rl_name(method)} ({where})")
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.15)
+    if task in ANCHOR:
+        points = [(x, y) for x, y in ANCHOR[task] if x <= max(frame["step"].max(), ANCHOR[task][0][0])]
+        ax.plot(*zip(*points), "o-", color="black", label=ANCHOR_LABEL)
     ax.set_xlabel("env steps per training domain")
     ax.set_ylabel("episode return")
     ax.set_title(f"{task}: training (solid) vs test (dashed) domain")
@@ -200,6 +311,8 @@ PIPELINE = Pipeline(
     load_data=lambda settings, data_dir: NoData("dm_control"),
     stages=stages,
     report=report,
+    check=check,
+    preset_help=PRESET_HELP,
     run_defaults={"gpus_per_trial": 0.0},
     requires=("gymnasium", "dm_control", "mujoco", "shimmy"),
     extra="rl",
