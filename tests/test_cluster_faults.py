@@ -54,6 +54,9 @@ RAY = str(Path(sys.executable).with_name("ray"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 TABLE = ["--set", "methods=irm,vrex,mmrex", "--set", "restarts=2", "--set", "steps=101", "--set", "eval_every=50"]
 TABLE_TRIALS = 6  # 3 methods x 2 restarts
+# The worker-kill test's trials: long enough that the sink's first write batch (up to FLUSH_S = 5 s after the
+# first finished trial) leaves trials still to run on an idle machine, where 101 steps take ~2 s each.
+TABLE_LONG = [*TABLE[:-4], "--set", "steps=601", "--set", "eval_every=200"]
 SEARCH_BUDGET = 6
 SEARCH = ["--set", f"num_samples={SEARCH_BUDGET}", "--set", "steps=301", "--set", "eval_every=100"]
 
@@ -486,7 +489,7 @@ def test_report_of_uri_results_goes_to_local_dir(table_sweep, tmp_path, monkeypa
 def test_worker_node_killed_mid_sweep(two_nodes, tmp_path):
     results = tmp_path / "results"
     log = tmp_path / "driver.log"
-    driver = two_nodes.driver(["run", "cmnist-table", "--address", two_nodes.address, "--results", str(results), *TABLE],
+    driver = two_nodes.driver(["run", "cmnist-table", "--address", two_nodes.address, "--results", str(results), *TABLE_LONG],
                               log, tmp_path)
     wait_for(lambda: len(trial_files(results)) >= 1, 300, "a first write batch", driver, log)
     killed_at = pd.Timestamp.now(tz="UTC")

@@ -69,17 +69,13 @@ import numpy as np
 from gymnasium import spaces
 
 from core.rl.layouts import entry_names, kept_entries
+from core.rl.seeding import derive_seed
 
 DEFAULT_EPISODE_STEPS = 1000
 # The entry the spec says the REx code copies, per task (k = 1); the tests check the layout gives exactly these.
 SPEC_COPIED = {"cartpole-swingup": "velocity[1]", "finger-spin": "touch[1]", "walker-walk": "velocity[8]"}
 # MjModel fields that suite tasks change per episode (e.g. reacher's target geom_pos); saved with the physics state.
 _MODEL_FIELDS = ("body_pos", "body_quat", "geom_pos", "geom_quat", "geom_size", "site_pos", "site_quat")
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """An independent 32-bit seed for (seed, keys...), e.g. one per domain."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0])
 
 
 def parse_task(task: str) -> tuple[str, str]:

@@ -68,7 +68,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,10 @@ import torch.nn.functional as F
 
 from core import methods
 from core.objectives import irm_penalty_mse
-from core.rl.envs import EnvConfig, derive_seed, make_domains, make_env
+from core.rl.seeding import derive_seed
+
+if TYPE_CHECKING:  # the envs need gymnasium and dm_control; the agent and its buffer do not
+    from core.rl.envs import EnvConfig
 
 STATE_VERSION = 1
 SEEDINGS = ("shared", "per_domain")
@@ -449,6 +452,8 @@ class Trainer:
     def __init__(self, config: SACConfig, env_config: EnvConfig, *, eval_episodes: int = 10, state: Mapping[str, Any] | None = None):
         self.config, self.env_config, self.eval_episodes = config, env_config, int(eval_episodes)
         ec, seed = env_config, config.seed
+        from core.rl.envs import make_domains, make_env
+
         if config.seeding not in SEEDINGS:
             raise ValueError(f"seeding must be one of {SEEDINGS}, got {config.seeding!r}")
         shared = config.seeding == "shared"
