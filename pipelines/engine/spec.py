@@ -223,6 +223,7 @@ class Pipeline:
     run_defaults: dict = field(default_factory=dict)  # this pipeline's defaults of RUN_SETTINGS
     requires: tuple[str, ...] = ()  # modules its trials import beyond the base install (an optional extra's)
     extra: str = ""  # the optional dependency group of pyproject.toml that installs them
+    preset_help: dict[str, str] = field(default_factory=dict)  # one line per preset: what it is, where it departs from the paper
 
     def missing(self) -> list[str]:
         """The modules of ``requires`` this Python cannot import (found without importing them)."""
