@@ -38,12 +38,12 @@ SETTINGS = {
     "data_seed": Setting(0, "seed of the noise datasets", ge=0),
 }
 PRESETS = {
-    "smoke": dict(width=128, lr=0.05, block_size=100),
+    "smoke": dict(width=128, lr=0.05, block_size=50),
     "paper": dict(dataset="mnist", n_train=1000, n_val=1000),
     "mnist": dict(dataset="mnist", n_train=1000, n_val=1000),
 }
 PRESET_HELP = {
-    "smoke": "embedded digits, 2 x 128 units, SGD lr 0.05 (not 4096 and 0.01: seconds, not minutes), all 100 seeds in one block",
+    "smoke": "embedded digits, 2 x 128 units, SGD lr 0.05 (not 4096 and 0.01: seconds, not minutes), blocks of 50 seeds",
     "paper": "Fig 3.1 as the chapter: 1,000 MNIST training images (--data-dir with the training split), 100 one-epoch runs, "
              "2 x 4096, SGD lr 0.01, batch 16",
     "mnist": "the chapter's Fig 3.1 settings on 1,000 of the 10,000 MNIST test images in ../shared/data/mnist",
