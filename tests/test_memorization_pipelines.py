@@ -32,12 +32,7 @@ from tasks.report import units
 ALL = [regularizers, csr, easy, sensitivity, capacity]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _plan(module, preset: str, overrides=()):
@@ -216,6 +211,21 @@ def test_load_data_auto_and_errors(tmp_path):
     (tmp_path / "data_batch_2").write_bytes(b"\x80\x02 not a pickle")  # every file there, one of them corrupt
     with pytest.raises(DataError, match=r"corrupt data file .*data_batch_2"):
         common.load_data(settings, str(tmp_path))
+
+
+@pytest.mark.parametrize("module, preset", [(csr, "cifar10"), (csr, "cifar10-random"), (regularizers, "paper")])
+def test_cifar10_presets_train_the_small_cnn_on_files_in_the_real_format(module, preset, tmp_path):
+    write_cifar(tmp_path, n=8)
+    settings = resolve_settings(module.PIPELINE, preset, ["n_train=16", "n_val=8", "epochs=2", "batch_size=8"]
+                                + (["csr_examples=4", "lass_iters=2"] if module is csr else ["lass_iters=2"]))
+    data = module.PIPELINE.load_data(settings, str(tmp_path))
+    assert data.train.x.shape == (16, 3, 32, 32) and len(data.val) == 8 and "CIFAR-10" in data.description
+    (stage,) = module.PIPELINE.stages(settings)
+    config = next(c for c in stage.plan.configs if c.get("regularizer", "adversarial") == "adversarial" and c["noise"] != "real")
+    out = []
+    RUN[module](config, data, out.append)
+    assert [r.step for r in out] == [1, 2] and out[-1].final
+    assert out[-1].models[0]["train_acc"] >= 0 and ("csr" in out[-1].models[0]) == (module is csr)
 
 
 # ---------------------------------------------------------------------------------- trainables
