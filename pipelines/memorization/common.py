@@ -78,7 +78,10 @@ def protocol(row, expected: dict | None = None, varied: tuple[str, ...] = ()) ->
     used.update({k: "(varied)" for k in varied})
     shape = "the small CNN" if model == "cnn" else f"MLP 2 x {used['width']}"
     schedule = f", lr halved every {used['lr_step']} epochs" if used["lr_step"] else ""
-    length = (f"{used['epochs']} epoch{'s' * (used['epochs'] != 1)}" if used["epochs"] is not None else f"{get('steps')} steps")
+    if used["epochs"] is None:
+        length = f"{get('steps')} steps"
+    else:
+        length = f"{used['epochs']} epoch" if int(used["epochs"]) == 1 else f"{used['epochs']} epochs"
     text = (f"{shape}, {used['optimizer']} lr {used['lr']:g}, momentum {float(used['momentum']):g}{schedule}, "
             f"batch {get('batch_size', '?')}, {length}")
     off = [f"{k} {used[k]} (chapter: {v})" for k, v in wanted.items() if used.get(k) is not None and used[k] != v and not (
