@@ -521,8 +521,12 @@ def test_regularizer_report_numbers(frames, tmp_path):
     assert len(trials) == ROWS[regularizers]
     trials = trials.copy()  # final below best validation accuracy, by different amounts: the columns must not be mixed up
     trials["val_acc"] = trials["best_val_acc"] - 0.01 * (1 + np.arange(len(trials)) % 5)
-    rows = render(regularizers, trials, curves, tmp_path)
+    markdown = regularizers.PIPELINE.report(trials, curves, str(tmp_path))
+    rows = table(markdown)
     assert len(rows) == 3  # baseline, dropout 0.5, adversarial 0.5 with dropout 0.2
+    adversarial = common.curve_columns(trials, curves, ["noise", "regularizer"])
+    adversarial = adversarial[(adversarial["regularizer"] == "adversarial") & (adversarial["noise"] == "randY")]["adv_critical"]
+    assert f"found {100 * adversarial.mean():.2f}% of the randY training examples critical per epoch" in markdown
     names = {v: k for k, v in regularizers.NAMES.items()} | {"none": "none"}
     for row in rows:
         reg = names[row["regularizer"]]

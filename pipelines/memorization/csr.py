@@ -49,7 +49,7 @@ PRESET_HELP = {
     "mnist": "1,000 MNIST digits (../shared/data/mnist holds the 10,000-image test split): SGD lr 0.01 as §3.2, but 2 x 512 "
              "units and 200 epochs (not 4096 and 1000: a 2-core budget), batch 16",
     "cifar10": "Fig 3.8: CIFAR-10, the small CNN, SGD momentum 0.9, lr 0.01 halved every 15 epochs (§3.2); 120 epochs and batch "
-               "128 (the chapter gives neither; 120 is the LASS reference repository's CIFAR-10 run)",
+               "128 (the chapter gives neither; 120 as the LASS reference repository's CIFAR-10 CSR plot, complexity_plot.py)",
     "cifar10-random": "Fig 3.9: as cifar10, real vs 100% randX and 100% randY",
 }
 

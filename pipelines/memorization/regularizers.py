@@ -157,9 +157,16 @@ def report(frame, curves, out_dir: str) -> str:
     table = reports.markdown_table(["regularizer", "value", "randY final train acc (%)", "real best val acc (%)",
                                     "real final val acc (%)", "seeds"], rows)
     first = frame.iloc[0]
-    adversarial = (f" Adversarial training: LASS on each training batch, at most {int(first['lass_iters'])} iterations, "
-                   f"stopped once one finds fewer than {int(first.get('lass_min_new', 20))} new critical points."
-                   if "adversarial" in set(frame["regularizer"]) else "")
+    adversarial = ""
+    if "adversarial" in set(frame["regularizer"]):
+        adversarial = (f" Adversarial training: LASS on each training batch, at most {int(first['lass_iters'])} iterations, "
+                       f"stopped once one finds fewer than {int(first.get('lass_min_new', 20))} new critical points")
+        if "adv_critical" in curves:
+            found = common.curve_columns(frame, curves, ["noise", "regularizer"])
+            found = found[found["regularizer"] == "adversarial"].groupby("noise")["adv_critical"].agg(["mean", "max"])
+            adversarial += "; it found " + ", ".join(f"{100 * r['mean']:.2f}% of the {noise} training examples critical per epoch "
+                                                      f"(at most {100 * r['max']:.2f}%)" for noise, r in found.iterrows())
+        adversarial += "."
     return ("Each point: one regularizer at one value, mean ± std over seeds. A flat curve caps memorization of random labels "
             f"without costing validation accuracy on real data (thesis §3.5). {common.protocol(first)}{adversarial}\n\n" + table)
 
