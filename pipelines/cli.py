@@ -189,8 +189,8 @@ def cmd_list(args) -> int:
             print(f"    {key} = {show(setting.default)}  # {setting.help}")
         for preset, overrides in pipeline.presets.items():
             changes = ", ".join(f"{k}={show(v)}" for k, v in overrides.items()) or "the defaults"
-            note = f" ({pipeline.preset_help[preset]})" if preset in pipeline.preset_help else ""
-            print(f"  preset {preset}{note}: {changes}")
+            note = f"  # {pipeline.preset_help[preset]}" if preset in pipeline.preset_help else ""
+            print(f"  preset {preset}: {changes}{note}")
     return 0
 
 

@@ -12,9 +12,9 @@ cached per worker process; validation data is never corrupted.
 - :func:`easy_trainable` (Fig 3.1): a block of one-epoch MLP seeds trained together
   (core.memorization.seeds), each row keeping its per-example training errors;
 - :func:`sensitivity_trainable` (Fig 3.3/3.4): unrolled loss-sensitivity of tiny MLPs,
-  the block's seeds one after the other inside one trial;
+  the block's seeds unrolled together as one stacked block (core.memorization.sensitivity);
 - :func:`capacity_trainable` (Fig 3.5/3.6): a block of (width, n_train, seed) runs,
-  each (width, n_train) group trained as one stacked block until all fit.
+  each (width, n_train) group trained as one stacked block for the same budget of epochs.
 
 One Report per epoch (or measured step) holds one metrics dict per configuration
 (``models``), ``final=True`` on the last.
@@ -31,11 +31,11 @@ import torch
 
 from core.memorization import data as mdata
 from core.memorization.data import ImageSet
-from core.memorization.lass import MAX_ITER
+from core.memorization.lass import MAX_ITER, MIN_NEW
 from core.memorization.models import mlp, small_cnn
-from core.memorization.seeds import train_seeds
-from core.memorization.sensitivity import gini, per_class_matrix, sgd_batches, unrolled_sensitivity
-from core.memorization.train import train
+from core.memorization.seeds import init_block, train_seeds
+from core.memorization.sensitivity import gini, per_class_matrix, sgd_batches, unrolled_sensitivity_block
+from core.memorization.train import stream_seed, train
 from tasks.report import Report, tune_reporter, units
 
 NOISE = ("real", "randX", "randY")
@@ -97,6 +97,11 @@ def _model(config: dict, train_set: ImageSet, **regularizers) -> torch.nn.Module
     return mlp(in_dim, int(config["width"]), train_set.classes, int(config.get("depth", 2)), seed=seed, **regularizers)
 
 
+def _lass(config: dict) -> dict:
+    """The LASS search settings of a config (defaults: the reference code's)."""
+    return dict(lass_iters=int(config.get("lass_iters", MAX_ITER)), lass_min_new=int(config.get("lass_min_new", MIN_NEW)))
+
+
 def _sgd(config: dict) -> dict:
     return dict(batch_size=int(config["batch_size"]), kind=str(config.get("optimizer", "sgd")), lr=float(config["lr"]), momentum=float(config.get("momentum", 0.0)),
                 lr_step=int(config.get("lr_step", 0)) or None, lr_gamma=float(config.get("lr_gamma", 0.5)))
@@ -129,11 +134,12 @@ def run_regularizer(config: dict, data: MemData, report: Callable[[Report], None
 
     def on_epoch(row: dict) -> None:
         best[0] = max(best[0], row["val_acc"])
-        metrics = {"step": row["epoch"], **{k: row[k] for k in ("train_acc", "train_loss", "val_acc", "val_loss")}, "best_val_acc": best[0]}
+        metrics = {"step": row["epoch"], **{k: row[k] for k in ("train_acc", "train_loss", "val_acc", "val_loss")}, "best_val_acc": best[0],
+                   "adv_critical": row.get("adv_critical", 0.0)}
         report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=[metrics]))
 
     if train_kw.get("adversarial_weight"):
-        train_kw["lass_iters"] = int(config.get("lass_iters", MAX_ITER))
+        train_kw.update(_lass(config))
     return train(model, train_set, data.val, epochs=epochs, seed=int(config["seed"]), on_epoch=on_epoch, **_sgd(config), **train_kw)
 
 
@@ -145,7 +151,7 @@ def regularizer_trainable(config: dict, data: MemData) -> None:
 
 
 def run_csr(config: dict, data: MemData, report: Callable[[Report], None]) -> list[dict]:
-    """Train/val accuracy and the critical sample ratio on the first ``csr_examples`` validation points, every epoch."""
+    """Train/val accuracy and the critical sample ratio on ``csr_examples`` validation points drawn afresh every epoch."""
     train_set = training_set(data, config["noise"], float(config["fraction"]), int(config.get("data_seed", 0)))
     model = _model(config, train_set).to(_device())
     epochs = int(config["epochs"])
@@ -155,7 +161,7 @@ def run_csr(config: dict, data: MemData, report: Callable[[Report], None]) -> li
         report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=[metrics]))
 
     return train(model, train_set, data.val, epochs=epochs, seed=int(config["seed"]), csr_examples=int(config["csr_examples"]),
-                 lass_iters=int(config.get("lass_iters", MAX_ITER)), on_epoch=on_epoch, **_sgd(config))
+                 on_epoch=on_epoch, **_lass(config), **_sgd(config))
 
 
 def csr_trainable(config: dict, data: MemData) -> None:
@@ -219,8 +225,8 @@ def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None
     examples), ``gini`` (Gini of g_bar_x, the mean of g^t_x over the measured
     steps so far) and the mean g. The final row of a run with normal labels
     carries ``class_matrix`` (Fig 3.4, averaged over measured steps) as JSON.
-    The seeds of the block run one after the other in this trial (the unrolled
-    graph of each is its own), reported together.
+    The block's seeds (own initial weights, own batch order) are unrolled
+    together as one stacked block, equal to each seed measured alone.
     """
     images = sensitivity_set(data, config["inputs"], config["labels"], int(config.get("data_seed", 0)))
     x, y = images.x.flatten(1), images.y
@@ -229,24 +235,20 @@ def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None
     first = min(steps, -(-len(x) // batch))  # the end of the first epoch: from here on every example has taken part
     measured = sorted({t for t in range(every, steps + 1, every) if t >= first} | {steps})
     epochs = -(-steps * batch // len(x))
-    per_seed = []
-    for unit in units(config):
-        seed = int(unit["seed"])
-        model = mlp(x.shape[1], int(config["width"]), images.classes, int(config.get("depth", 2)), seed=seed)
-        batches = sgd_batches(len(x), batch, epochs, seed)[:steps]
-        g = unrolled_sensitivity(model, x, y, batches, float(config["lr"]), steps=measured)  # (T, N)
-        matrix = None
-        if config["labels"] == "normal" and config.get("class_matrix", True):
-            by_class = unrolled_sensitivity(model, x, y, batches, float(config["lr"]), steps=measured, classes=images.classes)
-            matrix = per_class_matrix(by_class, y, images.classes)
-        per_seed.append((g, matrix))
+    seeds = [int(u["seed"]) for u in units(config)]
+    params = init_block(x.shape[1], int(config["width"]), images.classes, int(config.get("depth", 2)), seeds)
+    orders = [sgd_batches(len(x), batch, epochs, stream_seed(seed, "order"))[:steps] for seed in seeds]
+    batches = [torch.stack(step) for step in zip(*orders)]  # step t: (K, B), run k's batch
+    classes = images.classes if config["labels"] == "normal" and config.get("class_matrix", True) else None
+    g, by_class = unrolled_sensitivity_block(params, x, y, batches, float(config["lr"]), steps=measured, classes=classes)
+    matrices = [per_class_matrix(by_class[k], y, classes) for k in range(len(seeds))] if by_class is not None else None
     for i, t in enumerate(measured):
         models = []
-        for g, matrix in per_seed:
-            g_bar = g[: i + 1].mean(dim=0)
-            row = {"step": t, "gini_t": gini(g[i]), "gini": gini(g_bar), "g_mean": float(g_bar.mean()), "class_matrix": ""}
-            if t == steps and matrix is not None:
-                row["class_matrix"] = json.dumps(matrix.tolist())
+        for k in range(len(seeds)):
+            g_bar = g[k, : i + 1].mean(dim=0)
+            row = {"step": t, "gini_t": gini(g[k, i]), "gini": gini(g_bar), "g_mean": float(g_bar.mean()), "class_matrix": ""}
+            if t == steps and matrices is not None:
+                row["class_matrix"] = json.dumps(matrices[k].tolist())
             models.append(row)
         report(Report(step=t, final=t == steps, models=models))
 
@@ -261,10 +263,11 @@ def sensitivity_trainable(config: dict, data: MemData) -> None:
 def run_capacity(config: dict, data: MemData, report: Callable[[Report], None]) -> None:
     """The block's (width, n_train, seed) runs: each (width, n_train) group as one stacked block of seeds.
 
-    Every run trains until 100% training accuracy or ``epochs``; its rows carry
-    the validation accuracy (final and best over epochs) and ``epochs_to_fit``
-    (NaN if it never fit). Reports come per epoch once all groups are trained
-    (a group that stopped earlier repeats its last values; ``fit`` says whether it had).
+    Every run trains for the same budget of ``epochs`` (so every width and size
+    is measured at the same point of training); its rows carry the validation
+    accuracy (``val_acc`` at that epoch, ``best_val_acc`` the best so far) and
+    ``epochs_to_fit``, the first epoch at 100% training accuracy, NaN while it
+    has not fit (``fit`` False: censored at the budget). One report per epoch.
     """
     configs = units(config)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -276,20 +279,17 @@ def run_capacity(config: dict, data: MemData, report: Callable[[Report], None]) 
         train_set = training_set(data, config["noise"], float(config["fraction"]), int(config.get("data_seed", 0)), n_train)
         result = train_seeds(train_set, data.val, width=width, seeds=[int(configs[i]["seed"]) for i in members], epochs=epochs,
                              batch_size=int(config["batch_size"]), lr=float(config["lr"]), depth=int(config.get("depth", 2)),
-                             stop_when_fit=True, device=_device())
-        fit = result.epochs_to_fit()
+                             device=_device())
         for k, i in enumerate(members):
-            best = 0.0
+            best, fit = 0.0, None
             for row in result.history:
                 best = max(best, row["val_acc"][k])
+                fit = row["epoch"] if fit is None and row["train_acc"][k] == 1.0 else fit
                 histories[i].append({"step": row["epoch"], **{m: row[m][k] for m in ("train_acc", "train_loss", "val_acc", "val_loss")},
                                      "best_val_acc": best, "n_examples": len(train_set),
-                                     "epochs_to_fit": float("nan") if fit[k] is None else float(fit[k]),
-                                     "fit": fit[k] is not None})
-    last = max(len(h) for h in histories)
-    for e in range(last):
-        models = [dict(h[min(e, len(h) - 1)], step=e + 1) for h in histories]
-        report(Report(step=e + 1, final=e == last - 1, models=models))
+                                     "epochs_to_fit": float("nan") if fit is None else float(fit), "fit": fit is not None})
+    for e in range(epochs):
+        report(Report(step=e + 1, final=e == epochs - 1, models=[h[e] for h in histories]))
 
 
 def capacity_trainable(config: dict, data: MemData) -> None:

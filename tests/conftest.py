@@ -31,6 +31,17 @@ def synthetic_source() -> ImageSource:
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded 2-core machine (restored after the module)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def ray_session():
     """A real local Ray runtime (2 CPUs, no dashboard), shut down at the end of the module."""
     import ray

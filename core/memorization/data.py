@@ -296,7 +296,10 @@ def rand_y(train: ImageSet, fraction: float, seed: int, classes: int | None = No
 
     Exactly round(fraction * N) examples, chosen at random from ``seed``, get a
     label drawn uniformly from 0..classes-1 (default ``train.classes``), as in
-    Zhang et al.'s code; so about 1/classes of them keep their true label. The
+    Zhang et al.'s code (pluskid/fitting-random-labels ``cifar10_data.py``:
+    ``np.random.choice(n_classes, ...)``); so about 1/classes of them keep their
+    true label. That code picks each example with probability ``fraction``;
+    here the count is exact, so a noise level is the same in every run. The
     returned mask (N,) marks the redrawn examples, not only those whose label
     changed (compare labels for that). Inputs are kept.
     """

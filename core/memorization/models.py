@@ -26,6 +26,7 @@ __all__ = [
     "mlp",
     "small_cnn",
     "init_weights",
+    "mlp_weights",
     "make_optimizer",
     "step_schedule",
     "MLP_SGD",
@@ -74,8 +75,15 @@ def _private_rng(seed: int | None):
     return torch.random.fork_rng(devices=[], enabled=seed is not None)
 
 
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator) * 2 * bound - bound
+
+
 def init_weights(model: nn.Module, seed: int) -> nn.Module:
-    """Re-draw every Linear / Conv2d weight and bias from a generator seeded with ``seed``, in module order."""
+    """Re-draw every Linear / Conv2d weight and bias from a generator seeded with ``seed``, in module order.
+
+    Each layer: weight then bias, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for module in model.modules():
@@ -83,8 +91,23 @@ def init_weights(model: nn.Module, seed: int) -> nn.Module:
                 bound = 1.0 / math.sqrt(module.weight[0].numel())  # 1/sqrt(fan_in)
                 for p in (module.weight, module.bias):
                     if p is not None:
-                        p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
+                        p.copy_(_uniform(tuple(p.shape), bound, g))
     return model
+
+
+def mlp_weights(in_dim: int, width: int, classes: int, depth: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (weight (out, in), bias (out,)) of each Linear of ``mlp(in_dim, width, classes, depth, seed=seed)``.
+
+    The same draws as :func:`init_weights`, without building the model (stacked blocks of many runs).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    dims = [in_dim] + [width] * depth + [classes]
+    out = []
+    for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+        bound = 1.0 / math.sqrt(fan_in)
+        weight = _uniform((fan_out, fan_in), bound, g)
+        out.append((weight, _uniform((fan_out,), bound, g)))
+    return out
 
 
 def mlp(

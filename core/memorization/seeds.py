@@ -3,11 +3,15 @@
 Run k of a block is exactly the run that :func:`.train.train` would make with
 ``mlp(in_dim, width, classes, depth, seed=seeds[k])`` and ``seed=seeds[k]``:
 the same initial weights, the same data order, the same SGD updates (up to
-float summation order). The K weight sets are stacked, W (K, in, out), and a
-step multiplies each run's own minibatch by its own weights with one batched
-matmul (``torch.baddbmm``); the loss is the sum of the runs' mean losses, so
-the runs never interact. On CPU this removes K-fold Python and kernel-launch
-overhead, which dominates tiny nets (16 to 256 units on 1000 examples).
+float summation order; tested). The K weight sets are stacked, W (K, in, out),
+and a step multiplies each run's own minibatch by its own weights with one
+batched matmul (``torch.baddbmm``). The backward pass is written out (a ReLU
+MLP with a mean cross-entropy per run) and each weight's update is fused into
+its gradient product (``W.baddbmm_(h^T, delta, alpha=-lr)`` for plain SGD):
+no autograd graph, no gradient tensors, one pass over each weight per step.
+On a CPU this removes K-fold Python and kernel-launch overhead, which bounds
+tiny nets (16 to 256 units on 1,000 examples), and the gradient's extra
+memory traffic, which bounds wide ones.
 
 Used for the easy-examples study (Fig 3.1: 100 one-epoch runs, per-example
 misclassification), capacity grids (Fig 3.5, 3.6: group runs by width with
@@ -21,10 +25,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .data import ImageSet
-from .models import mlp
+from .models import mlp_weights
 from .train import epoch_batches, stream_seed
 
 __all__ = ["BlockResult", "init_block", "block_forward", "train_seeds", "train_grid", "misclassification_rate"]
@@ -56,12 +59,11 @@ def init_block(in_dim: int, width: int, classes: int, depth: int, seeds: Sequenc
 
     Slice k equals the (transposed) Linear weights of ``mlp(..., seed=seeds[k])``.
     """
-    models = [mlp(in_dim, width, classes, depth, seed=s) for s in seeds]
-    linears = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
+    runs = [mlp_weights(in_dim, width, classes, depth, s) for s in seeds]
     stacked = []
-    for layer in zip(*linears):
-        stacked.append(torch.stack([lin.weight.detach().t() for lin in layer]).contiguous())
-        stacked.append(torch.stack([lin.bias.detach()[None] for lin in layer]).contiguous())
+    for layer in zip(*runs):
+        stacked.append(torch.stack([weight.t() for weight, _ in layer]).contiguous())
+        stacked.append(torch.stack([bias[None] for _, bias in layer]).contiguous())
     return stacked
 
 
@@ -82,9 +84,14 @@ def block_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _metrics(params: list[torch.Tensor], images: ImageSet, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per run: accuracy (K,), mean loss (K,) and the wrong-prediction mask (K, N) on ``images``."""
+def _metrics(params: list[torch.Tensor], images: ImageSet, budget: int = 2**24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per run: accuracy (K,), mean loss (K,) and the wrong-prediction mask (K, N) on ``images``.
+
+    Examples go through in chunks of about ``budget`` hidden activations (K * chunk * width).
+    """
     x, y = images.x.flatten(1).to(params[0].device), images.y.to(params[0].device)
+    k, _, width = params[0].shape
+    chunk = max(1, budget // (k * width))
     wrong, loss = [], []
     for xs, ys in zip(x.split(chunk), y.split(chunk)):
         logits = block_forward(params, xs)
@@ -94,22 +101,56 @@ def _metrics(params: list[torch.Tensor], images: ImageSet, chunk: int = 4096) ->
     return 1.0 - wrong_all.float().mean(dim=1), loss_all.mean(dim=1), wrong_all
 
 
+@torch.no_grad()
+def _sgd_step(params: list[torch.Tensor], buffers: list, x: torch.Tensor, y: torch.Tensor,
+              lr: float, momentum: float, weight_decay: float) -> None:
+    """One SGD step of every run on its own batch x (K, B, D), y (K, B): torch.optim.SGD's update of each run's mean CE.
+
+    Gradient of run k: backprop of mean_b CE(logits_kb, y_kb) through the ReLU layers; then, as torch.optim.SGD,
+    g += weight_decay * W; buf = g (first step) or momentum * buf + g; W -= lr * buf (plain SGD fuses W -= lr * g).
+    """
+    inputs, h = [], x
+    for i in range(0, len(params) - 2, 2):
+        inputs.append(h)
+        h = torch.baddbmm(params[i + 1], h, params[i]).relu_()
+    inputs.append(h)
+    delta = torch.softmax(torch.baddbmm(params[-1], h, params[-2]), dim=2)
+    delta.scatter_add_(2, y.unsqueeze(2), torch.full(y.shape + (1,), -1.0, dtype=delta.dtype, device=delta.device))
+    delta.div_(x.shape[1])  # d(mean CE)/d(logits)
+    fused = momentum == 0 and weight_decay == 0
+    for layer in range(len(inputs) - 1, -1, -1):
+        w, b, h = params[2 * layer], params[2 * layer + 1], inputs[layer]
+        below = torch.bmm(delta, w.transpose(1, 2)).mul_(h > 0) if layer > 0 else None  # uses W before its update
+        for j, (p, grad) in enumerate(((w, None), (b, delta.sum(dim=1, keepdim=True)))):
+            slot = 2 * layer + j
+            if fused:
+                if grad is None:
+                    p.baddbmm_(h.transpose(1, 2), delta, alpha=-lr)
+                else:
+                    p.sub_(grad, alpha=lr)
+                continue
+            grad = torch.bmm(h.transpose(1, 2), delta) if grad is None else grad
+            if weight_decay:
+                grad.add_(p, alpha=weight_decay)
+            if momentum:
+                buffers[slot] = grad if buffers[slot] is None else buffers[slot].mul_(momentum).add_(grad)
+                grad = buffers[slot]
+            p.sub_(grad, alpha=lr)
+        delta = below
+
+
 def _train_block(train_set, val_set, width, seeds, epochs, batch_size, lr, momentum, weight_decay, depth, stop_when_fit, device, on_epoch):
     x, y = train_set.x.flatten(1).to(device), train_set.y.to(device)
     classes = max(train_set.classes, val_set.classes)
-    params = [p.to(device).requires_grad_(True) for p in init_block(x.shape[1], width, classes, depth, seeds)]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)  # elementwise: runs stay separate
+    params = [p.to(device) for p in init_block(x.shape[1], width, classes, depth, seeds)]
+    buffers: list = [None] * len(params)
     orders = [torch.Generator().manual_seed(stream_seed(s, "order")) for s in seeds]
     result = BlockResult(width, list(seeds))
     for epoch in range(1, epochs + 1):
         batches = [epoch_batches(len(x), batch_size, g) for g in orders]
         for step in zip(*batches):
             index = torch.stack(step).to(device)  # (K, B): run k's batch at this step
-            logits = block_forward(params, x[index])
-            loss = F.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="sum") / index.shape[1]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _sgd_step(params, buffers, x[index], y[index], lr, momentum, weight_decay)
         train_acc, train_loss, wrong = _metrics(params, train_set)
         val_acc, val_loss, _ = _metrics(params, val_set) if len(val_set) else (train_acc * 0, train_loss * 0, None)
         row = {"epoch": epoch, "train_acc": train_acc.tolist(), "train_loss": train_loss.tolist(),

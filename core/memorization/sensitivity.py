@@ -20,6 +20,11 @@ Definitions used here (the thesis text leaves L_t loosely specified):
 
 The model must be a pure function of its parameters (no dropout, no BatchNorm):
 the paper's setting is a 2-layer MLP of 16 units on 1000 14x14 MNIST digits.
+
+:func:`unrolled_sensitivity_block` measures K such MLPs (seeds) at once: their
+weights stacked as in :mod:`.seeds`, each run with its own SGD batches and its
+own copy of the inputs, so one backward pass gives every run's dL^k_t/dx (the
+runs never interact); equal to :func:`unrolled_sensitivity` per run (tested).
 """
 from __future__ import annotations
 
@@ -30,7 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["sgd_batches", "unroll", "unrolled_gradient", "unrolled_sensitivity", "gini", "per_class_matrix"]
+from .seeds import block_forward
+
+__all__ = ["sgd_batches", "unroll", "unrolled_gradient", "unrolled_sensitivity", "unrolled_sensitivity_block", "gini",
+           "per_class_matrix"]
 
 Params = dict[str, torch.Tensor]
 
@@ -113,6 +121,67 @@ def unrolled_sensitivity(
             per_term.append(torch.linalg.vector_norm(grad.flatten(1), ord=norm, dim=1).detach())
         rows.append(torch.stack(per_term) if classes is not None else per_term[0])
     return torch.stack(rows)
+
+
+def unrolled_sensitivity_block(
+    params: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: Sequence[torch.Tensor],
+    lr: float,
+    *,
+    steps: Sequence[int],
+    classes: int | None = None,
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+    norm: float = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`unrolled_sensitivity` of K stacked MLPs at once.
+
+    ``params``: stacked initial weights of K runs (:func:`.seeds.init_block`);
+    ``batches[t]``: (K, B) indices, run k's SGD batch at step t+1; x (N, ...)
+    and y (N,) the training set all runs share (the probe set too, by default).
+    Returns (g (K, len(steps), N), per class (K, len(steps), classes, N) or None).
+
+    Each step's batch inputs are their own leaf, so a backward pass stops at
+    the batches it needs; dL_t/dx of an example is the sum over the steps that
+    drew it. With ``classes``, the class terms L_t(y=i) go through one batched
+    backward pass (``is_grads_batched``), and g is the norm of the sum of their
+    gradients (L_t is their sum).
+    """
+    steps = list(steps)
+    k = params[0].shape[0]
+    flat = x.detach().flatten(1)
+    runs = torch.arange(k, device=x.device)[:, None]
+    theta = [p.detach().clone().requires_grad_(True) for p in params]
+    trajectory, leaves = [theta], []
+    for index in batches[: max(steps, default=0)]:
+        leaves.append(flat[index].requires_grad_(True))  # (K, B, D): run k's batch, as a leaf of its own
+        loss = F.cross_entropy(block_forward(theta, leaves[-1]).flatten(0, 1), y[index].flatten(), reduction="sum") / index.shape[1]
+        grads = torch.autograd.grad(loss, theta, create_graph=True)  # the sum of the runs' means: each run its own gradient
+        theta = [p - lr * g for p, g in zip(theta, grads)]
+        trajectory.append(theta)
+    px, py = (x, y) if probe is None else probe
+    px = px.detach().flatten(1)
+    terms_of = classes or 1
+    totals, by_class = [], []
+    for t in steps:
+        losses = F.cross_entropy(block_forward(trajectory[t], px).transpose(1, 2), py.expand(k, -1), reduction="none")  # (K, N)
+        if classes is None:
+            grads = torch.autograd.grad(losses.mean(dim=1).sum(), leaves[:t], retain_graph=True)
+            grads = [g[None] for g in grads]
+        else:
+            terms = torch.stack([losses[:, py == i].sum() / len(py) for i in range(classes)])
+            eye = torch.eye(classes, dtype=terms.dtype, device=terms.device)
+            grads = torch.autograd.grad(terms, leaves[:t], grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+        rows = torch.cat([(runs * len(flat) + index).flatten() for index in batches[:t]])  # row k * N + n of (K * N, D)
+        full = torch.zeros(terms_of, k * len(flat), flat.shape[1], dtype=flat.dtype, device=flat.device)
+        full.index_add_(1, rows, torch.cat([g.detach().flatten(1, 2) for g in grads], dim=1))
+        full = full.view(terms_of, k, len(flat), flat.shape[1])
+        totals.append(torch.linalg.vector_norm(full.sum(dim=0), ord=norm, dim=2))
+        if classes is not None:
+            by_class.append(torch.linalg.vector_norm(full, ord=norm, dim=3).transpose(0, 1))
+    total = torch.stack(totals, dim=1)
+    return total, (torch.stack(by_class, dim=1) if classes is not None else None)
 
 
 def gini(values: torch.Tensor) -> float:

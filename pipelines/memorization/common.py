@@ -1,4 +1,5 @@
-"""What the memorization pipelines (thesis chapter 3) share: the data settings and loader, training settings, plot helpers."""
+"""What the memorization pipelines (thesis chapter 3) share: the data settings and loader, training settings,
+the chapter's training protocol (§3.2) and how a report states where a sweep departs from it, plot helpers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,6 +54,42 @@ def load_data(settings: dict, data_dir: str | None, downscale: int = 1) -> MemDa
     return MemData(train, val)
 
 
+# Thesis §3.2: "the MLPs have 4096 hidden units per layer and are trained for 1000 epochs with SGD and learning rate
+# 0.01. The CNNs [...] are trained using SGD with momentum 0.9 and learning rate of 0.01, scheduled to drop by half
+# every 15 epochs." No batch size is given (nor the CNN's epochs).
+CHAPTER = {
+    "mlp": {"width": 4096, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "lr_step": 0, "epochs": 1000},
+    "cnn": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "lr_step": 15},
+}
+
+
+def protocol(row, expected: dict | None = None, varied: tuple[str, ...] = ()) -> str:
+    """One sentence: how a sweep's models were trained (from a result row) and where that departs from §3.2.
+
+    ``expected`` overrides the chapter's values for this experiment (e.g. one epoch for Fig 3.1, 16 units for Fig 3.3);
+    ``varied`` names what the sweep varies (the capacity study's width), neither printed from the row nor checked.
+    Keys a row lacks count as the trainables' defaults (an MLP, SGD, no momentum, a constant learning rate).
+    """
+    get = lambda key, default=None: row[key] if key in row and row[key] == row[key] else default  # noqa: E731  (NaN: absent)
+    model = str(get("model", "mlp"))
+    used = {"width": get("width"), "optimizer": get("optimizer", "sgd"), "lr": get("lr"), "momentum": get("momentum", 0.0),
+            "lr_step": get("lr_step", 0), "epochs": get("epochs")}
+    wanted = {k: v for k, v in {**CHAPTER[model], **(expected or {})}.items() if k not in varied}
+    used.update({k: "(varied)" for k in varied})
+    shape = "the small CNN" if model == "cnn" else f"MLP 2 x {used['width']}"
+    schedule = f", lr halved every {used['lr_step']} epochs" if used["lr_step"] else ""
+    if used["epochs"] is None:
+        length = f"{get('steps')} steps"
+    else:
+        length = f"{used['epochs']} epoch" if int(used["epochs"]) == 1 else f"{used['epochs']} epochs"
+    text = (f"{shape}, {used['optimizer']} lr {used['lr']:g}, momentum {float(used['momentum']):g}{schedule}, "
+            f"batch {get('batch_size', '?')}, {length}")
+    off = [f"{k} {used[k]} (chapter: {v})" for k, v in wanted.items() if used.get(k) is not None and used[k] != v and not (
+        isinstance(v, float) and isinstance(used[k], (int, float)) and float(used[k]) == v)]
+    verdict = "as §3.2 prescribes" if not off else "departs from §3.2 in " + ", ".join(off)
+    return f"Training: {text}; {verdict} (the chapter gives no batch size)."
+
+
 def training_settings(width: int, epochs: int, batch_size: int, lr: float, optimizer: str = "sgd") -> dict[str, Setting]:
     out = {
         "model": Setting("mlp", "mlp (2 ReLU layers of `width`) or cnn (the small AlexNet-style CNN)", choices=("mlp", "cnn")),
@@ -67,6 +104,15 @@ def training_settings(width: int, epochs: int, batch_size: int, lr: float, optim
         "data_seed": Setting(0, "seed of the noise datasets (which examples, which noise)", ge=0),
     }
     return out
+
+
+def lass_settings() -> dict[str, Setting]:
+    """The LASS search of CSR and adversarial training; defaults: the reference code's (``lass_tf.py``)."""
+    return {
+        "lass_iters": Setting(100, "LASS iterations at most (reference code: 100)", ge=1),
+        "lass_min_new": Setting(20, "stop a LASS search once an iteration finds fewer new critical points than this "
+                                "(reference code: 20; 0: never early)", ge=0),
+    }
 
 
 def training_keys(settings: dict) -> dict:
