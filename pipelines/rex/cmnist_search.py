@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from core import hparams, methods
 from pipelines.engine import reports
-from pipelines.rex.common import RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
+from pipelines.rex.common import EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
 from pipelines.engine.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -27,6 +27,7 @@ SETTINGS = {
     "seed": Setting(0, "seed of the sampler", ge=0),
     "risk_reduction": risk_reduction_setting(),
     **RETRAIN_SETTINGS,
+    **EMBEDDED_SETTINGS,
 }
 PRESETS = {
     "smoke": {},

@@ -27,7 +27,7 @@ from itertools import product
 from core import hparams, methods
 from pipelines.engine import reports
 from pipelines.rex.common import (
-    RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
+    EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
 )
 from pipelines.engine.spec import Grid, Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
@@ -55,6 +55,7 @@ SETTINGS = {
     "eval_every": Setting(50, "steps between evaluations", ge=1),
     "risk_reduction": risk_reduction_setting("sum"),  # the REx covariate-shift scripts sum the risks of every method
     **RETRAIN_SETTINGS,
+    **EMBEDDED_SETTINGS,
 }
 PRESETS = {
     "smoke": {},
