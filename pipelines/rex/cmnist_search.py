@@ -11,6 +11,7 @@ seeded stream (and model seed i), so a search is reproducible draw by draw.
 from __future__ import annotations
 
 from core import hparams, methods
+from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
 from pipelines.engine.spec import Pipeline, Search, Setting, Stage
@@ -30,7 +31,7 @@ SETTINGS = {
     **EMBEDDED_SETTINGS,
 }
 PRESETS = {
-    "smoke": {},
+    "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: under a minute
     "paper": dict(num_samples=340, steps=hparams.CMNIST_STEPS),
 }
 

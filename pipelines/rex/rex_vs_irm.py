@@ -25,6 +25,7 @@ from __future__ import annotations
 from itertools import product
 
 from core import hparams, methods
+from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import (
     EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
@@ -58,7 +59,7 @@ SETTINGS = {
     **EMBEDDED_SETTINGS,
 }
 PRESETS = {
-    "smoke": {},
+    "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: minutes on 2 cores
     "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=340, steps=hparams.CMNIST_STEPS, eval_every=100),
 }
 
