@@ -1,8 +1,10 @@
-"""Image sources: MNIST-format IDX files, an embedded digits default, optional download.
+"""Image sources: MNIST-format IDX files, scikit-learn's embedded digits, optional download.
 
 An :class:`ImageSource` is the raw material every image experiment starts from:
 uint8 images of shape (N, 28, 28) and integer labels (N,). Experiments (Colored
-MNIST and its variants) are built from a source, never from files directly.
+MNIST and its variants) are built from a source, never from files directly;
+the Colored MNIST pipelines' embedded default, the deformed digits, is
+:mod:`core.cmnist.sources`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ __all__ = [
     "read_idx",
     "load_idx_dir",
     "load_digits_source",
-    "load_source",
     "download_mnist",
 ]
 
@@ -137,7 +138,7 @@ def known_release(images: Path, labels: Path) -> str | None:
 
 
 def load_digits_source() -> ImageSource:
-    """The embedded default: scikit-learn's 1,797 handwritten digits, upsampled to 28x28.
+    """scikit-learn's 1,797 handwritten digits, upsampled to 28x28 (the memorization study's embedded set).
 
     The 8x8 images (values 0..16) are bilinearly resized to 28x28 and scaled to
     0..255 so that every MNIST construction (including the 2x subsample to
@@ -153,11 +154,6 @@ def load_digits_source() -> ImageSource:
     images = (big.clamp(0, 16) * (255.0 / 16.0)).round().to(torch.uint8).numpy()
     return ImageSource("digits", images, digits.target.astype(np.int64),
                        "embedded scikit-learn digits, 1,797 images (8x8 upsampled to 28x28)")
-
-
-def load_source(data_dir: str | os.PathLike | None) -> ImageSource:
-    """The source for ``--data-dir``: an IDX directory, or the embedded digits when None."""
-    return load_digits_source() if data_dir is None else load_idx_dir(data_dir)
 
 
 MNIST_FILES = {

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.cmnist.domains import build_cmnist
-from core.data import DataError, load_idx_dir, load_source, read_idx
+from core.data import DataError, load_idx_dir, read_idx
+from core.cmnist.sources import load_source
 
 from conftest import SHARED_MNIST
 
@@ -67,10 +68,18 @@ def test_split_adapts_to_small_sources(digits):
     assert len(domains.test[0].y) == len(digits.labels) - n_train
 
 
-def test_embedded_digits_source(digits):
+def test_plain_digits_source(digits):
     assert digits.images.shape == (1797, 28, 28) and digits.images.dtype == np.uint8
     assert digits.images.max() == 255 and set(np.unique(digits.labels)) == set(range(10))
-    assert load_source(None).fingerprint == digits.fingerprint
+
+
+def test_load_source_defaults_to_the_deformed_digits(tmp_path):
+    from core.cmnist.sources import deformed_digits_source
+
+    assert load_source(None, 1800).fingerprint == deformed_digits_source(1800).fingerprint
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((3, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(3))
+    assert load_source(tmp_path, 1800).images.shape == (3, 28, 28)
 
 
 def test_idx_directory_round_trip(tmp_path):

@@ -45,7 +45,7 @@ def test_mlflow_has_a_parent_and_one_child_per_trial(finished_sweep):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["method"] for r in children) == sorted(cmnist_table.ORDER)
     irm = next(r for r in children if r.data.tags["method"] == "irm")
-    assert irm.data.params["hidden"] == "390" and irm.data.tags["seed"] == "0"
+    assert irm.data.params["hidden"] == "64" and irm.data.tags["seed"] == "0"  # the smoke preset's width
     history = client.get_metric_history(irm.info.run_id, "test_acc")
     assert [m.step for m in history] == [0, 10, 20]
 
@@ -88,6 +88,19 @@ def test_report_names_its_data_preset_and_changed_settings(finished_sweep, capsy
     sweep, _ = finished_sweep
     assert main(["report", "cmnist-table", "--results", sweep.results]) == 0
     out = capsys.readouterr().out
-    assert "- **Data:** embedded scikit-learn digits, 1,797 images" in out
+    assert "- **Data:** embedded deformed digits: 12,000 images drawn at 28x28 from scikit-learn's 1,797 8x8 digits" in out
+    assert "the last 2,000 (the test domain) from 299 source digits that none of the first 10,000 comes from" in out
     assert "- **Preset:** smoke" in out
     assert "- **Settings changed from the preset:** restarts=1, steps=21, grayscale_steps=11, eval_every=10" in out
+
+
+def test_smoke_preset_deviates_in_hidden_width_and_the_report_names_it(finished_sweep, capsys):
+    sweep, _ = finished_sweep
+    trials = ResultStore.open(sweep.results).read("trials", "cmnist-table")
+    widths = dict(zip(trials["method"], trials["hidden"].astype(int)))
+    assert widths == {"vrex": 64, "irm": 64, "mmrex": 64, "ri": 64, "erm": 64, "grayscale": 83}  # the oracle keeps its own
+    assert main(["report", "cmnist-table", "--results", sweep.results]) == 0
+    out = capsys.readouterr().out
+    assert ("Deliberate deviation from the published hyperparameters, hidden width: V-REx 64 (published 390); "
+            "IRM 64 (published 390); MM-REx 64 (published 390); RI 64 (published 390); ERM 64 (published 256) "
+            "(setting hidden).") in out

@@ -2,7 +2,9 @@
 
 - The source's first 5/6 of images (MNIST train: 0..49,999) are shuffled and
   used for training; the remaining 1/6 (50,000..59,999) form the test domain.
-  Smaller sources (MNIST's test split, the embedded digits) keep the same ratio.
+  Smaller sources (MNIST's test split, the embedded deformed digits) keep the same
+  ratio; the embedded source orders its images so that the held-out 1/6 are
+  drawn from source digits no training image comes from (core.cmnist.sources).
 - 2x subsample to 14x14; binary label y = (digit < 5) flipped with prob. 0.25;
   colour = y XOR Bernoulli(e); the image goes into channel ``colour`` of two
   channels and the other channel is zero; pixels / 255.
@@ -42,9 +44,14 @@ class Domains:
     test: list[Domain]
 
 
+def train_count(n: int) -> int:
+    """How many of a source's n images (the first ones) are training images: round(5/6 · n)."""
+    return int(round(n * TRAIN_FRACTION))
+
+
 def split_indices(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled indices of the first 5/6 of a source (training), and the held-out rest (test)."""
-    n_train = int(round(n * TRAIN_FRACTION))
+    n_train = train_count(n)
     return rng.permutation(n_train), np.arange(n_train, n)
 
 

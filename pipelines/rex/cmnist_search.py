@@ -11,8 +11,9 @@ seeded stream (and model seed i), so a search is reproducible draw by draw.
 from __future__ import annotations
 
 from core import hparams, methods
+from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
-from pipelines.rex.common import RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
+from pipelines.rex.common import EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
 from pipelines.engine.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -27,9 +28,10 @@ SETTINGS = {
     "seed": Setting(0, "seed of the sampler", ge=0),
     "risk_reduction": risk_reduction_setting(),
     **RETRAIN_SETTINGS,
+    **EMBEDDED_SETTINGS,
 }
 PRESETS = {
-    "smoke": {},
+    "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: under a minute
     "paper": dict(num_samples=340, steps=hparams.CMNIST_STEPS),
 }
 

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 from core import methods
-from core.data import load_source
+from core.cmnist.sources import EMBEDDED_IMAGES, MIN_EMBEDDED_IMAGES, load_source
 from pipelines.engine import reports
 from pipelines.engine.derived import retrain_best
 from pipelines.engine.spec import Setting, Stage
 
 
+EMBEDDED_SETTINGS = {
+    "embedded_images": Setting(EMBEDDED_IMAGES, "images of the embedded deformed digits, the data when there is no "
+                               f"--data-dir (core.cmnist.sources; at least {MIN_EMBEDDED_IMAGES:,}: every source digit "
+                               "drawn once)", ge=MIN_EMBEDDED_IMAGES),
+}
+
+
 def load_images(settings: dict, data_dir: str | None):
-    """The image source: the MNIST-format IDX files of ``--data-dir``, or the embedded scikit-learn digits."""
-    return load_source(data_dir)
+    """The image source: the MNIST-format IDX files of ``--data-dir``, or ``embedded_images`` embedded deformed digits."""
+    return load_source(data_dir, settings["embedded_images"])
 
 
 def risk_reduction_setting(default: str = "method") -> Setting:

@@ -25,9 +25,10 @@ from __future__ import annotations
 from itertools import product
 
 from core import hparams, methods
+from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import (
-    RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
+    EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
 )
 from pipelines.engine.spec import Grid, Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
@@ -55,9 +56,10 @@ SETTINGS = {
     "eval_every": Setting(50, "steps between evaluations", ge=1),
     "risk_reduction": risk_reduction_setting("sum"),  # the REx covariate-shift scripts sum the risks of every method
     **RETRAIN_SETTINGS,
+    **EMBEDDED_SETTINGS,
 }
 PRESETS = {
-    "smoke": {},
+    "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: minutes on 2 cores
     "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=340, steps=hparams.CMNIST_STEPS, eval_every=100),
 }
 
