@@ -156,16 +156,25 @@ class Search:
     ``paired_by`` keys train the same configurations (sample i of every such
     study has the same hyperparameters and seed i): methods compared on the
     same draws. TPE studies sample on their own.
+
+    ``draws(fixed)`` (optional, instead of ``space`` and the sampler) gives a
+    study's ``budget`` configurations explicitly, for searches whose draws are
+    defined elsewhere (DomainBed's registry): a list of dicts with ``params``
+    (recorded as the Optuna trial's parameters), ``distributions`` (their
+    Optuna distributions) and ``derived`` (further config values; a ``seed``
+    there replaces the default seed = sample index). They are recorded and
+    resumed as paired draws are; consecutive draws share a Tune trial.
     """
 
     studies: list[dict]
-    space: Callable[[Any], dict]
+    space: Callable[[Any], dict] | None
     budget: int
     study_name: Callable[[dict], str] = lambda fixed: ""
     block_size: int = 1
     sampler: str = "random"  # or "tpe"
     seed: int = 0
     paired_by: tuple[str, ...] = ()
+    draws: Callable[[dict], list[dict]] | None = None
 
 
 Earlier = dict  # stage name -> pandas DataFrame of that stage's finished rows, sorted by trial_key
