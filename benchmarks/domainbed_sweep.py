@@ -5,23 +5,22 @@ Usage: ``python benchmarks/domainbed_sweep.py [--data-dir DIR] [--steps N] [--wi
 A block is the runs of one algorithm (IRM), one draw and one trial for every
 Colored MNIST test-environment set (3 single + 3 pairs: the runs the sweep
 trains in one Tune trial; they share the batch size). The block is timed
-(a) through ``train_block`` as one block (its default forward on the device:
-a grouped-convolution pass on CUDA, model by model on CPU; both with
-``--forward both``), (b) ``train_block`` one run at a time, (c)
+through ``train_block`` as one block, with its forward as one grouped-
+convolution pass (the default on CUDA) and model by model (the default on
+CPU); ``train_block`` one run at a time; and
 :func:`core.domainbed.reference.reference_train` (an ``nn.Module``,
-``torch.optim.Adam``, DomainBed's autograd IRM penalty) one run at a time,
-all in this process on the same data, training steps only (one checkpoint at
-the end). Evaluation (every split every checkpoint) is timed separately.
+``torch.optim.Adam``, DomainBed's autograd IRM penalty) one run at a time;
+all in this process on the same data. Evaluations (every split at step 0
+and the last) are timed apart, so steps/s are training steps.
 From the measured per-image costs it projects the wall time of DomainBed's
 whole Colored + Rotated MNIST sweep (5 algorithms, 20 draws, 3 trials, every
 test-environment set, 5,001 steps, a checkpoint every 100, DomainBed's
 ConvNet width unless ``--width``) on this device, with DomainBed's batch-size
-distribution int(2^U(3, 9)). Ends with ``speedup=<block / one at a time>``.
+distribution int(2^U(3, 9)). Ends with ``speedup=<block (its device's default forward) / one at a time>``.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -34,6 +33,8 @@ import torch  # noqa: E402
 from core.data import load_idx_merged, load_source  # noqa: E402
 from core.domainbed import hparams as dbh  # noqa: E402
 from core.domainbed.data import ENVIRONMENTS, base_images  # noqa: E402
+from core.domainbed import reference as reference_module  # noqa: E402
+from core.domainbed import train as train_module  # noqa: E402
 from core.domainbed.reference import reference_train  # noqa: E402
 from core.domainbed.train import Run, checkpoint_steps, train_block  # noqa: E402
 
@@ -52,12 +53,36 @@ def block_runs(dataset: str, batch_size: int, method: str = "irm") -> list[Run]:
             for combo in dbh.test_env_combinations(len(ENVIRONMENTS[dataset]))]
 
 
-def timed(fn, device) -> float:
+class EvalClock:
+    """Times the evaluations inside the trainers (``_Group.evaluate``, ``reference.accuracies``) so training time is the rest."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.undo = device, 0.0, []
+
+    def wrap(self, owner, name: str) -> None:
+        original = getattr(owner, name)
+
+        def timed_call(*args, **kwargs):
+            _sync(self.device)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            _sync(self.device)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        setattr(owner, name, timed_call)
+        self.undo.append(lambda: setattr(owner, name, original))
+
+
+def timed(fn, device: torch.device, clock: EvalClock) -> tuple[float, float]:
+    """(training seconds, evaluation seconds) of ``fn()``."""
     _sync(device)
+    clock.seconds = 0.0
     start = time.perf_counter()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    total = time.perf_counter() - start
+    return total - clock.seconds, clock.seconds
 
 
 def images_per_step(runs: list[Run]) -> int:
@@ -71,44 +96,43 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="DomainBed's default batch size")
     parser.add_argument("--width", type=float, default=1.0, help="ConvNet channel multiplier (1: DomainBed's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--forward", choices=("default", "both"), default="both", help="time the block's stacked and looped forward")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     source = load_source(None) if args.data_dir is None else load_idx_merged(args.data_dir)
-    print(f"data: {source.description}; device {device}; width {args.width:g}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"data: {source.description}; device {device}; width {args.width:g}; threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
     base = base_images(source, "ColoredMNIST").to(device)
     runs = block_runs("ColoredMNIST", args.batch_size)
     steps, images = args.steps, images_per_step(runs)
-    common = dict(steps=steps + 1, checkpoint_freq=steps + 1, width=args.width, device=device)
-
-    def block(stacked):
-        return lambda: train_block(base, runs, stacked=stacked, **common)
-
-    train_block(base, runs[:1], steps=2, checkpoint_freq=2, width=args.width, device=device)  # warm-up
-    results = {}
-    forwards = [None, True, False] if args.forward == "both" else [None]
-    for stacked in forwards:
-        name = {None: "block", True: "block, stacked forward", False: "block, model by model"}[stacked]
-        results[name] = timed(block(stacked), device)
-    results["one at a time"] = timed(lambda: [train_block(base, [r], **common) for r in runs], device)
-    results["DomainBed-like loop"] = timed(lambda: [reference_train(base, r, steps=steps + 1, checkpoint_freq=steps + 1, width=args.width,
-                                                                    device=device) for r in runs], device)
-    eval_s = timed(lambda: train_block(base, runs, steps=1, checkpoint_freq=1, width=args.width, device=device), device)
-    # the runs above include one evaluation at their last step: take it out
-    evaluated = len(runs) * len(source.labels)
-    print(f"{len(runs)} runs (IRM, batch {args.batch_size}, every test-environment set of ColoredMNIST), {steps} steps each:")
-    per_image = {}
-    for name, seconds in results.items():
-        train_s = max(1e-9, seconds - eval_s)
+    clock = EvalClock(device)
+    clock.wrap(train_module._Group, "evaluate")
+    clock.wrap(reference_module, "accuracies")
+    common = dict(steps=steps, checkpoint_freq=steps, width=args.width, device=device)  # checkpoints: step 0 and the last
+    train_block(base, runs[:2], steps=2, checkpoint_freq=2, width=args.width, device=device)  # warm-up
+    cases = {
+        "block (stacked forward)": lambda: train_block(base, runs, stacked=True, **common),
+        "block (model by model)": lambda: train_block(base, runs, stacked=False, **common),
+        "one at a time": lambda: [train_block(base, [r], **common) for r in runs],
+        "DomainBed-like loop": lambda: [reference_train(base, r, **common) for r in runs],
+    }
+    default = "block (stacked forward)" if device.type == "cuda" else "block (model by model)"
+    print(f"{len(runs)} runs (IRM, batch {args.batch_size}, every test-environment set of ColoredMNIST), {steps} steps each; "
+          f"the block's default forward on {device.type}: {default.split('(')[1][:-1]}")
+    per_image, eval_per_image = {}, []
+    for name, fn in cases.items():
+        train_s, eval_s = timed(fn, device, clock)
         per_image[name] = train_s / (steps * images)
-        print(f"  {name:26s} {len(runs) * steps / train_s:8.2f} run-steps/s   ({1e3 * per_image[name]:.3f} ms per training image)")
-    eval_per_image = eval_s / evaluated
-    print(f"  evaluation: {1e3 * eval_per_image:.3f} ms per image and run (every split of every environment)")
-    best = min(per_image["block"], per_image.get("one at a time", math.inf))
-    print(projection(best, eval_per_image, args.width))
-    print(f"speedup={per_image['one at a time'] / per_image['block']:.3f}")
+        eval_per_image.append(eval_s / (2 * len(runs) * len(source.labels)))  # two checkpoints per run
+        print(f"  {name:26s} {len(runs) * steps / train_s:8.2f} run-steps/s   ({1e3 * per_image[name]:.3f} ms per training "
+              f"image; evaluation {1e3 * eval_per_image[-1]:.3f} ms per image)", flush=True)
+    for undo in clock.undo:
+        undo()
+    evaluation = min(eval_per_image[:3])
+    print(projection(per_image[default], evaluation, args.width))
+    print(f"vs DomainBed-like loop: {per_image['DomainBed-like loop'] / per_image[default]:.3f}x")
+    print(f"speedup={per_image['one at a time'] / per_image[default]:.3f}")
 
 
 def projection(train_per_image: float, eval_per_image: float, width: float) -> str:

@@ -96,17 +96,22 @@ def reference_train(base: BaseImages, run: Run, *, steps: int, checkpoint_freq: 
         for key, value in (("loss", loss), ("nll", nll), ("penalty", penalty)):
             vals[key].append(float(value.detach()))
         if step in checkpoints:
-            row = {"step": step, **{k: sum(v) / len(v) for k, v in vals.items()}}
+            out.append({"step": step, **{k: sum(v) / len(v) for k, v in vals.items()}, **accuracies(network, base, envs, dtype)})
             vals = {k: [] for k in vals}
-            network.eval()
-            with torch.no_grad():
-                for i, env in enumerate(envs):
-                    for split, keys in (("in", env.in_keys), ("out", env.out_keys)):
-                        correct = 0
-                        for start in range(0, len(keys), 64):
-                            positions = keys[start:start + 64]
-                            correct += int((network(images_of(base, env, positions, dtype)).argmax(1) == env.y[positions]).sum())
-                        row[f"env{i}_{split}_acc"] = correct / len(keys)
-            network.train()
-            out.append(row)
     return out
+
+
+def accuracies(network, base: BaseImages, envs, dtype) -> dict[str, float]:
+    """``misc.accuracy`` of every environment's in- and out-split, in minibatches of 64 (train.py's eval loaders)."""
+    row = {}
+    network.eval()
+    with torch.no_grad():
+        for i, env in enumerate(envs):
+            for split, keys in (("in", env.in_keys), ("out", env.out_keys)):
+                correct = 0
+                for start in range(0, len(keys), 64):
+                    positions = keys[start:start + 64]
+                    correct += int((network(images_of(base, env, positions, dtype)).argmax(1) == env.y[positions]).sum())
+                row[f"env{i}_{split}_acc"] = correct / len(keys)
+    network.train()
+    return row
