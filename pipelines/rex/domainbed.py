@@ -48,21 +48,24 @@ SETTINGS = {
     "n_trials": Setting(1, "trial seeds (the in/out splits and the draws)", ge=1),
     "loo_datasets": Setting(["ColoredMNIST"], "datasets whose sweep adds every pair of test environments "
                             "(needed by leave-one-domain-out; DomainBed's default for all)", choices=DATASETS),
-    "steps": Setting(201, "training steps per run (DomainBed: 5001)", ge=1),
+    "steps": Setting(101, "training steps per run (DomainBed: 5001)", ge=1),
     "checkpoint_freq": Setting(50, "steps between checkpoints (every split evaluated; DomainBed: 100)", ge=1),
     "holdout_fraction": Setting(dbh.HOLDOUT_FRACTION, "share of each environment held out as its out-split", gt=0, le=0.9),
-    "width": Setting(0.25, "channel multiplier of the ConvNet (1: DomainBed's 64/128/128/128)", gt=0, le=4),
-    "anneal_scale": Setting(0.04, "anneal step used = int(drawn x anneal_scale) (1: DomainBed's; shorter trainings "
+    "width": Setting(0.125, "channel multiplier of the ConvNet (1: DomainBed's 64/128/128/128)", gt=0, le=4),
+    "anneal_scale": Setting(0.02, "anneal step used = int(drawn x anneal_scale) (1: DomainBed's; shorter trainings "
                             "scale it by steps / 5001)", gt=0, le=1),
+    "max_batch_size": Setting(0, "cap on the drawn batch sizes (0: DomainBed's draws as they are; smoke: 32)", ge=0),
     "block_size": Setting(0, "runs trained together in one Tune trial (0: one draw's runs, every test-environment set)", ge=0),
     "block_memory_gb": Setting(0.0, "training memory (GiB) one stacked group may use (0: a share of the device)", ge=0.0),
 }
 PRESETS = {
     "smoke": {},
     "mnist": dict(datasets=["ColoredMNIST"], algorithms=["erm", "irm", "vrex"], n_hparams=3, n_trials=2,
-                  loo_datasets=["ColoredMNIST"], steps=501, checkpoint_freq=100, width=0.25, anneal_scale=0.1),
+                  loo_datasets=["ColoredMNIST"], steps=501, checkpoint_freq=100, width=0.25, anneal_scale=0.1,
+                  max_batch_size=0),
     "paper": dict(datasets=list(DATASETS), algorithms=list(METHODS), n_hparams=dbh.N_HPARAMS, n_trials=dbh.N_TRIALS,
-                  loo_datasets=list(DATASETS), steps=dbh.STEPS, checkpoint_freq=dbh.CHECKPOINT_FREQ, width=1.0, anneal_scale=1.0),
+                  loo_datasets=list(DATASETS), steps=dbh.STEPS, checkpoint_freq=dbh.CHECKPOINT_FREQ, width=1.0, anneal_scale=1.0,
+                  max_batch_size=0),
 }
 
 # DomainBed's published results (domainbed/results/2020_10_06_7df6f06/results.tex): per rule, dataset and algorithm,
@@ -137,6 +140,8 @@ def draws(fixed: dict, settings: dict) -> list[dict]:
         for combo in combos:
             params = {k: hp[k] for k in distributions if k != "test_envs"}
             params["test_envs"] = envs_text(combo)
+            if settings["max_batch_size"]:
+                params["batch_size"] = min(params["batch_size"], settings["max_batch_size"])
             derived = {"hparams_seed": hparams_seed, "seed": dbh.run_seed(dataset, algorithm, list(combo), hparams_seed, trial),
                        "weight_decay": hp["weight_decay"]}
             out.append({"params": params, "distributions": distributions, "derived": derived})
