@@ -1,10 +1,8 @@
 """DomainBed's Colored and Rotated MNIST (core/domainbed/data.py) against hand-built cases and DomainBed's construction."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 
 from core.data import ImageSource, load_idx_merged
 from core.domainbed import data as db
+from test_cmnist_data import write_idx
 
 
 def source(n: int, seed: int = 0) -> ImageSource:
@@ -113,17 +112,10 @@ def test_in_out_splits_are_domainbeds():
     assert torch.equal(other[0].index, envs[0].index)  # the trial seed splits; the run's seed shuffles
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    code = 0x08
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def test_idx_splits_merged_training_first(tmp_path):
     for split, n, value in (("train", 3, 1), ("t10k", 2, 2)):
-        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", np.full((n, 28, 28), value))
-        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) + 10 * value)
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", np.full((n, 28, 28), value))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) + 10 * value)
     merged = load_idx_merged(tmp_path)
     assert merged.labels.tolist() == [10, 11, 12, 20, 21] and merged.images[:, 0, 0].tolist() == [1, 1, 1, 2, 2]
     assert "merged" in merged.description and "5 images" in merged.description

@@ -2,8 +2,6 @@
 through the real runner (Ray, Parquet, MLflow, Optuna) rendered by the report."""
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from pipelines.engine.runner import Sweep, run_sweep
 from pipelines.engine.spec import GensweepError, resolve_settings
 from pipelines.engine.store import ResultStore
 from pipelines.rex import domainbed
+from test_cmnist_data import write_idx
 
 PIPELINE = registry.get("domainbed")
 
@@ -71,10 +70,8 @@ def test_bad_settings():
 
 def _write_idx(directory: Path, n: int) -> None:
     rng = np.random.RandomState(0)
-    for name, array in (("t10k-images-idx3-ubyte.gz", rng.randint(0, 256, (n, 28, 28))), ("t10k-labels-idx1-ubyte.gz", rng.randint(0, 10, n))):
-        header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-        with gzip.open(directory / name, "wb") as f:
-            f.write(header + array.astype(np.uint8).tobytes())
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.randint(0, 256, (n, 28, 28)))
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", rng.randint(0, 10, n))
 
 
 @pytest.fixture(scope="module")

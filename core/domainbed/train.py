@@ -31,7 +31,6 @@ minibatches continue torch's global stream; only the data equals theirs.)
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
