@@ -103,22 +103,19 @@ def run_acc(rule: str, run: pd.DataFrame, test_env: int, envs: int) -> dict | No
         best = _argmax_first(vals)
         return {"val_acc": float(vals[best]), "test_acc": float(single[test_in].iloc[best]), "step": int(single["step"].iloc[best])}
     if rule == "loo":
-        choices = []
-        for step, at in run.groupby("step", sort=True):
-            tests = at[at["test_envs"].map(len) == 1]
-            if len(tests) != 1:
-                continue
-            val = {}
-            for _, r in at[at["test_envs"].map(len) == 2].iterrows():
-                other = (set(r["test_envs"]) - {test_env}).pop()
-                val[other] = float(r[f"env{other}_in_acc"])
-            if any(j not in val for j in range(envs) if j != test_env):
-                continue
-            choices.append({"val_acc": sum(val[j] for j in range(envs) if j != test_env) / (envs - 1),
-                            "test_acc": float(tests[test_in].iloc[0]), "step": int(step)})
-        if not choices:
+        counts = single.groupby("step").size()
+        tests = single.drop_duplicates("step").set_index("step")[test_in].loc[counts[counts == 1].index]
+        pairs = run[run["test_envs"].map(len) == 2]
+        others = pairs["test_envs"].map(lambda envs: (set(envs) - {test_env}).pop())
+        val = pd.DataFrame(index=tests.index)
+        for j in [j for j in range(envs) if j != test_env]:
+            part = pairs[others == j].drop_duplicates("step", keep="last")  # DomainBed: the last record of a step wins
+            val[j] = part.set_index("step")[f"env{j}_in_acc"].reindex(tests.index)
+        scores = val.dropna().sum(axis=1) / (envs - 1)
+        if scores.empty:
             return None
-        return choices[_argmax_first([c["val_acc"] for c in choices])]
+        step = scores.index[_argmax_first(scores.tolist())]
+        return {"val_acc": float(scores[step]), "test_acc": float(tests[step]), "step": int(step)}
     raise ValueError(f"unknown selection rule {rule!r} (choose from {', '.join(RULES)})")
 
 
