@@ -92,3 +92,11 @@ def test_run_from_config_reads_domainbeds_names():
     assert run.test_envs == (0, 2) and run.train_envs() == [1]
     assert run.penalty_weight == 10.0 and run.anneal_iters == 50
     assert checkpoint_steps(5001, 100)[-2:] == [4900, 5000] and len(checkpoint_steps(5001, 100)) == 51
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_block_equals_cpu(src):
+    base = base_images(src, "ColoredMNIST")
+    runs = _runs("ColoredMNIST", "irm")
+    for a, b in zip(_curves(base, runs, device="cuda", stacked=True), _curves(base, runs, device="cpu")):
+        _close(a, b)
