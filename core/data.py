@@ -23,6 +23,7 @@ __all__ = [
     "ImageSource",
     "read_idx",
     "load_idx_dir",
+    "load_idx_merged",
     "load_digits_source",
     "download_mnist",
 ]
@@ -86,15 +87,11 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx_dir(directory: str | os.PathLike) -> ImageSource:
-    """Load an MNIST-format directory (MNIST or Fashion-MNIST).
-
-    Uses the training split (``train-*``) when present, else the test split
-    (``t10k-*``); files may be gzipped or raw.
-    """
-    directory = Path(directory)
+def _read_splits(directory: Path) -> list[tuple[str, ImageSource]]:
+    """Every split (train, t10k) present in ``directory``, read and checked, in that order."""
     if not directory.is_dir():
         raise DataError(f"data directory not found: {directory}")
+    found = []
     for split in ("train", "t10k"):
         img, lab = _find(directory, f"{split}-images-idx3-ubyte"), _find(directory, f"{split}-labels-idx1-ubyte")
         if img is None and lab is None:
@@ -109,12 +106,40 @@ def load_idx_dir(directory: str | os.PathLike) -> ImageSource:
             raise DataError(f"corrupt data file {lab}: {labels.shape} labels for {len(images)} images")
         release = known_release(img, lab)
         what = f"{release} {SPLIT_NAMES[split]}" if release else f"IDX files ({SPLIT_NAMES[split]} names; checksums match no known release)"
-        description = f"{what}, {len(images):,} images, from {directory.resolve()}"
-        return ImageSource(f"idx:{directory.name}/{split}", images, labels.astype(np.int64), description)
-    raise DataError(
-        f"no MNIST-format files in {directory} (expected train-images-idx3-ubyte.gz and "
-        f"train-labels-idx1-ubyte.gz, or the t10k-* test split)"
-    )
+        found.append((split, ImageSource(f"idx:{directory.name}/{split}", images, labels.astype(np.int64), what)))
+    if not found:
+        raise DataError(
+            f"no MNIST-format files in {directory} (expected train-images-idx3-ubyte.gz and "
+            f"train-labels-idx1-ubyte.gz, or the t10k-* test split)"
+        )
+    return found
+
+
+def load_idx_dir(directory: str | os.PathLike) -> ImageSource:
+    """Load an MNIST-format directory (MNIST or Fashion-MNIST).
+
+    Uses the training split (``train-*``) when present, else the test split
+    (``t10k-*``); files may be gzipped or raw.
+    """
+    directory = Path(directory)
+    _, source = _read_splits(directory)[0]
+    description = f"{source.description}, {len(source.images):,} images, from {directory.resolve()}"
+    return ImageSource(source.name, source.images, source.labels, description)
+
+
+def load_idx_merged(directory: str | os.PathLike) -> ImageSource:
+    """Every split of an MNIST-format directory, the training split first, as one source (DomainBed's 70,000 images).
+
+    DomainBed's ``MultipleEnvironmentMNIST`` concatenates MNIST's training and
+    test splits; with one split present, that split alone.
+    """
+    directory = Path(directory)
+    splits = _read_splits(directory)
+    images = np.concatenate([s.images for _, s in splits])
+    labels = np.concatenate([s.labels for _, s in splits])
+    what = " + ".join(s.description for _, s in splits) + (" merged" if len(splits) > 1 else "")
+    name = f"idx:{directory.name}/" + "+".join(split for split, _ in splits)
+    return ImageSource(name, images, labels, f"{what}, {len(images):,} images, from {directory.resolve()}")
 
 
 SPLIT_NAMES = {"train": "training split (train-*)", "t10k": "test split (t10k-*)"}

@@ -50,3 +50,14 @@ SEM_REGS: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SEM_DIM = 10
 SEM_SAMPLES = 1000
 SEM_REPETITIONS = 10
+
+# DomainBed (thesis §5.4, the DomainBed suite): its registry for the MNIST datasets (defaults, random ranges, drawn with
+# seed_hash and numpy RandomState exactly as domainbed/hparams_registry.py draws them) is core.domainbed.hparams;
+# these are its entry points.
+from core.domainbed.hparams import (  # noqa: E402
+    CHECKPOINT_FREQ as DOMAINBED_CHECKPOINT_FREQ,
+    STEPS as DOMAINBED_STEPS,
+    default_hparams as domainbed_defaults,
+    hparams_for as domainbed_hparams,
+    run_seed as domainbed_run_seed,
+)

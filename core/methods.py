@@ -142,3 +142,92 @@ def objective(
     penalty = entry.penalty(risks, irm, irm_reduction)
     weight = obj.penalty_weight_at(step, penalty_weight, anneal_iters, dtype=risks.dtype)
     return obj.weigh_penalty(loss, penalty, weight), penalty
+
+
+# ------------------------------------------------------------------ DomainBed's formulas
+#
+# DomainBed (facebookresearch/DomainBed, domainbed/algorithms.py) writes IRM and V-REx differently from the
+# Colored MNIST reference codes above, so its pipeline (pipelines/rex/domainbed.py) names these entries:
+#   IRM:  mean_e R_e + w * mean_e g_e(even half) * g_e(odd half)   (split-batch product, not the square)
+#   VREx: mean_e R_e + w * mean_e (R_e - mean R)^2                  (population variance, not the pairs' mean)
+#   w = 1 before the anneal step, lambda from it on, and the loss is *not* divided by w; Adam is re-created at
+#   the anneal step ("Adam doesn't like the sharp jump in gradient magnitudes").
+#   GroupDRO: sum_e q_e R_e with q_e <- q_e exp(eta R_e), normalised, every step (Sagawa et al.'s online version,
+#   not RI's max_e R_e).
+# MM-REx is ours beside them, with V-REx's conventions: mean_e R_e + w * mmrex_penalty (the same penalty as above).
+
+
+def _mmrex_any(risks: torch.Tensor) -> torch.Tensor:
+    """The MM-REx penalty, 0 for one training environment (a DomainBed run with two of Colored MNIST's three held out)."""
+    return obj.mmrex_penalty(risks) if risks.shape[-1] > 1 else torch.zeros_like(risks[..., 0])
+
+
+@dataclass(frozen=True)
+class DomainBedMethod:
+    """One algorithm with DomainBed's conventions: its penalty, its hyperparameter names, whether Adam resets."""
+
+    name: str
+    display: str
+    algorithm: str  # DomainBed's class name (it seeds the runs)
+    penalty: Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor] | None = None  # (risks, irm terms) -> (...,)
+    lambda_key: str = ""  # the penalty weight's hyperparameter
+    anneal_key: str = ""  # the anneal step's hyperparameter
+    groupdro: bool = False  # risks weighted by group DRO's online weights (hyperparameter groupdro_eta)
+    ours: bool = False  # not in DomainBed
+    description: str = ""
+
+    @property
+    def needs_irm(self) -> bool:
+        return self.name == "irm"
+
+    @property
+    def resets_adam(self) -> bool:
+        return self.penalty is not None
+
+
+DOMAINBED_METHODS: dict[str, DomainBedMethod] = {
+    m.name: m
+    for m in (
+        DomainBedMethod("erm", "ERM", "ERM", description="cross-entropy of the training environments' minibatches together"),
+        DomainBedMethod("irm", "IRM", "IRM", lambda risks, irm: irm.mean(dim=-1), "irm_lambda", "irm_penalty_anneal_iters",
+                        description="mean risk + lambda * mean_e (split-batch product of dummy-scale gradients)"),
+        DomainBedMethod("groupdro", "GroupDRO", "GroupDRO", groupdro=True, description="online group DRO weights, step eta"),
+        DomainBedMethod("vrex", "VREx", "VREx", lambda risks, irm: obj.variance_penalty(risks), "vrex_lambda",
+                        "vrex_penalty_anneal_iters", description="mean risk + lambda * population variance of the risks"),
+        DomainBedMethod("mmrex", "MM-REx", "MMREx", lambda risks, irm: _mmrex_any(risks), "mmrex_lambda",
+                        "mmrex_penalty_anneal_iters", ours=True,
+                        description="ours: mean risk + lambda * m/(m-1) (max_e R_e - mean_e R_e), V-REx's schedule"),
+    )
+}
+
+
+def domainbed(name: str) -> DomainBedMethod:
+    """The DomainBed-convention entry called ``name``; ValueError naming the choices for an unknown one."""
+    if name not in DOMAINBED_METHODS:
+        raise ValueError(f"unknown DomainBed method {name!r} (choose from {', '.join(DOMAINBED_METHODS)})")
+    return DOMAINBED_METHODS[name]
+
+
+def domainbed_objective(
+    method: str, risks: torch.Tensor, irm: torch.Tensor | None = None, *, step: int, penalty_weight=0.0, anneal_iters=0,
+    q: torch.Tensor | None = None, eta=None,
+) -> tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]:
+    """The loss of one DomainBed update, its unweighted penalty, and group DRO's new weights (None for the others).
+
+    ``risks`` (..., m) are the training environments' mean cross-entropies;
+    ``irm`` (..., m) the split-batch IRM terms (IRM only); ``penalty_weight``,
+    ``anneal_iters``, ``eta`` numbers or (...,) tensors (one per model of a
+    block); ``q`` (..., m) group DRO's weights before this step.
+    """
+    entry = domainbed(method)
+    if entry.groupdro:
+        if q is None or eta is None:
+            raise ValueError("GroupDRO needs its weights q and step eta")
+        q = obj.groupdro_weights(q, risks, eta)
+        return (q * risks).sum(dim=-1), torch.zeros_like(risks[..., 0]), q
+    loss = risks.mean(dim=-1)
+    if entry.penalty is None:
+        return loss, torch.zeros_like(loss), None
+    penalty = entry.penalty(risks, irm)
+    weight = obj.penalty_weight_at(step, penalty_weight, anneal_iters, dtype=risks.dtype).to(risks.device)
+    return loss + weight * penalty, penalty, None

@@ -111,3 +111,39 @@ def weigh_penalty(loss: torch.Tensor, penalty: torch.Tensor, weight: torch.Tenso
     scale = torch.where(above, weight, torch.ones_like(weight))
     coef = torch.where(above, torch.ones_like(weight), weight)
     return loss / scale + coef * penalty
+
+
+# ------------------------------------------------------------------ DomainBed's formulas (facebookresearch/DomainBed)
+
+
+def ce_scale_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d/ds mean cross-entropy(s * logits, y) at s = 1, in closed form: mean_i (softmax(z_i) . z_i - z_i[y_i]).
+
+    ``logits`` (..., n, classes), ``y`` (..., n) integer labels; differentiable
+    w.r.t. the logits (equal to DomainBed's ``autograd.grad(..., create_graph=True)``).
+    """
+    expected = (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
+    return (expected - logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)).mean(dim=-1)
+
+
+def irm_split_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """DomainBed's IRM penalty of one environment: the product of the dummy-scale gradients on its even and odd examples.
+
+    ``algorithms.IRM._irm_penalty``: grad_1 * grad_2 with grad_1 on ``logits[::2]``
+    and grad_2 on ``logits[1::2]`` (an unbiased estimate of the squared gradient).
+    """
+    return ce_scale_grad(logits[..., ::2, :], y[..., ::2]) * ce_scale_grad(logits[..., 1::2, :], y[..., 1::2])
+
+
+def variance_penalty(risks: torch.Tensor) -> torch.Tensor:
+    """DomainBed's V-REx penalty: the population variance of the environment risks, mean_e (R_e - mean R)^2."""
+    return ((risks - risks.mean(dim=-1, keepdim=True)) ** 2).mean(dim=-1)
+
+
+def groupdro_weights(q: torch.Tensor, risks: torch.Tensor, eta) -> torch.Tensor:
+    """Group DRO's online weights (``algorithms.GroupDRO``): q_e * exp(eta * R_e), normalised; no gradient through them."""
+    eta = torch.as_tensor(eta, dtype=risks.dtype, device=risks.device)
+    if eta.dim():
+        eta = eta.unsqueeze(-1)
+    q = q * torch.exp(eta * risks.detach())
+    return q / q.sum(dim=-1, keepdim=True)

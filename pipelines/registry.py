@@ -6,7 +6,7 @@ import importlib
 from pipelines.engine.spec import GensweepError, Pipeline
 
 STUDIES: dict[str, tuple[str, ...]] = {
-    "rex": ("cmnist_table", "cmnist_search", "rex_vs_irm", "toy_sem", "rl_spurious"),  # thesis chapter 5
+    "rex": ("cmnist_table", "cmnist_search", "rex_vs_irm", "toy_sem", "rl_spurious", "domainbed"),  # thesis chapter 5
     "memorization": ("regularizers", "csr", "easy", "sensitivity", "capacity"),  # thesis chapter 3
 }
 

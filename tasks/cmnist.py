@@ -6,7 +6,8 @@ Config keys (all JSON scalars): ``method`` (a core.methods name),
 ``steps``, ``eval_every``, ``data_seed`` (domain construction), ``data`` (the
 image source's fingerprint) and ``variant`` (``standard``, or the
 covariate-shift variants ``class``, ``digit``, ``color``, which add
-``shift_p``). A config with a ``block`` list trains each entry's own keys
+``shift_p``) and, optionally, ``holdout`` (a share of each training domain
+held out for training-domain validation: ``val_acc``, ``train1_out_acc``, ...). A config with a ``block`` list trains each entry's own keys
 (hidden, l2, lr, anneal_iters, penalty_weight, seed, ...) merged over the
 shared ones, as one block of models on one set of domains.
 
@@ -31,7 +32,7 @@ from typing import Callable
 import torch
 
 from core.cmnist.batched import tf32_enabled
-from core.cmnist.domains import Domain, Domains, build_cmnist
+from core.cmnist.domains import Domain, Domains, build_cmnist, hold_out
 from core.cmnist.shift import build_shifted_cmnist
 from core.data import ImageSource
 from core.cmnist.train import config_from_dict, default_device, train_block
@@ -58,18 +59,21 @@ DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
 
 def _on_device(domains: Domains, device: torch.device) -> Domains:
     move = lambda d: Domain(d.name, d.x.to(device), d.y.to(device), d.color.to(device))  # noqa: E731
-    return Domains(train=[move(d) for d in domains.train], test=[move(d) for d in domains.test])
+    return Domains(train=[move(d) for d in domains.train], test=[move(d) for d in domains.test], val=[move(d) for d in domains.val])
 
 
 def domains_for(source: ImageSource, config: dict, device: torch.device | str = "cpu") -> Domains:
     """The domains a config asks for, on ``device``, from this process's cache when already there."""
     device = torch.device(device)
     variant = config.get("variant", "standard")
-    key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"), str(device))
+    holdout = float(config.get("holdout") or 0.0)
+    key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"), holdout, str(device))
     if key in _DOMAIN_CACHE:
         _DOMAIN_CACHE.move_to_end(key)
         return _DOMAIN_CACHE[key]
     domains = DOMAIN_BUILDERS[variant](source, config)
+    if holdout > 0:
+        domains = hold_out(domains, holdout, int(config["data_seed"]))
     if device.type != "cpu":
         domains = _on_device(domains, device)
     _DOMAIN_CACHE[key] = domains

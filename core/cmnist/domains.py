@@ -13,7 +13,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,10 +38,25 @@ class Domain:
 
 @dataclass(frozen=True)
 class Domains:
-    """Training domains (the objective sees these) and test domains (evaluation only)."""
+    """Training domains (the objective sees these), test domains (evaluation only) and held-out parts of the
+    training domains (``val``, evaluation only: training-domain validation; empty unless :func:`hold_out` made them)."""
 
     train: list[Domain]
     test: list[Domain]
+    val: list[Domain] = field(default_factory=list)
+
+
+def hold_out(domains: Domains, fraction: float, seed: int) -> Domains:
+    """Each training domain's examples split at random into a training part (same name) and a held-out part
+    ``<name>_out`` of ``int(n * fraction)`` examples, as DomainBed's in/out splits (not in the IRM or REx code)."""
+    rng = np.random.default_rng([seed, 1])
+    train, val = [], []
+    for d in domains.train:
+        order = torch.from_numpy(rng.permutation(len(d.y)))
+        out, keep = order[: int(len(d.y) * fraction)], order[int(len(d.y) * fraction):]
+        train.append(Domain(d.name, d.x[keep], d.y[keep], d.color[keep]))
+        val.append(Domain(f"{d.name}_out", d.x[out], d.y[out], d.color[out]))
+    return Domains(train=train, test=domains.test, val=domains.val + val)
 
 
 def train_count(n: int) -> int:

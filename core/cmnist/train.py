@@ -156,7 +156,8 @@ def train_block(
     (means over training domains), ``<domain>_acc``/``_nll``/``_penalty`` for
     every domain (penalty = IRMv1 penalty of that domain), ``test_acc``/``test_nll``
     (mean over test domains), ``rex_penalty`` (the objective's penalty term) and ``min_acc`` (the lowest
-    accuracy over all domains: the IRM random search's selection criterion).
+    accuracy over the training and test domains: the IRM random search's selection criterion); with held-out
+    parts of the training domains (``domains.val``), their ``<name>_acc`` etc. and ``val_acc`` (their mean).
     ``on_eval(step, metrics)`` is called at every eval step, the last included.
     """
     reduction = methods.resolve_reduction(method, reduction)
@@ -165,16 +166,19 @@ def train_block(
     channels = domains.train[0].x.shape[1]
     x_train, y_train = batch_inputs(domains.train, grayscale, device)
     sizes = [len(y) for y in y_train]
-    tests = []
+    tests, vals = [], []
     for d in domains.test:
         x, (y,) = batch_inputs([d], grayscale, device)
         tests.append((d.name, x, y))
+    for d in domains.val:
+        x, (y,) = batch_inputs([d], grayscale, device)
+        vals.append((d.name, x, y))
 
     k = len(configs)
     in_dim = models.input_dim(channels, grayscale)
     stacked = use_batched(k, device, batched)
     hiddens = [c.hidden for c in configs]
-    n_rows = max([sum(sizes)] + [len(y) for _, _, y in tests])
+    n_rows = max([sum(sizes)] + [len(y) for _, _, y in tests + vals])
     plan = batched_models.plan_block(hiddens, n_rows, grouping if stacked else "pad", memory_bytes)
     kind = batched_models.StackedModels if stacked else LoopModels
     groups = []
@@ -191,7 +195,7 @@ def train_block(
         for step in range(steps):
             evaluating = step % eval_every == 0 or step == steps - 1
             for group in groups:
-                rows = _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating)
+                rows = _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating, vals)
                 if evaluating:
                     for i, row in zip(group["index"], rows):
                         final[i] = row
@@ -200,7 +204,7 @@ def train_block(
     return final
 
 
-def _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating):
+def _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, domains, evaluating, vals=()):
     """One training step of one (sub-)block; its metric rows when ``evaluating`` (before the update)."""
     block = group["models"]
     k = len(group["index"])
@@ -232,6 +236,13 @@ def _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, 
                 test_nll.append(values["nll"])
             metrics["test_acc"] = torch.stack(test_acc).mean(0)
             metrics["test_nll"] = torch.stack(test_nll).mean(0)
+            val_acc = []
+            for name, x, y in vals:  # held-out parts of the training domains: not in test_acc or min_acc
+                values = _domain_metrics(block.forward(x), y)
+                metrics.update({f"{name}_{key}": value for key, value in values.items()})
+                val_acc.append(values["acc"])
+            if val_acc:
+                metrics["val_acc"] = torch.stack(val_acc).mean(0)
         domain_accs = [d["acc"] for d in per_domain] + test_acc
         metrics["min_acc"] = torch.stack(domain_accs).min(0).values
         rows = _rows(metrics, k)

@@ -136,7 +136,7 @@ def run_sweep(sweep: Sweep) -> dict:
     store.check_writable()
     data = pipeline.load_data(sweep.settings, sweep.data_dir)
     stages = pipeline.stages(sweep.settings)
-    sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, data.fingerprint)
+    sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, data.fingerprint, pipeline.all_settings())
     if sweep.expect_id and sweep.id != sweep.expect_id:
         raise GensweepError(
             f"the recorded command of sweep {sweep.expect_id} now gives sweep {sweep.id} "

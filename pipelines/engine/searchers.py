@@ -20,7 +20,8 @@ worker node costs time, not results, however its death surfaces.
   complete Optuna records at one storage write per configuration. A resumed
   sweep runs exactly the samples with no result row and adds the rows a
   crash kept from their study. TPE studies ask and tell as usual, from a
-  sampler seeded past the trials they already hold.
+  sampler seeded past the trials they already hold. A Search with explicit
+  ``draws`` is recorded and resumed as paired draws are, each study with its own.
 """
 from __future__ import annotations
 
@@ -154,6 +155,16 @@ def next_block_size(block_size: int, left_in_study: int, left_in_all: int, worke
     return max(1, min(block_size, left_in_study, max(floor, math.ceil(left_in_all / (2 * max(1, workers))))))
 
 
+def explicit_draws(search: Search, fixed: dict) -> list[dict]:
+    """The study's own draws (``search.draws``), checked: ``budget`` of them, each with params, distributions and derived."""
+    from pipelines.engine.spec import GensweepError
+
+    draws = search.draws(fixed)
+    if len(draws) != search.budget:
+        raise GensweepError(f"the search's draws for {fixed} are {len(draws)}, its budget {search.budget}")
+    return [{"params": dict(d["params"]), "distributions": dict(d["distributions"]), "derived": dict(d.get("derived", {}))} for d in draws]
+
+
 def paired_draws(search: Search, fixed: dict) -> list[dict]:
     """The ``budget`` configurations (params and derived values) every study pairing with ``fixed`` trains, in order."""
     import optuna
@@ -238,14 +249,17 @@ def study_searcher(
 
     base = _searcher_base()
     direction = "maximize" if mode == "max" else "minimize"
-    paired = search.sampler == "random"
+    paired = search.sampler == "random" or search.draws is not None
     entries, draws_of = [], {}
     for i, (fixed, name) in enumerate(zip(search.studies, names)):
         rows = finished.get(name, [])
         group = canonical_hash({k: fixed[k] for k in search.paired_by})
-        if paired and group not in draws_of:
-            draws_of[group] = paired_draws(search, fixed)
-        draws = draws_of.get(group)
+        if search.draws is not None:
+            draws = explicit_draws(search, fixed)
+        else:
+            if paired and group not in draws_of:
+                draws_of[group] = paired_draws(search, fixed)
+            draws = draws_of.get(group)
         n_trials = prepare_study(storage, name, direction, rows, metric, draws)
         import optuna
 
@@ -277,7 +291,7 @@ def study_searcher(
                 if paired:  # nothing asked of Optuna: the draw is recorded with its result
                     sample = entry["todo"].popleft()
                     trial = entry["draws"][sample]  # a draw stands in for the Optuna trial
-                    unit = {**trial["params"], **trial["derived"], "seed": sample, "sample": sample}
+                    unit = {"seed": sample, **trial["params"], **trial["derived"], "sample": sample}
                 else:
                     entry["todo"] -= 1
                     trial = entry["study"].ask()

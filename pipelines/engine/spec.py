@@ -74,6 +74,7 @@ class Setting:
     gt: float | None = None
     le: float | None = None
     item: type | None = None
+    opt_in: bool = False  # added after sweeps were recorded: out of the sweep id while at its default (their ids stay)
 
     @property
     def is_list(self) -> bool:
@@ -156,16 +157,25 @@ class Search:
     ``paired_by`` keys train the same configurations (sample i of every such
     study has the same hyperparameters and seed i): methods compared on the
     same draws. TPE studies sample on their own.
+
+    ``draws(fixed)`` (optional, instead of ``space`` and the sampler) gives a
+    study's ``budget`` configurations explicitly, for searches whose draws are
+    defined elsewhere (DomainBed's registry): a list of dicts with ``params``
+    (recorded as the Optuna trial's parameters), ``distributions`` (their
+    Optuna distributions) and ``derived`` (further config values; a ``seed``
+    there replaces the default seed = sample index). They are recorded and
+    resumed as paired draws are; consecutive draws share a Tune trial.
     """
 
     studies: list[dict]
-    space: Callable[[Any], dict]
+    space: Callable[[Any], dict] | None
     budget: int
     study_name: Callable[[dict], str] = lambda fixed: ""
     block_size: int = 1
     sampler: str = "random"  # or "tpe"
     seed: int = 0
     paired_by: tuple[str, ...] = ()
+    draws: Callable[[dict], list[dict]] | None = None
 
 
 Earlier = dict  # stage name -> pandas DataFrame of that stage's finished rows, sorted by trial_key
@@ -287,9 +297,16 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def sweep_id(pipeline: str, preset: str, settings: dict, data: str) -> str:
-    """Readable, deterministic id: same pipeline, result settings and data give the same sweep."""
-    return f"{preset}-{canonical_hash({'pipeline': pipeline, 'settings': result_settings(settings), 'data': data})[:10]}"
+def sweep_id(pipeline: str, preset: str, settings: dict, data: str, declared: dict[str, Setting] | None = None) -> str:
+    """Readable, deterministic id: same pipeline, result settings and data give the same sweep.
+
+    ``declared`` (the pipeline's settings): an ``opt_in`` setting at its default is left out, so a setting added
+    to a pipeline later does not rename the sweeps recorded before it.
+    """
+    declared = declared or {}
+    named = {k: v for k, v in result_settings(settings).items()
+             if not (k in declared and declared[k].opt_in and v == declared[k].default)}
+    return f"{preset}-{canonical_hash({'pipeline': pipeline, 'settings': named, 'data': data})[:10]}"
 
 
 def trial_key(config: dict) -> str:

@@ -13,7 +13,10 @@ from __future__ import annotations
 from core import hparams, methods
 from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
-from pipelines.rex.common import EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, reduction_keys, retrain_stage, retrain_table, risk_reduction_setting
+from pipelines.rex.common import (
+    EMBEDDED_SETTINGS, HOLDOUT_SETTING, RETRAIN_SETTINGS, holdout_keys, load_images, reduction_keys, retrain_stage, retrain_table,
+    risk_reduction_setting, validation_table,
+)
 from pipelines.engine.spec import Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
 
@@ -27,6 +30,7 @@ SETTINGS = {
     "data_seed": Setting(0, "seed of the domain construction (label noise, colours)", ge=0),
     "seed": Setting(0, "seed of the sampler", ge=0),
     "risk_reduction": risk_reduction_setting(),
+    "holdout": HOLDOUT_SETTING,
     **RETRAIN_SETTINGS,
     **EMBEDDED_SETTINGS,
 }
@@ -41,6 +45,7 @@ def stages(settings: dict) -> list[Stage]:
     fixed = dict(
         method=settings["method"], steps=settings["steps"], eval_every=settings["eval_every"],
         data_seed=settings["data_seed"], variant="standard", **reduction_keys(settings["method"], settings["risk_reduction"]),
+        **holdout_keys(settings),
     )
     search = Search(
         studies=[fixed], space=hparams.cmnist_random_space, budget=settings["num_samples"],
@@ -64,6 +69,9 @@ def report(frame, curves, out_dir: str) -> str:
         f"{len(frame)} configurations; {above} ({100 * above / max(1, len(frame)):.1f}%) beat chance (test acc > 50%).\n\n"
         + reports.markdown_table(columns, rows)
     )
+    validation = validation_table(frame, curves)
+    if validation:
+        text += "\n## Selection rules\n\n" + validation
     if len(retrain):
         text += "\n## The best configurations re-trained with new seeds and domains\n\n" + retrain_table(retrain, frame, _describe)
     return text

@@ -6,6 +6,7 @@ from core.cmnist.sources import EMBEDDED_IMAGES, MIN_EMBEDDED_IMAGES, load_sourc
 from pipelines.engine import reports
 from pipelines.engine.derived import retrain_best
 from pipelines.engine.spec import Setting, Stage
+from pipelines.rex import selection
 
 
 EMBEDDED_SETTINGS = {
@@ -83,3 +84,45 @@ def retrain_table(frame, search, describe) -> str:
                      len(group)])
     rows.sort(key=lambda r: (r[0], r[1]))
     return reports.markdown_table(["study", "rank", "configuration", "selected on (%)", "train acc", "test acc", "seeds"], rows)
+
+
+HOLDOUT_SETTING = Setting(0.0, "stage search: share of each training domain held out for training-domain validation "
+                          "(DomainBed's rule beside min(train, test); 0: none, as the IRM and REx code)", ge=0.0, le=0.5,
+                          opt_in=True)
+
+
+def holdout_keys(settings: dict) -> dict:
+    """``holdout`` for a config, only when set (configs and trial keys of sweeps without it stay as they were)."""
+    return {"holdout": float(settings["holdout"])} if settings.get("holdout") else {}
+
+
+def validation_table(frame, curves) -> str:
+    """Per search study, the configuration each rule selects and its test accuracy (%): DomainBed's training-domain
+    validation (the held-out parts of the training domains, over the eval steps), the search's min(train, test)
+    accuracy, and DomainBed's oracle (the test accuracy at the last step); empty without held-out data."""
+    if "val_acc" not in frame or frame["val_acc"].isna().all() or curves is None or curves.empty:
+        return ""
+    frame = frame[frame["val_acc"].notna()]
+    n = sum(1 for i in range(1, 10) if f"train{i}_out_acc" in curves)
+    curves = curves[curves["trial_key"].isin(set(frame["trial_key"]))]
+    records = curves[["trial_key", "step"]].merge(frame[["trial_key", "study"]], on="trial_key")
+    for i in range(n):
+        records[f"env{i}_in_acc"] = curves[f"train{i + 1}_acc"].values
+        records[f"env{i}_out_acc"] = curves[f"train{i + 1}_out_acc"].values
+    records[f"env{n}_in_acc"] = records[f"env{n}_out_acc"] = curves["test_acc"].values
+    records = records.rename(columns={"study": "dataset", "trial_key": "hparams_seed"}).assign(
+        method="-", trial_seed=0, test_envs=[(n,)] * len(records))
+    chosen = {rule: selection.sweep_accs(records, rule).set_index("dataset") for rule in ("iid", "oracle")}
+    rows = []
+    for study, group in frame.groupby("study"):
+        by_min = group.sort_values(["min_acc", "trial_key"], ascending=[False, True]).iloc[0]
+        name = str(study).split("/search/", 1)[-1]
+        iid, oracle = chosen["iid"].loc[study], chosen["oracle"].loc[study]
+        rows.append([name, len(group), f"{100 * iid['test_acc']:.1f} (val {100 * iid['val_acc']:.1f}, step {int(iid['step'])})",
+                     f"{100 * by_min['test_acc']:.1f}", f"{100 * oracle['test_acc']:.1f}"])
+    note = ("Test accuracy (%) of the configuration each rule selects: training-domain validation (DomainBed's rule, "
+            "pipelines/rex/selection.py: the best mean accuracy on the held-out parts of the training domains, over the "
+            f"eval steps; setting holdout = {frame['holdout'].iloc[0]:g}), min(train, test) accuracy at the last step (the "
+            "search's own criterion), and DomainBed's oracle (the test accuracy at the last step).\n\n")
+    return note + reports.markdown_table(["study", "configurations", "training-domain validation", "min(train, test)",
+                                          "oracle (test)"], rows)

@@ -28,7 +28,8 @@ from core import hparams, methods
 from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import (
-    EMBEDDED_SETTINGS, RETRAIN_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, retrain_stage, retrain_table, risk_reduction_setting,
+    EMBEDDED_SETTINGS, HOLDOUT_SETTING, RETRAIN_SETTINGS, holdout_keys, load_images, methods_setting, reduction_keys, reduction_note,
+    retrain_stage, retrain_table, risk_reduction_setting, validation_table,
 )
 from pipelines.engine.spec import Grid, Pipeline, Search, Setting, Stage
 from tasks.cmnist import cmnist_trainable
@@ -55,6 +56,7 @@ SETTINGS = {
     "steps": Setting(201, "full-batch Adam steps per configuration", ge=1),
     "eval_every": Setting(50, "steps between evaluations", ge=1),
     "risk_reduction": risk_reduction_setting("sum"),  # the REx covariate-shift scripts sum the risks of every method
+    "holdout": HOLDOUT_SETTING,
     **RETRAIN_SETTINGS,
     **EMBEDDED_SETTINGS,
 }
@@ -89,7 +91,7 @@ def stages(settings: dict) -> list[Stage]:
         out.append(Stage("fixed", cmnist_trainable, Grid(configs), metric="test_acc", label=_label))
     if "search" in settings["stages"]:
         search = Search(
-            studies=[{**s, "data_seed": settings["data_seed"]} for s in _settings(settings)],
+            studies=[{**s, "data_seed": settings["data_seed"], **holdout_keys(settings)} for s in _settings(settings)],
             study_name=lambda s: f"{s['variant']}/p={s['shift_p']}/{s['method']}",
             space=hparams.cmnist_random_space, budget=settings["num_samples"], block_size=settings["block_size"],
             sampler=settings["sampler"], seed=settings["data_seed"], paired_by=("variant", "shift_p"),
@@ -108,6 +110,9 @@ def report(frame, curves, out_dir: str) -> str:
     search = frame[frame["stage"] == "search"]
     if not search.empty:
         parts.append("## Stage 2: random search, configurations beating chance (test accuracy > 50%)\n\n" + _chance_table(search, f"{out_dir}/above_chance.png"))
+        validation = validation_table(search, curves)
+        if validation:
+            parts.append("## Stage 2: the configuration each selection rule picks\n\n" + validation)
     retrain = frame[frame["stage"] == "retrain"]
     if not retrain.empty:
         describe = lambda r: f"h={int(r['hidden'])} lr={r['lr']:.2g} pw={r['penalty_weight']:.3g}"  # noqa: E731

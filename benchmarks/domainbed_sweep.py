@@ -1,0 +1,164 @@
+"""Steps per second of DomainBed runs trained as one stacked block vs one at a time vs a loop like DomainBed's train.py.
+
+Usage: ``python benchmarks/domainbed_sweep.py [--data-dir DIR] [--steps N] [--width W] [--device cpu|cuda]``
+
+A block is the runs of one algorithm (IRM), one draw and one trial for every
+Colored MNIST test-environment set (3 single + 3 pairs: the runs the sweep
+trains in one Tune trial; they share the batch size). The block is timed
+through ``train_block`` as one block, with its forward as one grouped-
+convolution pass (the default on CUDA) and model by model (the default on
+CPU); ``train_block`` one run at a time; and
+:func:`core.domainbed.reference.reference_train` (an ``nn.Module``,
+``torch.optim.Adam``, DomainBed's autograd IRM penalty) one run at a time;
+all in this process on the same data, in ``--repeats`` rounds (each case's
+best round counts). Evaluations (every split at step 0 and the last) are
+timed apart, so steps/s are training steps.
+From the measured per-image costs it projects the wall time of DomainBed's
+whole Colored + Rotated MNIST sweep (5 algorithms, 20 draws, 3 trials, every
+test-environment set, 5,001 steps, a checkpoint every 100, DomainBed's
+ConvNet width unless ``--width``) on this device, with DomainBed's batch-size
+distribution int(2^U(3, 9)). Ends with ``speedup=<block (its device's default forward) / one at a time>``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.data import load_idx_merged, load_source  # noqa: E402
+from core.domainbed import hparams as dbh  # noqa: E402
+from core.domainbed.data import ENVIRONMENTS, base_images  # noqa: E402
+from core.domainbed import reference as reference_module  # noqa: E402
+from core.domainbed import train as train_module  # noqa: E402
+from core.domainbed.reference import reference_train  # noqa: E402
+from core.domainbed.train import Run, checkpoint_steps, train_block  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def block_runs(dataset: str, batch_size: int, method: str = "irm") -> list[Run]:
+    """One draw's runs for every test-environment set (single and pairs), DomainBed's seeds, one batch size."""
+    algorithm = dbh.ALGORITHMS[method]
+    hp = dbh.default_hparams(algorithm)
+    return [Run(dataset, method, combo, dbh.run_seed(dataset, algorithm, list(combo), 0, 0), 0, hp["lr"], batch_size,
+                hp["irm_lambda"], hp["irm_penalty_anneal_iters"])
+            for combo in dbh.test_env_combinations(len(ENVIRONMENTS[dataset]))]
+
+
+class EvalClock:
+    """Times the evaluations inside the trainers (``_Group.evaluate``, ``reference.accuracies``) so training time is the rest."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.undo = device, 0.0, []
+
+    def wrap(self, owner, name: str) -> None:
+        original = getattr(owner, name)
+
+        def timed_call(*args, **kwargs):
+            _sync(self.device)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            _sync(self.device)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        setattr(owner, name, timed_call)
+        self.undo.append(lambda: setattr(owner, name, original))
+
+
+def timed(fn, device: torch.device, clock: EvalClock) -> tuple[float, float]:
+    """(training seconds, evaluation seconds) of ``fn()``."""
+    _sync(device)
+    clock.seconds = 0.0
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    total = time.perf_counter() - start
+    return total - clock.seconds, clock.seconds
+
+
+def images_per_step(runs: list[Run]) -> int:
+    return sum(r.batch_size * len(r.train_envs()) for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="MNIST-format directory (default: the embedded digits)")
+    parser.add_argument("--steps", type=int, default=20, help="training steps timed per run")
+    parser.add_argument("--batch-size", type=int, default=64, help="DomainBed's default batch size")
+    parser.add_argument("--width", type=float, default=1.0, help="ConvNet channel multiplier (1: DomainBed's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over the cases; each case's best round counts")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    source = load_source(None) if args.data_dir is None else load_idx_merged(args.data_dir)
+    print(f"data: {source.description}; device {device}; width {args.width:g}; threads {torch.get_num_threads()}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    base = base_images(source, "ColoredMNIST").to(device)
+    runs = block_runs("ColoredMNIST", args.batch_size)
+    steps, images = args.steps, images_per_step(runs)
+    clock = EvalClock(device)
+    clock.wrap(train_module._Group, "evaluate")
+    clock.wrap(reference_module, "accuracies")
+    common = dict(steps=steps, checkpoint_freq=steps, width=args.width, device=device)  # checkpoints: step 0 and the last
+    train_block(base, runs[:2], steps=2, checkpoint_freq=2, width=args.width, device=device)  # warm-up
+    cases = {
+        "block (stacked forward)": lambda: train_block(base, runs, stacked=True, **common),
+        "block (model by model)": lambda: train_block(base, runs, stacked=False, **common),
+        "one at a time": lambda: [train_block(base, [r], **common) for r in runs],
+        "DomainBed-like loop": lambda: [reference_train(base, r, **common) for r in runs],
+    }
+    default = "block (stacked forward)" if device.type == "cuda" else "block (model by model)"
+    print(f"{len(runs)} runs (IRM, batch {args.batch_size}, every test-environment set of ColoredMNIST), {steps} steps each; "
+          f"the block's default forward on {device.type}: {default.split('(')[1][:-1]}")
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeats):  # round robin, the best of each: a loaded machine slows all cases alike
+        for name, fn in cases.items():
+            train_s, eval_s = timed(fn, device, clock)
+            old = best.get(name, (float("inf"), float("inf")))
+            best[name] = (min(old[0], train_s), min(old[1], eval_s))
+    per_image, eval_per_image = {}, []
+    for name, (train_s, eval_s) in best.items():
+        per_image[name] = train_s / (steps * images)
+        eval_per_image.append(eval_s / (2 * len(runs) * len(source.labels)))  # two checkpoints per run
+        print(f"  {name:26s} {len(runs) * steps / train_s:8.2f} run-steps/s   ({1e3 * per_image[name]:.3f} ms per training "
+              f"image; evaluation {1e3 * eval_per_image[-1]:.3f} ms per image)", flush=True)
+    for undo in clock.undo:
+        undo()
+    evaluation = min(eval_per_image[:3])
+    print(projection(per_image[default], evaluation, args.width))
+    print(f"vs DomainBed-like loop: {per_image['DomainBed-like loop'] / per_image[default]:.3f}x")
+    print(f"speedup={per_image['one at a time'] / per_image[default]:.3f}")
+
+
+def projection(train_per_image: float, eval_per_image: float, width: float) -> str:
+    """DomainBed's Colored + Rotated MNIST sweep on this device at the measured per-image costs."""
+    mean_batch = float(np.mean([int(2 ** u) for u in np.random.RandomState(0).uniform(3, 9, 100_000)]))
+    lines, total = [], 0.0
+    for dataset, n_images in (("ColoredMNIST", 70_000), ("RotatedMNIST", 70_000)):
+        n = len(ENVIRONMENTS[dataset])
+        combos = dbh.test_env_combinations(n)
+        checkpoints = len(checkpoint_steps(dbh.STEPS, dbh.CHECKPOINT_FREQ))
+        runs = 5 * dbh.N_HPARAMS * dbh.N_TRIALS * len(combos)
+        train_images = sum(mean_batch * (n - len(c)) for c in combos) / len(combos) * dbh.STEPS
+        seconds = runs * (train_images * train_per_image + checkpoints * n_images * eval_per_image)
+        total += seconds
+        lines.append(f"{dataset}: {runs:,} runs, {seconds / 3600:,.0f} h")
+    return (f"projected DomainBed sweep (5 algorithms x 20 draws x 3 trials x every test-environment set, 5,001 steps, "
+            f"70,000 images, width {width:g}, mean batch {mean_batch:.0f}) on this device: " + "; ".join(lines)
+            + f"; total {total / 3600:,.0f} h ({total / 86400:,.1f} days)")
+
+
+if __name__ == "__main__":
+    main()

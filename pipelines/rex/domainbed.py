@@ -1,0 +1,205 @@
+"""DomainBed's MNIST sweep (thesis §5.4, "Domain generalization in the DomainBed suite") and its three selection rules.
+
+Varies, as DomainBed's ``scripts/sweep.py``: dataset (ColoredMNIST,
+RotatedMNIST), algorithm (ERM, IRM, GroupDRO, VREx with DomainBed's formulas;
+MM-REx ours), the test environments (each single one and, for
+leave-one-domain-out, each pair: ``loo_datasets``), the trial seed
+(``n_trials``) and the hyperparameter draw (``n_hparams``: hparams_seed 0 is
+the defaults, the others DomainBed's random draws, equal to theirs: see
+core.domainbed.hparams). Fixed: the ConvNet, Adam, ``steps``,
+``checkpoint_freq``, the in/out holdout fraction. Each run's seed is
+DomainBed's seed_hash(dataset, algorithm, test_envs, hparams_seed, trial_seed).
+
+One stage per dataset; in it one Optuna study per (algorithm, trial seed),
+whose trials are that trial's runs: every draw for every test-environment
+set, in that order, recorded with DomainBed's hyperparameter values as
+parameters (``Search.draws``; DomainBed's own sampler, not Optuna's). A draw
+gives the same learning rate and batch size to every test-environment set of
+a trial, so consecutive runs share a Tune trial and are trained as one
+stacked block (``block_size``, default one draw's runs). Resuming a sweep
+finds the runs it finished in the Parquet rows. The studies' values are each
+run's own training-domain validation accuracy (``val_acc``); the model
+selection itself is the report's (:mod:`pipelines.rex.selection`), on every
+checkpoint's in- and out-split accuracies in the curves.
+
+Presets: ``smoke`` (embedded digits), ``mnist`` (the 10,000-image MNIST
+test split on 2 CPU cores: ColoredMNIST only, a quarter-width ConvNet,
+fewer steps, draws and trials, the anneal steps scaled to the shorter
+training) and ``paper`` (DomainBed's full sweep: 20 draws x 3 trials x every
+test-environment set, 5,001 steps).
+"""
+from __future__ import annotations
+
+from core import methods
+from core.data import load_idx_merged, load_source
+from core.domainbed import hparams as dbh
+from core.domainbed.data import DATASETS, ENVIRONMENTS
+from pipelines.engine.spec import GensweepError, Pipeline, Search, Setting, Stage
+from pipelines.rex import selection
+from tasks.domainbed import domainbed_trainable
+
+METHODS = tuple(methods.DOMAINBED_METHODS)  # erm, irm, groupdro, vrex, mmrex (DomainBed's order, ours last)
+NAMES = {m: methods.domainbed(m).display for m in METHODS}
+
+SETTINGS = {
+    "datasets": Setting(list(DATASETS), "DomainBed datasets", choices=DATASETS),
+    "algorithms": Setting(["erm", "irm", "vrex"], "algorithms (core.methods DomainBed entries; mmrex is ours)", choices=METHODS),
+    "n_hparams": Setting(2, "hyperparameter draws per (algorithm, trial): hparams_seed 0 (the defaults) .. n-1", ge=1),
+    "n_trials": Setting(1, "trial seeds (the in/out splits and the draws)", ge=1),
+    "loo_datasets": Setting(["ColoredMNIST"], "datasets whose sweep adds every pair of test environments "
+                            "(needed by leave-one-domain-out; DomainBed's default for all)", choices=DATASETS),
+    "steps": Setting(101, "training steps per run (DomainBed: 5001)", ge=1),
+    "checkpoint_freq": Setting(50, "steps between checkpoints (every split evaluated; DomainBed: 100)", ge=1),
+    "holdout_fraction": Setting(dbh.HOLDOUT_FRACTION, "share of each environment held out as its out-split", gt=0, le=0.9),
+    "width": Setting(0.125, "channel multiplier of the ConvNet (1: DomainBed's 64/128/128/128)", gt=0, le=4),
+    "anneal_scale": Setting(0.02, "anneal step used = int(drawn x anneal_scale) (1: DomainBed's; shorter trainings "
+                            "scale it by steps / 5001)", gt=0, le=1),
+    "max_batch_size": Setting(0, "cap on the drawn batch sizes (0: DomainBed's draws as they are; smoke: 32)", ge=0),
+    "block_size": Setting(0, "runs trained together in one Tune trial (0: one draw's runs, every test-environment set)", ge=0),
+    "block_memory_gb": Setting(0.0, "training memory (GiB) one stacked group may use (0: a share of the device)", ge=0.0),
+}
+PRESETS = {
+    "smoke": {},
+    "mnist": dict(datasets=["ColoredMNIST"], algorithms=["erm", "irm", "vrex"], n_hparams=3, n_trials=2,
+                  loo_datasets=["ColoredMNIST"], steps=501, checkpoint_freq=100, width=0.25, anneal_scale=0.1,
+                  max_batch_size=0),
+    "paper": dict(datasets=list(DATASETS), algorithms=list(METHODS), n_hparams=dbh.N_HPARAMS, n_trials=dbh.N_TRIALS,
+                  loo_datasets=list(DATASETS), steps=dbh.STEPS, checkpoint_freq=dbh.CHECKPOINT_FREQ, width=1.0, anneal_scale=1.0,
+                  max_batch_size=0),
+}
+
+# DomainBed's published results (domainbed/results/2020_10_06_7df6f06/results.tex): per rule, dataset and algorithm,
+# the test-environment cells and the Avg.
+PUBLISHED = {
+    "iid": {"ColoredMNIST": {"erm": ("71.7 ± 0.1", "72.9 ± 0.2", "10.0 ± 0.1", "51.5"),
+                             "irm": ("72.5 ± 0.1", "73.3 ± 0.5", "10.2 ± 0.3", "52.0"),
+                             "groupdro": ("73.1 ± 0.3", "73.2 ± 0.2", "10.0 ± 0.2", "52.1"),
+                             "vrex": ("72.4 ± 0.3", "72.9 ± 0.4", "10.2 ± 0.0", "51.8")},
+            "RotatedMNIST": {"erm": ("95.9 ± 0.1", "98.9 ± 0.0", "98.8 ± 0.0", "98.9 ± 0.0", "98.9 ± 0.0", "96.4 ± 0.0", "98.0"),
+                             "irm": ("95.5 ± 0.1", "98.8 ± 0.2", "98.7 ± 0.1", "98.6 ± 0.1", "98.7 ± 0.0", "95.9 ± 0.2", "97.7"),
+                             "groupdro": ("95.6 ± 0.1", "98.9 ± 0.1", "98.9 ± 0.1", "99.0 ± 0.0", "98.9 ± 0.0", "96.5 ± 0.2", "98.0"),
+                             "vrex": ("95.9 ± 0.2", "99.0 ± 0.1", "98.9 ± 0.1", "98.9 ± 0.1", "98.7 ± 0.1", "96.2 ± 0.2", "97.9")}},
+    "loo": {"ColoredMNIST": {"erm": ("50.0 ± 0.2", "50.1 ± 0.2", "10.0 ± 0.0", "36.7"),
+                             "irm": ("46.7 ± 2.4", "51.2 ± 0.3", "23.1 ± 10.7", "40.3"),
+                             "groupdro": ("50.1 ± 0.5", "50.0 ± 0.5", "10.2 ± 0.1", "36.8"),
+                             "vrex": ("50.2 ± 0.4", "50.5 ± 0.5", "10.1 ± 0.0", "36.9")},
+            "RotatedMNIST": {"erm": ("95.3 ± 0.2", "98.9 ± 0.1", "98.9 ± 0.1", "98.8 ± 0.1", "98.5 ± 0.1", "96.2 ± 0.2", "97.7"),
+                             "irm": ("94.5 ± 0.5", "98.2 ± 0.2", "98.7 ± 0.1", "96.6 ± 1.5", "98.4 ± 0.1", "95.8 ± 0.1", "97.0"),
+                             "groupdro": ("95.7 ± 0.3", "98.7 ± 0.1", "98.9 ± 0.1", "98.6 ± 0.2", "98.6 ± 0.2", "95.3 ± 0.9", "97.6"),
+                             "vrex": ("95.8 ± 0.2", "98.7 ± 0.0", "98.5 ± 0.1", "98.9 ± 0.1", "74.0 ± 20.1", "95.5 ± 0.5", "93.6")}},
+    "oracle": {"ColoredMNIST": {"erm": ("71.8 ± 0.4", "72.9 ± 0.1", "28.7 ± 0.5", "57.8"),
+                                "irm": ("72.0 ± 0.1", "72.5 ± 0.3", "58.5 ± 3.3", "67.7"),
+                                "groupdro": ("73.5 ± 0.3", "73.0 ± 0.3", "36.8 ± 2.8", "61.1"),
+                                "vrex": ("72.8 ± 0.3", "73.0 ± 0.3", "55.2 ± 4.0", "67.0")},
+               "RotatedMNIST": {"erm": ("95.3 ± 0.2", "98.7 ± 0.1", "98.9 ± 0.1", "98.7 ± 0.2", "98.9 ± 0.0", "96.2 ± 0.2", "97.8"),
+                                "irm": ("94.9 ± 0.6", "98.7 ± 0.2", "98.6 ± 0.1", "98.6 ± 0.2", "98.7 ± 0.1", "95.2 ± 0.3", "97.5"),
+                                "groupdro": ("95.9 ± 0.1", "99.0 ± 0.1", "98.9 ± 0.1", "98.8 ± 0.1", "98.6 ± 0.1", "96.3 ± 0.4", "97.9"),
+                                "vrex": ("95.5 ± 0.2", "99.0 ± 0.0", "98.7 ± 0.2", "98.8 ± 0.1", "98.8 ± 0.0", "96.4 ± 0.0", "97.9")}},
+}
+
+
+def load_data(settings: dict, data_dir: str | None):
+    """The source: every split of the MNIST-format directory merged (DomainBed's 70,000), or the embedded digits."""
+    return load_source(None) if data_dir is None else load_idx_merged(data_dir)
+
+
+def envs_text(test_envs) -> str:
+    return ",".join(str(t) for t in test_envs)
+
+
+def test_env_sets(dataset: str, settings: dict) -> list[tuple[int, ...]]:
+    """The dataset's test-environment sets: every single one, with every pair when it is in ``loo_datasets``."""
+    return dbh.test_env_combinations(len(ENVIRONMENTS[dataset]), pairs=dataset in settings["loo_datasets"])
+
+
+def _distributions(algorithm: str, combos: list[str]) -> dict:
+    """Optuna distributions of the recorded parameters: DomainBed's ranges (they hold the defaults too)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    spaces = {
+        "lr": FloatDistribution(10**-4.5, 10**-2.5, log=True), "batch_size": IntDistribution(8, 511, log=True),
+        "irm_lambda": FloatDistribution(1e-1, 1e5, log=True), "vrex_lambda": FloatDistribution(1e-1, 1e5, log=True),
+        "mmrex_lambda": FloatDistribution(1e-1, 1e5, log=True), "groupdro_eta": FloatDistribution(1e-3, 1e-1, log=True),
+        "test_envs": CategoricalDistribution(combos),
+    }
+    for key in ("irm_penalty_anneal_iters", "vrex_penalty_anneal_iters", "mmrex_penalty_anneal_iters"):
+        spaces[key] = IntDistribution(1, 9999, log=True)
+    names = [k for k in dbh.default_hparams(algorithm) if k in spaces] + ["test_envs"]
+    return {k: spaces[k] for k in names}
+
+
+def draws(fixed: dict, settings: dict) -> list[dict]:
+    """A study's runs, in order: for each hparams_seed, its DomainBed hyperparameters with every test-environment set."""
+    dataset, method, trial = fixed["dataset"], fixed["method"], int(fixed["trial_seed"])
+    algorithm = dbh.ALGORITHMS[method]
+    combos = test_env_sets(dataset, settings)
+    distributions = _distributions(algorithm, [envs_text(c) for c in combos])
+    out = []
+    for hparams_seed in range(settings["n_hparams"]):
+        hp = dbh.hparams_for(algorithm, hparams_seed, trial)
+        for combo in combos:
+            params = {k: hp[k] for k in distributions if k != "test_envs"}
+            params["test_envs"] = envs_text(combo)
+            if settings["max_batch_size"]:
+                params["batch_size"] = min(params["batch_size"], settings["max_batch_size"])
+            derived = {"hparams_seed": hparams_seed, "seed": dbh.run_seed(dataset, algorithm, list(combo), hparams_seed, trial),
+                       "weight_decay": hp["weight_decay"]}
+            out.append({"params": params, "distributions": distributions, "derived": derived})
+    return out
+
+
+def _label(c: dict) -> str:
+    return f"{c['method']} {c['dataset']} test_envs={c['test_envs']} h={c['hparams_seed']} t={c['trial_seed']}"
+
+
+def stages(settings: dict) -> list[Stage]:
+    """One stage per dataset: one study per (algorithm, trial seed) of n_hparams x test-environment sets runs."""
+    out = []
+    for dataset in settings["datasets"]:
+        combos = test_env_sets(dataset, settings)
+        memory = float(settings["block_memory_gb"])
+        studies = [
+            dict(dataset=dataset, method=method, trial_seed=trial, steps=settings["steps"], checkpoint_freq=settings["checkpoint_freq"],
+                 holdout_fraction=settings["holdout_fraction"], width=settings["width"], anneal_scale=settings["anneal_scale"],
+                 **({"block_memory_gb": memory} if memory > 0 else {}))
+            for method in settings["algorithms"] for trial in range(settings["n_trials"])
+        ]
+        search = Search(
+            studies=studies, space=None, budget=settings["n_hparams"] * len(combos),
+            study_name=lambda s: f"{s['method']}/trial={s['trial_seed']}",
+            block_size=settings["block_size"] or len(combos), draws=lambda fixed: draws(fixed, settings),
+        )
+        out.append(Stage(dataset, domainbed_trainable, search, metric="val_acc", mode="max", label=_label))
+    return out
+
+
+def check(settings: dict) -> None:
+    if settings["checkpoint_freq"] > settings["steps"]:
+        raise GensweepError(f"checkpoint_freq {settings['checkpoint_freq']} is more than steps {settings['steps']}")
+
+
+def report(trials, curves, out_dir: str) -> str:
+    """DomainBed's three tables (one per selection rule, ours beside the published rows) and the selection figure."""
+    frame = selection.records(trials, curves)
+    envs = {d: ENVIRONMENTS[d] for d in DATASETS}
+    text, sweeps = selection.rule_tables(frame, envs, list(METHODS), NAMES, PUBLISHED)
+    selection.selection_figure(sweeps, envs, list(METHODS), NAMES, f"{out_dir}/selection.png", PUBLISHED,
+                               extra_envs={"ColoredMNIST": 2})
+    runs = trials.groupby(["dataset", "method"]).size()
+    counts = ", ".join(f"{d} {NAMES.get(m, m)}: {n}" for (d, m), n in runs.items())
+    widths = sorted(set(trials["width"])) if "width" in trials else []
+    note = (f"{len(trials)} runs ({counts}); ConvNet width {', '.join(f'{w:g}' for w in widths)} "
+            f"(1 = DomainBed's), {int(trials['steps'].max())} steps, checkpoints every {int(trials['checkpoint_freq'].max())}.\n\n")
+    return note + text + "\n![test-domain accuracy per selection rule](selection.png)\n"
+
+
+PIPELINE = Pipeline(
+    name="domainbed",
+    description="DomainBed's Colored and Rotated MNIST sweep with its three model-selection rules (thesis §5.4)",
+    settings=SETTINGS,
+    presets=PRESETS,
+    load_data=load_data,
+    stages=stages,
+    report=report,
+    check=check,
+)
