@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.data import load_idx_merged, load_source  # noqa: E402
+from core.data import load_digits_source, load_idx_merged  # noqa: E402
 from core.domainbed import hparams as dbh  # noqa: E402
 from core.domainbed.data import ENVIRONMENTS, base_images  # noqa: E402
 from core.domainbed import reference as reference_module  # noqa: E402
@@ -90,6 +90,64 @@ def images_per_step(runs: list[Run]) -> int:
     return sum(r.batch_size * len(r.train_envs()) for r in runs)
 
 
+def measure(device: torch.device, *, quick: bool = False, data_dir: str | None = None, steps: int = 20, batch_size: int = 64,
+            width: float = 1.0, repeats: int = 2, say=print) -> dict:
+    """Time the four cases (block stacked / model by model, one at a time, DomainBed-like loop); their figures.
+
+    ``quick``: 3 steps, one round, width 0.25 (a CPU check that the code path runs, not a measurement).
+    Returns ``{"cases": {name: {"run_steps_per_s", "ms_per_image", "eval_ms_per_image"}}, "default", "speedup",
+    "vs_loop", "projection"}``.
+    """
+    if quick:
+        steps, repeats, width = 3, 1, 0.25
+    source = load_digits_source() if data_dir is None else load_idx_merged(data_dir)
+    say(f"data: {source.description}; device {device}; width {width:g}; threads {torch.get_num_threads()}; "
+        f"load average {os.getloadavg()[0]:.2f}")
+    base = base_images(source, "ColoredMNIST").to(device)
+    runs = block_runs("ColoredMNIST", batch_size)
+    images = images_per_step(runs)
+    clock = EvalClock(device)
+    clock.wrap(train_module._Group, "evaluate")
+    clock.wrap(reference_module, "accuracies")
+    common = dict(steps=steps, checkpoint_freq=steps, width=width, device=device)  # checkpoints: step 0 and the last
+    try:
+        train_block(base, runs[:2], steps=2, checkpoint_freq=2, width=width, device=device)  # warm-up
+        cases = {
+            "block (stacked forward)": lambda: train_block(base, runs, stacked=True, **common),
+            "block (model by model)": lambda: train_block(base, runs, stacked=False, **common),
+            "one at a time": lambda: [train_block(base, [r], **common) for r in runs],
+            "DomainBed-like loop": lambda: [reference_train(base, r, **common) for r in runs],
+        }
+        default = "block (stacked forward)" if device.type == "cuda" else "block (model by model)"
+        say(f"{len(runs)} runs (IRM, batch {batch_size}, every test-environment set of ColoredMNIST), {steps} steps each; "
+            f"the block's default forward on {device.type}: {default.split('(')[1][:-1]}")
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(repeats):  # round robin, the best of each: a loaded machine slows all cases alike
+            for name, fn in cases.items():
+                train_s, eval_s = timed(fn, device, clock)
+                old = best.get(name, (float("inf"), float("inf")))
+                best[name] = (min(old[0], train_s), min(old[1], eval_s))
+    finally:
+        for undo in clock.undo:
+            undo()
+    figures: dict[str, dict] = {}
+    per_image, eval_per_image = {}, []
+    for name, (train_s, eval_s) in best.items():
+        per_image[name] = train_s / (steps * images)
+        eval_per_image.append(eval_s / (2 * len(runs) * len(source.labels)))  # two checkpoints per run
+        figures[name] = {"run_steps_per_s": len(runs) * steps / train_s, "ms_per_image": 1e3 * per_image[name],
+                         "eval_ms_per_image": 1e3 * eval_per_image[-1]}
+        say(f"  {name:26s} {figures[name]['run_steps_per_s']:8.2f} run-steps/s   ({figures[name]['ms_per_image']:.3f} ms per "
+            f"training image; evaluation {figures[name]['eval_ms_per_image']:.3f} ms per image)")
+    projected = projection(per_image[default], min(eval_per_image[:3]), width)
+    vs_loop = per_image["DomainBed-like loop"] / per_image[default]
+    speedup = per_image["one at a time"] / per_image[default]
+    say(projected)
+    say(f"vs DomainBed-like loop: {vs_loop:.3f}x")
+    return {"cases": figures, "default": default, "steps": steps, "width": width, "speedup": speedup, "vs_loop": vs_loop,
+            "projection": projected}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="MNIST-format directory (default: the embedded digits)")
@@ -101,45 +159,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds over the cases; each case's best round counts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    source = load_source(None) if args.data_dir is None else load_idx_merged(args.data_dir)
-    print(f"data: {source.description}; device {device}; width {args.width:g}; threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    base = base_images(source, "ColoredMNIST").to(device)
-    runs = block_runs("ColoredMNIST", args.batch_size)
-    steps, images = args.steps, images_per_step(runs)
-    clock = EvalClock(device)
-    clock.wrap(train_module._Group, "evaluate")
-    clock.wrap(reference_module, "accuracies")
-    common = dict(steps=steps, checkpoint_freq=steps, width=args.width, device=device)  # checkpoints: step 0 and the last
-    train_block(base, runs[:2], steps=2, checkpoint_freq=2, width=args.width, device=device)  # warm-up
-    cases = {
-        "block (stacked forward)": lambda: train_block(base, runs, stacked=True, **common),
-        "block (model by model)": lambda: train_block(base, runs, stacked=False, **common),
-        "one at a time": lambda: [train_block(base, [r], **common) for r in runs],
-        "DomainBed-like loop": lambda: [reference_train(base, r, **common) for r in runs],
-    }
-    default = "block (stacked forward)" if device.type == "cuda" else "block (model by model)"
-    print(f"{len(runs)} runs (IRM, batch {args.batch_size}, every test-environment set of ColoredMNIST), {steps} steps each; "
-          f"the block's default forward on {device.type}: {default.split('(')[1][:-1]}")
-    best: dict[str, tuple[float, float]] = {}
-    for _ in range(args.repeats):  # round robin, the best of each: a loaded machine slows all cases alike
-        for name, fn in cases.items():
-            train_s, eval_s = timed(fn, device, clock)
-            old = best.get(name, (float("inf"), float("inf")))
-            best[name] = (min(old[0], train_s), min(old[1], eval_s))
-    per_image, eval_per_image = {}, []
-    for name, (train_s, eval_s) in best.items():
-        per_image[name] = train_s / (steps * images)
-        eval_per_image.append(eval_s / (2 * len(runs) * len(source.labels)))  # two checkpoints per run
-        print(f"  {name:26s} {len(runs) * steps / train_s:8.2f} run-steps/s   ({1e3 * per_image[name]:.3f} ms per training "
-              f"image; evaluation {1e3 * eval_per_image[-1]:.3f} ms per image)", flush=True)
-    for undo in clock.undo:
-        undo()
-    evaluation = min(eval_per_image[:3])
-    print(projection(per_image[default], evaluation, args.width))
-    print(f"vs DomainBed-like loop: {per_image['DomainBed-like loop'] / per_image[default]:.3f}x")
-    print(f"speedup={per_image['one at a time'] / per_image[default]:.3f}")
+    result = measure(torch.device(args.device), data_dir=args.data_dir, steps=args.steps, batch_size=args.batch_size,
+                     width=args.width, repeats=args.repeats, say=lambda text: print(text, flush=True))
+    print(f"speedup={result['speedup']:.3f}")
 
 
 def projection(train_per_image: float, eval_per_image: float, width: float) -> str:

@@ -204,12 +204,9 @@ def part_memorization(device: torch.device, quick: bool, say) -> dict:
 
 
 def part_domainbed(device: torch.device, quick: bool, say) -> dict:
-    """The stacked DomainBed block vs one trial at a time (benchmarks/domainbed_sweep.py's measure), when present."""
-    try:
-        import domainbed_sweep
-    except ImportError as exc:
-        say(f"skipped: {exc}")
-        return {"skipped": str(exc)}
+    """The stacked DomainBed block vs one trial at a time, vs a DomainBed-like loop (benchmarks/domainbed_sweep.py's measure)."""
+    import domainbed_sweep
+
     return domainbed_sweep.measure(device, quick=quick, say=say)
 
 

@@ -44,6 +44,10 @@ def test_every_part_runs_on_cpu_quick_without_the_cluster_packages(tmp_path):
     assert 0 < search["block_run"]["fraction_of_peak"] and search["search_hours_block"] > 0
     assert parts["rl"]["updates_per_s_one_agent"] > 0 and parts["rl"]["agents_per_gpu"] == 2
     assert parts["memorization"]["easy_runs"] == 5 and parts["memorization"]["grid_widths"] == [16, 64]
+    domainbed = parts["domainbed"]
+    assert set(domainbed["cases"]) == {"block (stacked forward)", "block (model by model)", "one at a time", "DomainBed-like loop"}
+    assert domainbed["default"] == "block (model by model)" and domainbed["steps"] == 3  # CPU default forward, quick size
+    assert domainbed["speedup"] > 0 and "projected DomainBed sweep" in domainbed["projection"]
     table = (out / "gpu_check.md").read_text()
     assert f"| search | speedup | {search['speedup']:.4g} |" in table and "| rl | status | ok" in table
     assert "[gpu_check" in proc.stdout and "search: starting" in proc.stdout  # progress as it goes

@@ -31,7 +31,7 @@ test-environment set, 5,001 steps).
 from __future__ import annotations
 
 from core import methods
-from core.data import load_idx_merged, load_source
+from core.data import load_digits_source, load_idx_merged
 from core.domainbed import hparams as dbh
 from core.domainbed.data import DATASETS, ENVIRONMENTS
 from pipelines.engine.spec import GensweepError, Pipeline, Search, Setting, Stage
@@ -100,7 +100,7 @@ PUBLISHED = {
 
 def load_data(settings: dict, data_dir: str | None):
     """The source: every split of the MNIST-format directory merged (DomainBed's 70,000), or the embedded digits."""
-    return load_source(None) if data_dir is None else load_idx_merged(data_dir)
+    return load_digits_source() if data_dir is None else load_idx_merged(data_dir)
 
 
 def envs_text(test_envs) -> str:
