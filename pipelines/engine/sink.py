@@ -76,6 +76,7 @@ class Progress:
     failed: int = 0
     quiet: bool = False
     every_s: float = 2.0
+    running_every_s: float = 60.0  # long trials: a line on the latest intermediate report at most this often
     start: float = field(default_factory=time.time)
     _base: int = 0
     _printed: float = 0.0
@@ -93,6 +94,14 @@ class Progress:
     def fail(self, text: str, retried: bool) -> None:
         self.failed += 0 if retried else 1
         self.show(text + (" (queued again)" if retried else ""), force=True)
+
+    def running(self, text: str) -> None:
+        """A line on a trial still running (its latest report), when no line was printed for ``running_every_s``."""
+        now = time.time()
+        if self.quiet or now - self._printed < self.running_every_s:
+            return
+        self._printed = now
+        print(f"[{self.name}] {self.done}/{self.total} done | {now - self.start:.0f}s | running: {text}", flush=True)
 
     def show(self, text: str, force: bool = False) -> None:
         now = time.time()
@@ -137,7 +146,14 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
             self.oldest = 0.0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.curves.setdefault(trial.trial_id, {})[int(result.get("step", result["training_iteration"]))] = Report.from_tune(result)
+            step = int(result.get("step", result["training_iteration"]))
+            report = self.curves.setdefault(trial.trial_id, {})[step] = Report.from_tune(result)
+            if report.models and not result.get(FINAL):
+                configs = units(dict(trial.config))
+                value = report.models[0].get(stage.metric)
+                shown = f"{stage.metric}={_fmt(value)}" if isinstance(value, (int, float)) else ""
+                progress.running(f"{stage.label(configs[0])}{f' (+{len(configs) - 1} in block)' if len(configs) > 1 else ''} "
+                                 f"at step {step}: {shown}".rstrip(": "))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
