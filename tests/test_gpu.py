@@ -10,14 +10,11 @@ from core.cmnist import batched
 from core.cmnist.domains import build_cmnist
 from core.cmnist.train import ModelConfig, train_block
 
+from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS  # noqa: E402
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
-CONFIGS = [
-    ModelConfig(hidden=16, l2=0.001, lr=0.002, anneal_iters=3, penalty_weight=50.0, seed=1),
-    ModelConfig(hidden=40, l2=0.0001, lr=0.0005, anneal_iters=6, penalty_weight=1000.0, seed=2),
-    ModelConfig(hidden=21, l2=0.01, lr=0.001, anneal_iters=2, penalty_weight=0.5, seed=3),
-]
-STEPS, EVAL = 8, 3
+CONFIGS = BATCHED_CONFIGS[:3]  # mixed widths, learning rates, L2, penalty weights and anneal steps
 
 
 @pytest.fixture(scope="module")
