@@ -51,3 +51,18 @@ def ray_session():
     init_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+def blocking_sitecustomize(blocked: tuple[str, ...]) -> str:
+    """A ``sitecustomize.py`` that makes the top-level packages ``blocked`` unimportable (as if not installed)."""
+    return f"""
+import importlib.abc, sys
+
+class _Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {tuple(blocked)!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Absent())
+"""

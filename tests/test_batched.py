@@ -110,16 +110,18 @@ def test_stacked_models_start_from_init_model_and_padding_stays_zero(domains):
         assert w1[:, :h].abs().sum() > 0
 
 
-def test_batched_adam_equals_torch_adam_per_model():
+def check_batched_adam_equals_torch_adam(device: torch.device) -> None:
+    """BatchedAdam over K stacked parameters equals K torch.optim.Adam, one per model and learning rate, on ``device``."""
     gen = torch.Generator().manual_seed(0)
     k, lrs = 3, [1e-3, 3e-2, 2e-4]
     shapes = [(5, 7), (1, 7), (7, 1)]
-    stacked = [torch.randn(k, *shape, generator=gen).requires_grad_() for shape in shapes]
+    stacked = [torch.randn(k, *shape, generator=gen).to(device).requires_grad_() for shape in shapes]
     alone = [[p[i].detach().clone().requires_grad_() for p in stacked] for i in range(k)]
     ours = batched.BatchedAdam(stacked, lrs)
     theirs = [torch.optim.Adam(params, lr=lr) for params, lr in zip(alone, lrs)]
     for _ in range(6):
-        grads = [torch.randn(p.shape, generator=gen) * 10 ** float(torch.randint(-3, 2, (), generator=gen)) for p in stacked]
+        grads = [(torch.randn(p.shape, generator=gen) * 10 ** float(torch.randint(-3, 2, (), generator=gen))).to(device)
+                 for p in stacked]
         ours.step(grads)
         for i, optimizer in enumerate(theirs):
             for p, g in zip(alone[i], grads):
@@ -128,6 +130,10 @@ def test_batched_adam_equals_torch_adam_per_model():
     for i in range(k):
         for p, q in zip(stacked, alone[i]):
             torch.testing.assert_close(p[i].detach(), q.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_batched_adam_equals_torch_adam_per_model():
+    check_batched_adam_equals_torch_adam(CPU)
 
 
 def test_loop_adam_equals_torch_adam():

@@ -10,7 +10,7 @@ from core.cmnist import batched
 from core.cmnist.domains import build_cmnist
 from core.cmnist.train import ModelConfig, train_block
 
-from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS  # noqa: E402
+from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS, check_batched_adam_equals_torch_adam  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
@@ -47,23 +47,7 @@ def test_cuda_block_equals_the_cpu_block(domains):
 
 
 def test_batched_adam_on_cuda_equals_torch_adam():
-    gen = torch.Generator().manual_seed(0)
-    k, lrs = 3, [1e-3, 3e-2, 2e-4]
-    shapes = [(5, 7), (1, 7), (7, 1)]
-    stacked = [torch.randn(k, *shape, generator=gen).to(CUDA).requires_grad_() for shape in shapes]
-    alone = [[p[i].detach().clone().requires_grad_() for p in stacked] for i in range(k)]
-    ours = batched.BatchedAdam(stacked, lrs)
-    theirs = [torch.optim.Adam(params, lr=lr) for params, lr in zip(alone, lrs)]
-    for _ in range(6):
-        grads = [(torch.randn(p.shape, generator=gen) * 10 ** float(torch.randint(-3, 2, (), generator=gen))).to(CUDA) for p in stacked]
-        ours.step(grads)
-        for i, optimizer in enumerate(theirs):
-            for p, g in zip(alone[i], grads):
-                p.grad = g[i].clone()
-            optimizer.step()
-    for i in range(k):
-        for p, q in zip(stacked, alone[i]):
-            torch.testing.assert_close(p[i].detach(), q.detach(), rtol=1e-6, atol=1e-7)
+    check_batched_adam_equals_torch_adam(CUDA)
 
 
 def test_block_over_the_cuda_memory_budget_is_split_with_equal_results(domains):

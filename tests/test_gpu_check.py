@@ -8,20 +8,10 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, blocking_sitecustomize
 
 ABSENT_ON_THE_GPU_MACHINE = ("ray", "mlflow", "optuna", "gymnasium", "dm_control", "mujoco", "shimmy", "sqlalchemy")
-SITECUSTOMIZE = f"""
-import importlib.abc, sys
-
-class _Absent(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {ABSENT_ON_THE_GPU_MACHINE!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-
-sys.meta_path.insert(0, _Absent())
-"""
+SITECUSTOMIZE = blocking_sitecustomize(ABSENT_ON_THE_GPU_MACHINE)
 
 
 def test_every_part_runs_on_cpu_quick_without_the_cluster_packages(tmp_path):

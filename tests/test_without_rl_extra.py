@@ -9,20 +9,10 @@ import subprocess
 
 import pytest
 
-from conftest import GENSWEEP, ROOT
+from conftest import GENSWEEP, ROOT, blocking_sitecustomize
 
 BLOCKED = ("gymnasium", "dm_control", "mujoco", "shimmy")
-SITECUSTOMIZE = f"""
-import importlib.abc, sys
-
-class _NoRLExtra(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NoRLExtra())
-"""
+SITECUSTOMIZE = blocking_sitecustomize(BLOCKED)
 
 
 @pytest.fixture(scope="module")
