@@ -76,10 +76,10 @@ def test_progress_shows_a_running_trial_when_nothing_finished_for_a_while(capsys
     from pipelines.engine.sink import Progress
 
     progress = Progress("rl-spurious", total=2, running_every_s=60.0)
-    progress.running("erm seed=0 at step 5000: train_return=57.6")
+    progress.running(lambda: "erm seed=0 at step 5000: train_return=57.6")
     out = capsys.readouterr().out
     assert out.startswith("[rl-spurious] 0/2 done |") and out.rstrip().endswith("running: erm seed=0 at step 5000: train_return=57.6")
-    progress.running("erm seed=1 at step 5000: train_return=6.0")  # within the minute: nothing
+    progress.running(lambda: "erm seed=1 at step 5000: train_return=6.0")  # within the minute: nothing
     assert capsys.readouterr().out == ""
-    Progress("x", total=1, quiet=True, running_every_s=0.0).running("anything")
+    Progress("x", total=1, quiet=True, running_every_s=0.0).running(lambda: "anything")
     assert capsys.readouterr().out == ""

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pipelines.engine.spec import GensweepError, Stage, disk_full_error, is_disk_full, trial_key
 from pipelines.engine.store import ResultStore
@@ -95,13 +96,13 @@ class Progress:
         self.failed += 0 if retried else 1
         self.show(text + (" (queued again)" if retried else ""), force=True)
 
-    def running(self, text: str) -> None:
-        """A line on a trial still running (its latest report), when no line was printed for ``running_every_s``."""
+    def running(self, describe: Callable[[], str]) -> None:
+        """A line on a trial still running, ``describe()`` (built only then), when none was printed for ``running_every_s``."""
         now = time.time()
         if self.quiet or now - self._printed < self.running_every_s:
             return
         self._printed = now
-        print(f"[{self.name}] {self.done}/{self.total} done | {now - self.start:.0f}s | running: {text}", flush=True)
+        print(f"[{self.name}] {self.done}/{self.total} done | {now - self.start:.0f}s | running: {describe()}", flush=True)
 
     def show(self, text: str, force: bool = False) -> None:
         now = time.time()
@@ -149,11 +150,14 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
             step = int(result.get("step", result["training_iteration"]))
             report = self.curves.setdefault(trial.trial_id, {})[step] = Report.from_tune(result)
             if report.models and not result.get(FINAL):
-                configs = units(dict(trial.config))
-                value = report.models[0].get(stage.metric)
-                shown = f"{stage.metric}={_fmt(value)}" if isinstance(value, (int, float)) else ""
-                progress.running(f"{stage.label(configs[0])}{f' (+{len(configs) - 1} in block)' if len(configs) > 1 else ''} "
-                                 f"at step {step}: {shown}".rstrip(": "))
+                def describe() -> str:  # the trial's label and metric, built only when a line is due
+                    configs = units(dict(trial.config))
+                    value = report.models[0].get(stage.metric)
+                    shown = f"{stage.metric}={_fmt(value)}" if isinstance(value, (int, float)) else ""
+                    block = f" (+{len(configs) - 1} in block)" if len(configs) > 1 else ""
+                    return f"{stage.label(configs[0])}{block} at step {step}: {shown}".rstrip(": ")
+
+                progress.running(describe)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
