@@ -15,7 +15,7 @@ from pipelines.engine.spec import GensweepError, resolve_settings
 from pipelines.engine.store import ResultStore
 
 BUDGET = 6
-SETTINGS = ["variants=class", "ps=0.1", "methods=irm,vrex", "restarts=2", f"num_samples={BUDGET}", "block_size=2", "steps=101", "eval_every=50"]
+SETTINGS = ["variants=class", "ps=0.1", "methods=irm,vrex", "restarts=2", f"num_samples={BUDGET}", "block_size=2", "steps=401", "eval_every=200"]  # long enough that the SIGINT lands mid-search on an idle machine
 
 
 def test_stages_and_validation():
