@@ -400,3 +400,30 @@ def test_every_update_steps_every_network_and_leaves_the_critic_trainable():
             moved = any(not torch.equal(p, q) for p, q in zip(net.parameters(), before[name]))
             assert moved == (not name.startswith("target") or step % 2 == 0), (name, step)
         assert all(p.requires_grad for p in agent.critic.parameters())
+
+
+def test_model_lr_zero_freezes_the_reward_model_and_encoder_l1_is_the_critics_term():
+    """learn preset's plain SAC: model_lr 0 leaves dynamics and reward head untouched (the encoder moves by the critic
+    alone, as with a model step that adds nothing); encoder_l1 adds exactly its weight x the encoder weights' L1 norm."""
+    rng = np.random.default_rng(2)
+    batch = {"obs": rng.normal(size=(8, 3, 4)).astype(np.float32), "next_obs": rng.normal(size=(8, 3, 4)).astype(np.float32),
+             "action": rng.uniform(-1, 1, (8, 3, 1)).astype(np.float32), "reward": rng.random((8, 3)).astype(np.float32),
+             "terminated": np.zeros((8, 3), np.float32)}
+    frozen = Agent(SACConfig(seq_len=3, **{**SMALL, "model_lr": 0.0}), obs_dim=4, act_dim=1)
+    trained = Agent(SACConfig(seq_len=3, **SMALL), obs_dim=4, act_dim=1)
+    before = {name: [p.detach().clone() for p in getattr(frozen, name).parameters()] for name in ("dynamics", "reward_head")}
+    losses = frozen.update([batch], step=1)
+    for name, params in before.items():
+        assert all(torch.equal(p, q) for p, q in zip(getattr(frozen, name).parameters(), params)), name
+    assert losses["reward_loss"].item() > 0  # still reported
+    assert not torch.equal(frozen.encoder[0].weight, trained.encoder[0].weight)  # the critic moved the encoder
+    trained.update([batch], step=1)
+    assert all(not torch.equal(p, q) for p, q in zip(trained.reward_head.parameters(), before["reward_head"]))
+
+    # Same initial weights (same seed), same batch, no model step before the critic's: the critic losses differ by
+    # the L1 term only.
+    no_l1 = Agent(SACConfig(seq_len=3, **{**SMALL, "model_lr": 0.0, "encoder_l1": 0.0}), obs_dim=4, act_dim=1)
+    with_l1 = Agent(SACConfig(seq_len=3, **{**SMALL, "model_lr": 0.0, "encoder_l1": 0.5}), obs_dim=4, act_dim=1)
+    l1 = sum(p.abs().sum().item() for name, p in with_l1.encoder.named_parameters() if name.endswith("weight"))
+    gap = with_l1.update([batch], step=1)["critic_loss"].item() - no_l1.update([batch], step=1)["critic_loss"].item()
+    assert gap == pytest.approx(0.5 * l1, rel=1e-4)

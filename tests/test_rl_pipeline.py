@@ -109,10 +109,19 @@ def test_learn_preset_is_plain_sac_on_cartpole_swingup_and_says_it_runs_small_ne
     assert [(c["task"], c["method"], c["seed"]) for c in configs] == [("cartpole-swingup", "erm", 0), ("cartpole-swingup", "erm", 1)]
     sac, env = rl.sac_config(configs[0]), rl.env_config(configs[0])
     assert env.k == 0 and env.train_factors == (1.0,) and env.episode_steps == 1000
-    assert (sac.hidden, sac.encoder_hidden, sac.batch_size, sac.actor_lr, sac.critic_lr) == (256, 256, 128, 3e-4, 3e-4)
+    assert (sac.hidden, sac.encoder_hidden, sac.batch_size, sac.actor_lr, sac.critic_lr) == (256, 256, 256, 3e-4, 3e-4)
     assert (configs[0]["total_steps"], sac.random_steps, configs[0]["eval_episodes"]) == (60_000, 5000, 10)
-    assert (sac.critic_seq, sac.updates_per_step, sac.seeding, sac.buffer_capacity) == (3, 0, "shared", 1_000_000)
-    assert "2 x 256" in PIPELINE.preset_help["learn"] and "2 x 1024" in PIPELINE.preset_help["learn"]
+    # The probe: the reward model frozen, no encoder L1, the first transition of each sequence.
+    assert (sac.model_lr, sac.encoder_l1, sac.critic_seq) == (0.0, 0.0, 1)
+    assert (sac.updates_per_step, sac.seeding, sac.buffer_capacity) == (0, "shared", 1_000_000)
+    help_text = PIPELINE.preset_help["learn"]
+    assert all(s in help_text for s in ("2 x 256", "2 x 1024", "reward model frozen", "no encoder L1"))
+
+
+def test_study_preset_trains_the_reward_model_as_the_reference():
+    (stage,) = PIPELINE.stages(resolve_settings(PIPELINE, "study", []))
+    sac = rl.sac_config(stage.plan.configs[0])
+    assert (sac.model_lr, sac.encoder_l1, sac.critic_seq, sac.updates_per_step) == (1e-4, 1e-5, 3, 0)
 
 
 def test_paper_preset_runs_the_reference_penalty_and_loop():

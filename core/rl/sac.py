@@ -21,7 +21,9 @@ hyperparameters in ``docs/experiments.md``):
   code, and the risks are averaged too: ``reduction="mean"``, the RL code's
   ``torch.stack(decoder_loss).mean()``). That loss trains the dynamics, the
   reward head and the encoder (Adam, lr 1e-4, weight decay 1e-5), so the
-  penalty shapes the representation the critic uses.
+  penalty shapes the representation the critic uses. ``model_lr=0`` freezes
+  the reward model (it is not stepped; its losses are still reported), and
+  with ``encoder_l1=0`` that is plain SAC with a deeper critic trunk.
 
 One update (:meth:`Agent.update`) takes a batch of ``batch_size`` (256)
 sequences from *each* training domain's replay buffer and, in order, steps
@@ -113,7 +115,7 @@ class SACConfig:
     feature_dim: int = 50
     encoder_l1: float = 1e-5
     model_hidden: int = 200
-    model_lr: float = 1e-4
+    model_lr: float = 1e-4  # 0: the reward model is frozen (not stepped): plain SAC on the encoder (the learn preset)
     model_weight_decay: float = 1e-5
     seq_len: int = 3
     # Data.
@@ -301,12 +303,15 @@ class Agent:
         terminated = self._stack(batches, "terminated")
         domains = obs.shape[0]
 
-        # 1. Reward model: one risk (and IRM penalty) per domain, combined by the method's objective.
-        risks, irm = self.reward_risks(obs, action, reward)
-        model_loss, penalty = reward_objective(cfg, risks, irm, step)
-        self.model_opt.zero_grad()
-        model_loss.backward()
-        self.model_opt.step()
+        # 1. Reward model: one risk (and IRM penalty) per domain, combined by the method's objective (frozen at model_lr 0:
+        #    its losses are still reported, computed without a graph).
+        with torch.set_grad_enabled(cfg.model_lr > 0):
+            risks, irm = self.reward_risks(obs, action, reward)
+            model_loss, penalty = reward_objective(cfg, risks, irm, step)
+        if cfg.model_lr > 0:
+            self.model_opt.zero_grad()
+            model_loss.backward()
+            self.model_opt.step()
 
         # 2. Critic (and encoder) on the first critic_seq transitions of every sequence, all domains together.
         c = cfg.critic_seq
@@ -320,8 +325,9 @@ class Agent:
             target_q = r + (1.0 - done) * cfg.gamma * target_v
         z = self.encoder(o)
         q1, q2 = self.critic(z, a)
-        l1 = torch.stack([w.abs().sum() for w in self._encoder_weights]).sum()
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q) + cfg.encoder_l1 * l1
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        if cfg.encoder_l1:
+            critic_loss = critic_loss + cfg.encoder_l1 * torch.stack([w.abs().sum() for w in self._encoder_weights]).sum()
         self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()

@@ -54,6 +54,8 @@ SETTINGS = {
     "actor_lr": Setting(1e-5, "actor learning rate (REx code: 1e-5)", gt=0),
     "critic_lr": Setting(1e-5, "critic and encoder learning rate (REx code: 1e-5)", gt=0),
     "alpha_lr": Setting(1e-4, "temperature learning rate (REx code: 1e-4)", gt=0),
+    "model_lr": Setting(1e-4, "reward model (dynamics, reward head, encoder) learning rate (REx code: 1e-4); 0: frozen", ge=0),
+    "encoder_l1": Setting(1e-5, "weight of the encoder weights' L1 norm in the critic loss (REx code: 1e-5)", ge=0),
     "penalty_weight": Setting(1.0, "reward-model penalty weight after the anneal step (REx code: 1)", ge=0),
     "anneal_iters": Setting(750, "steps at penalty weight 1 before the weight applies (REx code's runs: 20,000)", ge=0),
     "noise": Setting(0.01, "std of the Gaussian noise on the real copied entries", ge=0),
@@ -75,10 +77,11 @@ PRESETS = {
         stages=["tune", "runs"], tasks=["finger-spin", "walker-walk"], seeds=10, total_steps=1_000_000, eval_every=10_000,
         batch_size=256, penalty_weight=1.0, anneal_iters=20_000, tune_samples=20, **FULL_EPISODES,
     ),
-    # SAC seen learning (no spurious feature, one plain domain, ERM): cartpole swingup, 2 seeds x 60k steps, CPU networks.
+    # SAC seen learning: plain SAC (no spurious feature, one plain domain, ERM, the reward model frozen, no encoder L1:
+    # the issue's probe), cartpole swingup, 2 seeds x 60k steps, CPU networks, batch 256 transitions.
     "learn": dict(
         tasks=["cartpole-swingup"], methods=["erm"], seeds=2, total_steps=60_000, eval_every=5_000, k=0, train_factors=[1.0],
-        test_factor=1.0, **FULL_EPISODES, **CPU_SAC,
+        test_factor=1.0, **FULL_EPISODES, **{**CPU_SAC, "batch_size": 256}, critic_seq=1, model_lr=0.0, encoder_l1=0.0,
     ),
     # The study at CPU scale: 4 methods x 2 seeds on cartpole swingup with the spurious feature, CPU networks.
     # 2 domains x 2 updates per lock-step: batch 64 sequences per domain keeps an update at the learn preset's 384 transitions.
@@ -90,8 +93,9 @@ PRESETS = {
 PRESET_HELP = {
     "smoke": "plumbing only: 1,500 steps of 100-step episodes, nothing is learned",
     "paper": "the thesis's runs: tune on cartpole swingup, then finger spin and walker walk, 2 x 1024 networks, 1e6 steps",
-    "learn": "SAC seen learning: no spurious feature, one plain domain, ERM; CPU networks 2 x 256 (paper 2 x 1024), "
-             "encoder 256 (512), lr 3e-4 (1e-5), batch 128 sequences = 384 transitions (256 = 768)",
+    "learn": "plain SAC seen learning: no spurious feature, one plain domain, ERM, reward model frozen (REx code: trained "
+             "at 1e-4), no encoder L1 (1e-5); CPU networks 2 x 256 (paper 2 x 1024), encoder 256 (512), lr 3e-4 (1e-5), "
+             "batch 256 transitions, the first of each sampled sequence (REx code: 256 sequences x 3)",
     "study": "4 methods x 2 seeds with the spurious feature at CPU scale: networks 2 x 256 (paper 2 x 1024), encoder 256 "
              "(512), lr 3e-4 (1e-5), batch 64 sequences per domain (256), 20k steps (1e6)",
 }
@@ -140,7 +144,7 @@ def rl_trainable(config: dict, data=None) -> None:
 def _common(settings: dict) -> dict:
     keys = ("total_steps", "eval_every", "eval_episodes", "episode_steps", "random_steps", "batch_size", "critic_seq",
             "updates_per_step", "buffer_capacity", "seeding", "hidden", "encoder_hidden", "actor_lr", "critic_lr", "alpha_lr",
-            "noise", "k", "train_factors", "test_factor", "hide")
+            "model_lr", "encoder_l1", "noise", "k", "train_factors", "test_factor", "hide")
     return {key: settings[key] for key in keys}
 
 
@@ -201,7 +205,8 @@ def runs_grid(settings: dict, tuned: dict[str, dict]) -> Grid:
     ])  # seed-major: trials started together cover every method, so a sweep stopped early still compares them
 
 
-PAPER_AGENT = {"hidden": 1024, "encoder_hidden": 512, "batch_size": 256, "actor_lr": 1e-5, "critic_lr": 1e-5, "critic_seq": 3}
+PAPER_AGENT = {"hidden": 1024, "encoder_hidden": 512, "batch_size": 256, "actor_lr": 1e-5, "critic_lr": 1e-5, "critic_seq": 3,
+               "model_lr": 1e-4, "encoder_l1": 1e-5}
 
 
 def report(frame, curves, out_dir: str) -> str:
