@@ -427,3 +427,15 @@ def test_model_lr_zero_freezes_the_reward_model_and_encoder_l1_is_the_critics_te
     l1 = sum(p.abs().sum().item() for name, p in with_l1.encoder.named_parameters() if name.endswith("weight"))
     gap = with_l1.update([batch], step=1)["critic_loss"].item() - no_l1.update([batch], step=1)["critic_loss"].item()
     assert gap == pytest.approx(0.5 * l1, rel=1e-4)
+
+
+def test_training_on_cpu_flushes_denormals():
+    """Adam's moments of dead units decay into denormals, whose arithmetic ran the update ~4x slower: the trainer
+    turns on flush-to-zero for the process (a denormal then reads as 0 in arithmetic)."""
+    torch.set_flush_denormal(False)
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
+    try:
+        Trainer(SACConfig(random_steps=5, **SMALL), EnvConfig(task="point-reach"), eval_episodes=1).run(6, eval_every=6)
+        assert (torch.tensor([1e-40]) * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(True)

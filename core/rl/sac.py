@@ -488,9 +488,17 @@ class Trainer:
             self.load_state_dict(state)
 
     def run(self, total_steps: int, eval_every: int, on_eval: OnEval | None = None) -> list[dict[str, Any]]:
-        """Train until ``total_steps``, evaluating at multiples of ``eval_every`` and at the end; the evaluations so far."""
+        """Train until ``total_steps``, evaluating at multiples of ``eval_every`` and at the end; the evaluations so far.
+
+        On a CPU this flushes denormal floats to zero for the whole process (``torch.set_flush_denormal``): Adam's
+        first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks by beta1 = 0.9 an update and
+        is denormal within ~800 updates, and denormal arithmetic made the update ~4x slower (study preset, step
+        10,000: 4.3 lock-steps/s, 17.0 with the flush; ``benchmarks/rl_steps.py --denormals``).
+        """
         if eval_every < 1:
             raise ValueError("eval_every must be positive")
+        if self.agent.device.type == "cpu":
+            torch.set_flush_denormal(True)
         if self.obs is None:
             self.obs = [env.reset()[0] for env in self.envs]
         while self.step < total_steps:
