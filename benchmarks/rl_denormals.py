@@ -1,0 +1,95 @@
+"""Update speed of gensweep's SAC with denormal floats kept vs flushed to zero, from one trained state, one process.
+
+The RL study's update slowed ~4x after some thousand updates on a CPU: Adam's
+first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks
+by beta1 = 0.9 an update and becomes denormal (< 1.2e-38) within ~800
+updates, and CPU arithmetic on denormals is slow. ``Trainer.run`` therefore
+turns on ``torch.set_flush_denormal`` on a CPU. This benchmark shows why:
+
+1. trains the ``study`` preset's agent (cartpole swingup, two spurious
+   training domains, V-REx reward model, CPU networks 2 x 256, batch 64
+   sequences per domain, two updates per lock-step) for ``--steps`` lock-steps
+   after ``--random`` random ones, with denormals kept (as before the fix);
+2. counts the denormal entries of the optimizers' states and the weights;
+3. from that one state (a fresh trainer rebuilt from it each time), times
+   ``--measure`` lock-steps with denormals kept, then flushed, ``--repeats``
+   times, alternately.
+
+    python benchmarks/rl_denormals.py [--steps 1500] [--random 1000] [--measure 20] [--repeats 2]
+
+Ends with ``ratio=<lock-steps/s flushed / kept>`` (median over the repeats).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+import torch  # noqa: E402
+
+from core.rl.envs import EnvConfig  # noqa: E402
+from core.rl.sac import SACConfig, Trainer  # noqa: E402
+
+TINY = 1.1754944e-38  # the smallest normal float32
+
+
+def denormals(trainer: Trainer) -> tuple[int, int]:
+    """(denormal entries, all entries) of every optimizer state tensor and every weight."""
+    agent, bad, total = trainer.agent, 0, 0
+    tensors = [p for net in agent.nets.values() for p in net.parameters()]
+    for opt in (agent.critic_opt, agent.actor_opt, agent.alpha_opt, agent.model_opt):
+        tensors += [v for state in opt.state.values() for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
+    for t in tensors:
+        a = t.detach().abs()
+        bad += int(((a > 0) & (a < TINY)).sum())
+        total += a.numel()
+    return bad, total
+
+
+def lockstep_rate(trainer: Trainer, steps: int, flush: bool) -> float:
+    torch.set_flush_denormal(flush)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._lockstep()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1500, help="lock-steps trained (denormals kept) before timing")
+    parser.add_argument("--random", type=int, default=1000, help="random warm-up lock-steps")
+    parser.add_argument("--measure", type=int, default=20, help="lock-steps timed per measurement")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a Ray trial of one CPU: 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = SACConfig(method="vrex", hidden=256, encoder_hidden=256, batch_size=64, actor_lr=3e-4, critic_lr=3e-4,
+                       alpha_lr=3e-4, random_steps=args.random, seed=0)
+    env = EnvConfig(task="cartpole-swingup", train_factors=(1.0, 2.0), test_factor=3.0, k=1, episode_steps=1000)
+    print(f"study preset's agent, {args.random} random + {args.steps} trained lock-steps (2 updates each), "
+          f"torch threads {args.threads}, load average {os.getloadavg()[0]:.2f}")
+    trainer = Trainer(config, env, eval_episodes=1)
+    trainer.obs = [e.reset()[0] for e in trainer.envs]
+    start = time.perf_counter()
+    torch.set_flush_denormal(False)
+    for _ in range(args.random + args.steps):
+        trainer._lockstep()
+    bad, total = denormals(trainer)
+    print(f"trained in {time.perf_counter() - start:.0f} s; denormal entries in the weights and optimizer states: "
+          f"{bad:,} of {total:,} ({100 * bad / total:.2f} %)")
+    state = trainer.state_dict()
+    ratios = []
+    for repeat in range(args.repeats):
+        kept = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=False)
+        flushed = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=True)
+        ratios.append(flushed / kept)
+        print(f"repeat {repeat + 1}: kept {kept:6.2f} lock-steps/s, flushed {flushed:6.2f} lock-steps/s, ratio {ratios[-1]:.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"ratio={statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
