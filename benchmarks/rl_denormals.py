@@ -16,6 +16,11 @@ turns on ``torch.set_flush_denormal`` on a CPU. This benchmark shows why:
    times, alternately.
 
     python benchmarks/rl_denormals.py [--steps 1500] [--random 1000] [--measure 20] [--repeats 2]
+    python benchmarks/rl_denormals.py --state RESULTS/tune/<sweep>-runs/<trial>/checkpoint_000001/trainer.pt
+
+``--state`` starts from a trial's checkpoint instead (its config and domains;
+steps 1-2 skipped): the figure in ``Trainer.run``'s docstring is a study
+trial's state at step 10,000, saved before the fix.
 
 Ends with ``ratio=<lock-steps/s flushed / kept>`` (median over the repeats).
 """
@@ -31,7 +36,7 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 import torch  # noqa: E402
 
 from core.rl.envs import EnvConfig  # noqa: E402
-from core.rl.sac import SACConfig, Trainer  # noqa: E402
+from core.rl.sac import SACConfig, Trainer, load_state  # noqa: E402
 
 TINY = 1.1754944e-38  # the smallest normal float32
 
@@ -64,8 +69,31 @@ def main() -> None:
     parser.add_argument("--measure", type=int, default=20, help="lock-steps timed per measurement")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a Ray trial of one CPU: 1)")
+    parser.add_argument("--state", help="a trainer checkpoint (trainer.pt) to time instead of training one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.state:
+        state = load_state(args.state)
+        config, env = SACConfig.from_dict(state["config"]), EnvConfig.from_dict(state["env_config"])
+        trainer = Trainer(config, env, eval_episodes=1, state=state)
+        print(f"{args.state}: {config.method}, step {state['step']}, load average {os.getloadavg()[0]:.2f}")
+    else:
+        trainer, state = train(args)
+        config, env = trainer.config, trainer.env_config
+    bad, total = denormals(trainer)
+    print(f"denormal entries in the weights and optimizer states: {bad:,} of {total:,} ({100 * bad / total:.2f} %)")
+    ratios = []
+    for repeat in range(args.repeats):
+        kept = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=False)
+        flushed = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=True)
+        ratios.append(flushed / kept)
+        print(f"repeat {repeat + 1}: kept {kept:6.2f} lock-steps/s, flushed {flushed:6.2f} lock-steps/s, ratio {ratios[-1]:.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"ratio={statistics.median(ratios):.2f}")
+
+
+def train(args) -> tuple[Trainer, dict]:
+    """The study preset's agent trained with denormals kept; (trainer, its state)."""
     config = SACConfig(method="vrex", hidden=256, encoder_hidden=256, batch_size=64, actor_lr=3e-4, critic_lr=3e-4,
                        alpha_lr=3e-4, random_steps=args.random, seed=0)
     env = EnvConfig(task="cartpole-swingup", train_factors=(1.0, 2.0), test_factor=3.0, k=1, episode_steps=1000)
@@ -77,18 +105,8 @@ def main() -> None:
     torch.set_flush_denormal(False)
     for _ in range(args.random + args.steps):
         trainer._lockstep()
-    bad, total = denormals(trainer)
-    print(f"trained in {time.perf_counter() - start:.0f} s; denormal entries in the weights and optimizer states: "
-          f"{bad:,} of {total:,} ({100 * bad / total:.2f} %)")
-    state = trainer.state_dict()
-    ratios = []
-    for repeat in range(args.repeats):
-        kept = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=False)
-        flushed = lockstep_rate(Trainer(config, env, eval_episodes=1, state=state), args.measure, flush=True)
-        ratios.append(flushed / kept)
-        print(f"repeat {repeat + 1}: kept {kept:6.2f} lock-steps/s, flushed {flushed:6.2f} lock-steps/s, ratio {ratios[-1]:.2f}")
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
-    print(f"ratio={statistics.median(ratios):.2f}")
+    print(f"trained in {time.perf_counter() - start:.0f} s")
+    return trainer, trainer.state_dict()
 
 
 if __name__ == "__main__":
