@@ -431,11 +431,13 @@ def test_model_lr_zero_freezes_the_reward_model_and_encoder_l1_is_the_critics_te
 
 def test_training_on_cpu_flushes_denormals():
     """Adam's moments of dead units decay into denormals, whose arithmetic ran the update ~4x slower: the trainer
-    turns on flush-to-zero for the process (a denormal then reads as 0 in arithmetic)."""
+    turns on flush-to-zero while it trains (a denormal then reads as 0 in arithmetic) and restores the mode after."""
+    from core.rl.sac import flushing_denormals
+
     torch.set_flush_denormal(False)
-    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
-    try:
-        Trainer(SACConfig(random_steps=5, **SMALL), EnvConfig(task="point-reach"), eval_episodes=1).run(6, eval_every=6)
-        assert (torch.tensor([1e-40]) * 1.0).item() == 0.0
-    finally:
-        torch.set_flush_denormal(True)
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0 and not flushing_denormals()
+    seen = []
+    trainer = Trainer(SACConfig(random_steps=5, **SMALL), EnvConfig(task="point-reach"), eval_episodes=1)
+    trainer.run(6, eval_every=6, on_eval=lambda *args: seen.append((torch.tensor([1e-40]) * 1.0).item()))
+    assert seen == [0.0]
+    assert not flushing_denormals()  # restored

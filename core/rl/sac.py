@@ -452,6 +452,11 @@ def evaluate(env, agent: Agent, episodes: int = 10) -> float:
 OnEval = Callable[[int, float, float, dict], None]
 
 
+def flushing_denormals() -> bool:
+    """Whether CPU arithmetic flushes denormals to zero now (torch has a setter for it, no getter)."""
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
 class Trainer:
     """The training domains stepped in lock-step, the agent, the replay buffers, periodic evaluation; resumable."""
 
@@ -490,21 +495,27 @@ class Trainer:
     def run(self, total_steps: int, eval_every: int, on_eval: OnEval | None = None) -> list[dict[str, Any]]:
         """Train until ``total_steps``, evaluating at multiples of ``eval_every`` and at the end; the evaluations so far.
 
-        On a CPU this flushes denormal floats to zero for the whole process (``torch.set_flush_denormal``): Adam's
+        On a CPU this flushes denormal floats to zero while it trains (``torch.set_flush_denormal``; the process's
+        previous mode is restored on return): Adam's
         first moment of a weight whose gradient stays zero (a dead ReLU unit) shrinks by beta1 = 0.9 an update and
         is denormal within ~800 updates, and denormal arithmetic made the update ~4x slower (study preset, step
         10,000: 4.3 lock-steps/s, 17.0 with the flush; ``benchmarks/rl_denormals.py``).
         """
         if eval_every < 1:
             raise ValueError("eval_every must be positive")
-        if self.agent.device.type == "cpu":
+        flush = self.agent.device.type == "cpu" and not flushing_denormals()
+        if flush:
             torch.set_flush_denormal(True)
-        if self.obs is None:
-            self.obs = [env.reset()[0] for env in self.envs]
-        while self.step < total_steps:
-            self._lockstep()
-            if self.step % eval_every == 0 or self.step == total_steps:
-                self._evaluate(on_eval)
+        try:
+            if self.obs is None:
+                self.obs = [env.reset()[0] for env in self.envs]
+            while self.step < total_steps:
+                self._lockstep()
+                if self.step % eval_every == 0 or self.step == total_steps:
+                    self._evaluate(on_eval)
+        finally:
+            if flush:
+                torch.set_flush_denormal(False)
         return self.evaluations
 
     def _lockstep(self) -> None:
