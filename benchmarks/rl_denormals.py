@@ -93,10 +93,14 @@ def main() -> None:
 
 
 def train(args) -> tuple[Trainer, dict]:
-    """The study preset's agent trained with denormals kept; (trainer, its state)."""
-    config = SACConfig(method="vrex", hidden=256, encoder_hidden=256, batch_size=64, actor_lr=3e-4, critic_lr=3e-4,
-                       alpha_lr=3e-4, random_steps=args.random, seed=0)
-    env = EnvConfig(task="cartpole-swingup", train_factors=(1.0, 2.0), test_factor=3.0, k=1, episode_steps=1000)
+    """The study preset's V-REx seed-0 run (its settings, ``--random`` warm-up steps) trained with denormals kept."""
+    from pipelines.engine.spec import resolve_settings
+    from pipelines.rex.rl_spurious import PIPELINE
+    from tasks.rl import env_config, sac_config
+
+    (stage,) = PIPELINE.stages(resolve_settings(PIPELINE, "study", [f"random_steps={args.random}"]))
+    run = next(c for c in stage.plan.configs if c["method"] == "vrex" and c["seed"] == 0)
+    config, env = sac_config(run), env_config(run)
     print(f"study preset's agent, {args.random} random + {args.steps} trained lock-steps (2 updates each), "
           f"torch threads {args.threads}, load average {os.getloadavg()[0]:.2f}")
     trainer = Trainer(config, env, eval_episodes=1)
