@@ -497,8 +497,9 @@ class Trainer:
 
         On a CPU this flushes denormal floats to zero while it trains (``torch.set_flush_denormal``; the process's
         previous mode is restored on return): Adam's first moment of a weight whose gradient stays zero (a dead
-        ReLU unit) shrinks by beta1 = 0.9 an update and is denormal within ~800 updates, and denormal arithmetic made the update ~4x slower (study preset, step
-        10,000: 4.3 lock-steps/s, 17.0 with the flush; ``benchmarks/rl_denormals.py``).
+        ReLU unit) shrinks by beta1 = 0.9 an update and is denormal within ~800 updates, and denormal arithmetic
+        made the update ~4x slower (study preset, step 10,000: 4.3 lock-steps/s, 17.0 with the flush;
+        ``benchmarks/rl_denormals.py``).
         """
         if eval_every < 1:
             raise ValueError("eval_every must be positive")

@@ -84,7 +84,7 @@ PRESETS = {
         test_factor=1.0, **FULL_EPISODES, **{**CPU_SAC, "batch_size": 256}, critic_seq=1, model_lr=0.0, encoder_l1=0.0,
     ),
     # The study at CPU scale: 4 methods x 2 seeds on cartpole swingup with the spurious feature, CPU networks.
-    # 2 domains x 2 updates per lock-step: 64 sequences x 3 steps per domain = 384 transitions per update (paper 1,536).
+    # 2 updates per lock-step, each on 64 sequences x 3 steps x 2 domains = 384 transitions (paper: 256 x 3 x 2 = 1,536).
     "study": dict(
         tasks=["cartpole-swingup"], seeds=2, total_steps=20_000, eval_every=5_000, penalty_weight=1.0, anneal_iters=20_000,
         **FULL_EPISODES, **{**CPU_SAC, "batch_size": 64},
