@@ -61,6 +61,7 @@ def test_presets_size_the_sweep():
     assert mnist.plan.studies[0]["anneal_scale"] == 0.1
     smoke_sizes = {d["params"]["batch_size"] for s in smoke_colored.plan.studies for d in smoke_colored.plan.draws(s)}
     mnist_sizes = {d["params"]["batch_size"] for s in mnist.plan.studies for d in mnist.plan.draws(s)}
+    assert (smoke_colored.plan.studies[0]["steps"], smoke_colored.plan.studies[0]["anneal_scale"]) == (201, 0.04)  # 201 / 5001
     assert smoke_sizes == {32}  # DomainBed's draws (64 and 372 here) capped: minutes on 2 cores
     assert max(mnist_sizes) > 32 and 64 in mnist_sizes  # the mnist preset keeps DomainBed's draws
 

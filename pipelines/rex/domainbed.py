@@ -59,7 +59,7 @@ SETTINGS = {
     "block_memory_gb": Setting(0.0, "training memory (GiB) one stacked group may use (0: a share of the device)", ge=0.0),
 }
 PRESETS = {
-    "smoke": dict(max_batch_size=32),
+    "smoke": dict(steps=201, anneal_scale=0.04, max_batch_size=32),
     "mnist": dict(datasets=["ColoredMNIST"], algorithms=["erm", "irm", "vrex"], n_hparams=3, n_trials=2,
                   loo_datasets=["ColoredMNIST"], steps=501, checkpoint_freq=100, width=0.25, anneal_scale=0.1,
                   max_batch_size=0),
@@ -69,8 +69,8 @@ PRESETS = {
 }
 
 PRESET_HELP = {
-    "smoke": "embedded digits (1,797): both datasets, ERM / IRM / VREx, 2 draws x 1 trial, 101 steps, ConvNet width 1/8, "
-             "batch sizes capped at 32: plumbing only",
+    "smoke": "embedded digits (1,797): both datasets, ERM / IRM / VREx, 2 draws x 1 trial, 201 steps (anneal steps "
+             "x 0.04), ConvNet width 1/8, batch sizes capped at 32: plumbing only",
     "mnist": "ColoredMNIST on the 10,000-image MNIST test split: 3 draws x 2 trials, 501 steps, ConvNet width 1/4, "
              "anneal steps x 0.1 (DomainBed: 70,000 images, 20 draws x 3 trials, 5,001 steps, full width)",
     "paper": "DomainBed's sweep: both datasets, 5 algorithms, 20 draws x 3 trials x every test-environment set, 5,001 steps",
