@@ -6,11 +6,11 @@ revert. Not collected by pytest; run it on a clean checkout (it edits files whil
 Prints CAUGHT or MISSED per mistake, with the tests that failed.
 """
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = sys.executable
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mutation_runner import main  # noqa: E402
+
 C, P = "tests/test_memorization_core.py", "tests/test_memorization_pipelines.py"
 M = [
  ("1 split overlaps", "core/memorization/data.py",
@@ -117,25 +117,5 @@ M = [
   "                    p.baddbmm_(h.transpose(1, 2), delta, alpha=-lr)", "                    p.baddbmm_(h.transpose(1, 2), delta, alpha=lr)",
   [C + "::test_block_of_seeds_equals_separate_runs"]),
 ]
-only = sys.argv[1:]
-out = []
-for name, path, old, new, tests in M:
-    if only and not any(name.startswith(o) for o in only):
-        continue
-    full = os.path.join(ROOT, path)
-    text = open(full).read()
-    assert text.count(old) == 1, (name, text.count(old))
-    open(full, "w").write(text.replace(old, new))
-    try:
-        proc = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": ROOT}, timeout=900)
-        summary = [l for l in proc.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l][-1:]
-        failed = [l.split(" - ")[0].replace("FAILED ", "") for l in proc.stdout.splitlines() if l.startswith("FAILED")]
-    finally:
-        open(full, "w").write(text)
-    caught = proc.returncode != 0
-    out.append((name, caught, summary, failed))
-    print(("CAUGHT  " if caught else "MISSED  ") + name, summary, failed, flush=True)
-missed = [name for name, caught, _, _ in out if not caught]
-print(f"{len(out) - len(missed)} of {len(out)} caught" + (f"; missed: {', '.join(missed)}" if missed else ""))
-sys.exit(1 if missed else 0)
+if __name__ == "__main__":
+    main(M)
