@@ -22,9 +22,10 @@ def src() -> ImageSource:
 
 
 def _runs(dataset: str, method: str) -> list[Run]:
-    """A block as the sweep trains it, plus a run of another batch size: three groups."""
-    return [Run(dataset, method, envs, seed=11 + i, trial_seed=i % 2, lr=3e-3, batch_size=batch, penalty_weight=30.0,
-                anneal_iters=2 + i, eta=0.1)
+    """A block as the sweep trains it, plus a run of another batch size: three groups; every run its own lr, lambda,
+    anneal step and eta (a block must keep them per model)."""
+    return [Run(dataset, method, envs, seed=11 + i, trial_seed=i % 2, lr=1e-3 * (1 + i), batch_size=batch,
+                penalty_weight=30.0 * (1 + i), anneal_iters=2 + i, eta=0.1 * (1 + i))
             for i, (envs, batch) in enumerate([((0,), 8), ((1,), 8), ((0, 2), 8), ((2,), 5)])]
 
 
