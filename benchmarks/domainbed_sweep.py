@@ -122,9 +122,10 @@ def measure(device: torch.device, *, quick: bool = False, data_dir: str | None =
         say(f"{len(runs)} runs (IRM, batch {batch_size}, every test-environment set of ColoredMNIST), {steps} steps each; "
             f"the block's default forward on {device.type}: {default.split('(')[1][:-1]}")
         best: dict[str, tuple[float, float]] = {}
-        for _ in range(repeats):  # round robin, the best of each: a loaded machine slows all cases alike
+        for round_ in range(repeats):  # round robin, the best of each: a loaded machine slows all cases alike
             for name, fn in cases.items():
                 train_s, eval_s = timed(fn, device, clock)
+                say(f"  round {round_ + 1}/{repeats}: {name}: {train_s:.1f} s training, {eval_s:.1f} s evaluation")
                 old = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(old[0], train_s), min(old[1], eval_s))
     finally:
