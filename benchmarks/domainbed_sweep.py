@@ -28,16 +28,16 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from core.data import load_digits_source, load_idx_merged  # noqa: E402
-from core.domainbed import hparams as dbh  # noqa: E402
-from core.domainbed.data import ENVIRONMENTS, base_images  # noqa: E402
-from core.domainbed import reference as reference_module  # noqa: E402
-from core.domainbed import train as train_module  # noqa: E402
-from core.domainbed.reference import reference_train  # noqa: E402
-from core.domainbed.train import Run, checkpoint_steps, train_block  # noqa: E402
+from core.data import load_digits_source, load_idx_merged
+from core.domainbed import hparams as dbh
+from core.domainbed.data import ENVIRONMENTS, base_images
+from core.domainbed import reference as reference_module
+from core.domainbed import train as train_module
+from core.domainbed.reference import reference_train
+from core.domainbed.train import Run, checkpoint_steps, train_block
 
 
 def _sync(device: torch.device) -> None:

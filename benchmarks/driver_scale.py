@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.engine.runner import Sweep, run_sweep  # noqa: E402
-from pipelines.engine.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings  # noqa: E402
-from pipelines.engine.store import ResultStore  # noqa: E402
-from tasks.report import Report, tune_reporter, units  # noqa: E402
+from pipelines.engine.runner import Sweep, run_sweep
+from pipelines.engine.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings
+from pipelines.engine.store import ResultStore
+from tasks.report import Report, tune_reporter, units
 
 
 CPUS_PER_TRIAL = 0.5

@@ -32,6 +32,7 @@ test runs it so the script cannot rot between sessions that have a GPU).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -88,7 +89,7 @@ def part_device(device: torch.device, quick: bool, say) -> dict:
             continue
         a, b = (torch.rand(size, size, device=device).to(dtype) for _ in range(2))
         with batched.tf32_mode(tf32):
-            seconds = _best_seconds(lambda: torch.mm(a, b), device, 3 if quick else 10)
+            seconds = _best_seconds(functools.partial(torch.mm, a, b), device, 3 if quick else 10)
         out[f"peak_{label}_tflops"] = 2.0 * size**3 / seconds / 1e12
         say(f"matmul peak {label} ({size}x{size}): {out[f'peak_{label}_tflops']:.2f} TFLOP/s")
     return out
@@ -141,7 +142,7 @@ def _rl_agent(device: torch.device, quick: bool):
 def rl_updates_per_second(device: torch.device, quick: bool, seconds: float) -> tuple[float, dict]:
     """Agent updates per second (each drawing a batch from both domains) over ``seconds`` after a warm-up."""
     agent, buffers, config, rng = _rl_agent(device, quick)
-    batch = lambda: [b.sample(config.batch_size, rng) for b in buffers]  # noqa: E731
+    batch = lambda: [b.sample(config.batch_size, rng) for b in buffers]
     for step in range(3):
         agent.update(batch(), step)
     _sync(device)

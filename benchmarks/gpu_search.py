@@ -97,7 +97,7 @@ def mean_random_step_flop(n: int, draws: int = 100_000) -> float:
 def time_block(domains, method: str, configs: list[ModelConfig], steps: int, device: torch.device, batched_: bool | None,
                grouping: str, memory: float | None) -> float:
     """Seconds per step of ``configs`` trained as one block (after a one-step warm-up)."""
-    run = lambda s: train_block(domains, method, configs, steps=s, eval_every=100, device=device, reduction="mean",  # noqa: E731
+    run = lambda s: train_block(domains, method, configs, steps=s, eval_every=100, device=device, reduction="mean",
                                 batched=batched_, grouping=grouping, memory_bytes=memory)
     run(1)
     _sync(device)

@@ -33,10 +33,10 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-import torch  # noqa: E402
+import torch
 
-from core.rl.envs import EnvConfig  # noqa: E402
-from core.rl.sac import SACConfig, Trainer, load_state  # noqa: E402
+from core.rl.envs import EnvConfig
+from core.rl.sac import SACConfig, Trainer, load_state
 
 TINY = 1.1754944e-38  # the smallest normal float32
 

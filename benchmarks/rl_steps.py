@@ -30,14 +30,14 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from core.rl.envs import EnvConfig, make_domains, parse_task  # noqa: E402
-from core.rl.sac import SACConfig, Trainer  # noqa: E402
+from core.rl.envs import EnvConfig, parse_task
+from core.rl.sac import SACConfig, Trainer
 
 
 # --- the plain loop: CleanRL's sac_continuous_action, single domain ------------------------------------------

@@ -180,7 +180,7 @@ def cmd_compact(args) -> int:
 def cmd_list(args) -> int:
     from pipelines import registry
 
-    show = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # noqa: E731
+    show = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     for pipeline in registry.pipelines().values():
         needs = f" [needs the '{pipeline.extra}' extra: pip install 'gensweep[{pipeline.extra}]']" if pipeline.missing() else ""
         print(f"{pipeline.name}: {pipeline.description}{needs}")
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except (GensweepError, DataError) as exc:
         print(f"gensweep: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if not is_disk_full(exc):
             raise
         where = getattr(exc, "filename", None) or "a file gensweep writes"

@@ -58,7 +58,7 @@ DOMAIN_BUILDERS: dict[str, Callable[[ImageSource, dict], Domains]] = {
 
 
 def _on_device(domains: Domains, device: torch.device) -> Domains:
-    move = lambda d: Domain(d.name, d.x.to(device), d.y.to(device), d.color.to(device))  # noqa: E731
+    move = lambda d: Domain(d.name, d.x.to(device), d.y.to(device), d.color.to(device))
     return Domains(train=[move(d) for d in domains.train], test=[move(d) for d in domains.test], val=[move(d) for d in domains.val])
 
 
@@ -91,7 +91,7 @@ def _gpu_share() -> float:
             share = ray.get_runtime_context().get_assigned_resources().get("GPU")
             if share:
                 return min(1.0, float(share))
-    except Exception:  # noqa: BLE001  (no Ray, or not inside a worker: the whole device)
+    except Exception:  # no Ray, or not inside a worker: the whole device
         pass
     return 1.0
 

@@ -28,8 +28,8 @@ def main(mistakes: list[Mistake]) -> None:
         try:
             proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT,
                                   capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=900)
-            summary = [l for l in proc.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l][-1:]
-            failed = [l.split(" - ")[0].replace("FAILED ", "") for l in proc.stdout.splitlines() if l.startswith("FAILED")]
+            summary = [line for line in proc.stdout.splitlines() if "passed" in line or "failed" in line or "error" in line][-1:]
+            failed = [line.split(" - ")[0].replace("FAILED ", "") for line in proc.stdout.splitlines() if line.startswith("FAILED")]
         finally:
             open(full, "w").write(text)
         caught = proc.returncode != 0

@@ -10,9 +10,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mutation_runner import main  # noqa: E402
+from mutation_runner import main
 
-D, H, O = "tests/test_domainbed_data.py", "tests/test_domainbed_hparams.py", "tests/test_domainbed_objectives.py"
+D, H, OB = "tests/test_domainbed_data.py", "tests/test_domainbed_hparams.py", "tests/test_domainbed_objectives.py"
 S, T, P = "tests/test_domainbed_selection.py", "tests/test_domainbed_train.py", "tests/test_domainbed_pipeline.py"
 DATA, HP, SEL = "core/domainbed/data.py", "core/domainbed/hparams.py", "pipelines/rex/selection.py"
 CM = D + "::test_colored_mnist_equals_domainbed_construction"
@@ -54,20 +54,20 @@ M = [
  # objectives (algorithms.py)
  ("o1 IRM penalty the square of the whole batch's gradient", "core/objectives.py",
   "    return ce_scale_grad(logits[..., ::2, :], y[..., ::2]) * ce_scale_grad(logits[..., 1::2, :], y[..., 1::2])",
-  "    return ce_scale_grad(logits, y) ** 2", [O, T + "::test_runs_equal_a_domainbed_loop"]),
+  "    return ce_scale_grad(logits, y) ** 2", [OB, T + "::test_runs_equal_a_domainbed_loop"]),
  ("o2 VREx sample variance (n - 1)", "core/objectives.py",
   "    return ((risks - risks.mean(dim=-1, keepdim=True)) ** 2).mean(dim=-1)",
   "    return ((risks - risks.mean(dim=-1, keepdim=True)) ** 2).sum(dim=-1) / (risks.shape[-1] - 1)",
-  [O, T + "::test_runs_equal_a_domainbed_loop"]),
+  [OB, T + "::test_runs_equal_a_domainbed_loop"]),
  ("o3 the loss divided by the penalty weight (the CMNIST codes' rescaling)", "core/methods.py",
   "    return loss + weight * penalty, penalty, None", "    return (loss + weight * penalty) / weight.clamp(min=1.0), penalty, None",
-  [O, T + "::test_runs_equal_a_domainbed_loop"]),
+  [OB, T + "::test_runs_equal_a_domainbed_loop"]),
  ("o4 GroupDRO weights not normalised", "core/objectives.py", "    return q / q.sum(dim=-1, keepdim=True)", "    return q",
-  [O, T + "::test_runs_equal_a_domainbed_loop"]),
+  [OB, T + "::test_runs_equal_a_domainbed_loop"]),
  ("o5 GroupDRO gradient through its weights", "core/objectives.py", "q = q * torch.exp(eta * risks.detach())",
-  "q = q * torch.exp(eta * risks)", [O]),
+  "q = q * torch.exp(eta * risks)", [OB]),
  ("o6 anneal one step late", "core/objectives.py", "torch.where(step >= anneal.to(pw.device), pw", "torch.where(step > anneal.to(pw.device), pw",
-  [O, T + "::test_runs_equal_a_domainbed_loop"]),
+  [OB, T + "::test_runs_equal_a_domainbed_loop"]),
  # the stacked trainer (train.py, networks.py)
  ("t1 Adam not reset at the anneal step", "core/domainbed/train.py", "reset = self.anneal == step", "reset = self.anneal < 0",
   [T + "::test_runs_equal_a_domainbed_loop"]),

@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mutation_runner import main  # noqa: E402
+from mutation_runner import main
 
 C, P = "tests/test_memorization_core.py", "tests/test_memorization_pipelines.py"
 M = [

@@ -80,7 +80,7 @@ def load_targets(settings: dict, data_dir: str | None) -> Targets:
 
 def stages(settings: dict) -> list[Stage]:
     grid = Grid([dict(lr=lr, seed=0, steps=settings["steps"]) for lr in settings["lrs"]])
-    space = lambda trial: {"lr": trial.suggest_float("lr", 0.01, 0.9, log=True)}  # noqa: E731
+    space = lambda trial: {"lr": trial.suggest_float("lr", 0.01, 0.9, log=True)}
     search = Search(studies=[dict(steps=settings["steps"], arm=a) for a in ("a", "b")], space=space,
                     budget=settings["budget"], study_name=lambda s: s["arm"], block_size=2, paired_by=("steps",))
     return [
@@ -121,7 +121,7 @@ def check_records(results: str, settings: dict) -> None:
     by_arm = {arm: g.sort_values("sample")[["sample", "lr", "seed"]].values.tolist() for arm, g in search.groupby("arm")}
     assert by_arm["a"] == by_arm["b"] and [r[0] for r in by_arm["a"]] == [0, 1, 2, 3]
     retrain = rows[rows["stage"] == "retrain"]
-    for study, group in search.groupby("study"):
+    for _study, group in search.groupby("study"):
         best = group.sort_values(["loss", "trial_key"]).iloc[0]
         mine = retrain[retrain["retrain_of"] == best["trial_key"]]
         assert sorted(mine["seed"]) == [0, 1, 2] and set(mine["lr"]) == {best["lr"]} and set(mine["arm"]) == {best["arm"]}
@@ -181,7 +181,7 @@ def test_driver_killed_between_the_search_and_the_stage_built_from_it(tmp_path):
     results = tmp_path / "results"
     script = tmp_path / "driver.py"
     script.write_text(KILLED_BETWEEN_STAGES)
-    run = lambda kill: subprocess.run(  # noqa: E731
+    run = lambda kill: subprocess.run(
         [sys.executable, str(script), str(results), str(ROOT / "tests")], cwd=tmp_path, capture_output=True, text=True,
         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), "GENSWEEP_TEST_KILL": kill},
     )

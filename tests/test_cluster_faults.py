@@ -435,7 +435,7 @@ def test_bad_cluster_input_fails_cleanly_and_keeps_results(case, cluster, table_
 def test_resume_errors(tmp_path):
     """No recorded sweep, or a record the current presets no longer reproduce: one error line, nothing run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    resume = lambda results: subprocess.run(GENSWEEP + ["resume", str(results)], cwd=tmp_path, capture_output=True,  # noqa: E731
+    resume = lambda results: subprocess.run(GENSWEEP + ["resume", str(results)], cwd=tmp_path, capture_output=True,
                                             text=True, timeout=120, env=env)
     proc = resume(tmp_path / "none")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr

@@ -3,7 +3,6 @@ domains, DomainBed's rule beside min(train, test), and nothing changed for sweep
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
 from core.cmnist.domains import Domain, Domains, build_cmnist, hold_out
 from core.cmnist.train import config_from_dict, train_block
@@ -19,7 +18,7 @@ def test_hold_out_splits_each_training_domain(digits):
     for whole, part, out in zip(domains.train, held.train, held.val):
         assert out.name == f"{whole.name}_out" and len(out.y) == int(len(whole.y) * 0.2)
         assert len(part.y) + len(out.y) == len(whole.y)
-        rows = lambda d: {tuple(r) for r in d.x.flatten(1).tolist()}  # noqa: E731
+        rows = lambda d: {tuple(r) for r in d.x.flatten(1).tolist()}
         assert rows(part) | rows(out) == rows(whole) and not rows(part) & rows(out)
     assert held.test is domains.test
 

@@ -6,7 +6,7 @@ import torch
 from core.cmnist.domains import build_cmnist
 from core.cmnist.shift import build_shifted_cmnist
 from core.cmnist.sources import (
-    MIN_EMBEDDED_IMAGES, NO_DEFORMATION, Deformation, deformed_digits, deformed_digits_source, split_sources,
+    MIN_EMBEDDED_IMAGES, NO_DEFORMATION, deformed_digits, deformed_digits_source, split_sources,
 )
 
 N = 6000  # small enough for seconds, large enough for the label / colour statistics
@@ -80,7 +80,7 @@ def test_source_split_is_stratified_and_disjoint(digits):
 
 def _origins_of(domain, source, origin):
     """The source digit of every image of a domain, found by matching its (colour-summed) pixels to the source's."""
-    key = lambda rows: [r.tobytes() for r in rows]  # noqa: E731
+    key = lambda rows: [r.tobytes() for r in rows]
     small = (source.images[:, ::2, ::2].astype(np.float32) / 255.0).reshape(len(origin), -1)
     where = {}
     for i, k in enumerate(key(small)):

@@ -8,9 +8,9 @@ import torch
 
 from core.cmnist import batched
 from core.cmnist.domains import build_cmnist
-from core.cmnist.train import ModelConfig, train_block
+from core.cmnist.train import train_block
 
-from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS, check_batched_adam_equals_torch_adam  # noqa: E402
+from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS, check_batched_adam_equals_torch_adam
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")

@@ -562,7 +562,7 @@ def near_boundary(n: int, margin: float = 1e-5) -> ImageSet:
 
 def test_csr_is_measured_on_validation_points():
     far = ImageSet("far", torch.full((40, 1, 4, 4), 0.9), torch.zeros(40, dtype=torch.long), 2)  # no point near the boundary
-    frozen = lambda: nn.Sequential(nn.Flatten(), linear_two_class(16))  # noqa: E731  (lr 0: the model never changes)
+    frozen = lambda: nn.Sequential(nn.Flatten(), linear_two_class(16))  # lr 0: the model never changes
     history = train(frozen(), far, near_boundary(40), epochs=2, batch_size=10, lr=0.0, csr_examples=30, seed=0)
     assert [r["csr"] for r in history] == [1.0, 1.0]
     swapped = train(frozen(), near_boundary(40), far, epochs=1, batch_size=10, lr=0.0, csr_examples=30, seed=0)
@@ -581,7 +581,7 @@ def test_csr_draws_fresh_validation_points_every_epoch(monkeypatch):
 
     monkeypatch.setattr(train_module, "critical_sample_ratio", spy)
     far = ImageSet("far", torch.full((40, 1, 4, 4), 0.9), torch.zeros(40, dtype=torch.long), 2)
-    frozen = lambda: nn.Sequential(nn.Flatten(), linear_two_class(16))  # noqa: E731
+    frozen = lambda: nn.Sequential(nn.Flatten(), linear_two_class(16))
     train(frozen(), far, near_boundary(40), epochs=3, batch_size=10, lr=0.0, csr_examples=25, seed=0)
     first = list(seen)
     assert all(len(set(draw)) == 25 and set(draw) <= set(range(1, 41)) for draw in first)  # 25 distinct validation points

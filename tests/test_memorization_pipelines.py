@@ -416,7 +416,7 @@ def frames():
 def table(markdown: str) -> list[dict]:
     """The rows of the (first) markdown table in ``markdown``, as dicts by column header."""
     lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
     header = cells(lines[0])
     return [dict(zip(header, cells(line))) for line in lines[2:]]
 

@@ -16,12 +16,12 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from core import methods  # noqa: E402
-from pipelines.rex import rl_spurious  # noqa: E402
-from pipelines.engine.runner import Sweep, run_sweep  # noqa: E402
-from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings  # noqa: E402
-from pipelines.engine.store import ResultStore  # noqa: E402
-from tasks import rl  # noqa: E402
+from core import methods
+from pipelines.rex import rl_spurious
+from pipelines.engine.runner import Sweep, run_sweep
+from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Setting, Stage, resolve_settings
+from pipelines.engine.store import ResultStore
+from tasks import rl
 
 PIPELINE = rl_spurious.PIPELINE
 
@@ -224,7 +224,7 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
     steps, returns = _curve(results, "rl-killed")
     clean_steps, clean_returns = _curve(results, "rl-clean")
     assert steps == clean_steps == [EVERY, 2 * EVERY, 3 * EVERY]
-    flat = lambda pairs: [value for pair in pairs for value in pair]  # noqa: E731
+    flat = lambda pairs: [value for pair in pairs for value in pair]
     assert flat(returns) == pytest.approx(flat(clean_returns), abs=1e-6)  # resumed exactly where it stopped
 
 

@@ -184,7 +184,7 @@ def train_block(
     groups = []
     for index in plan:
         part = [configs[i] for i in index]
-        as_vec = lambda name: torch.tensor([getattr(c, name) for c in part], dtype=torch.float32, device=device)  # noqa: E731
+        as_vec = lambda name, part=part: torch.tensor([getattr(c, name) for c in part], dtype=torch.float32, device=device)
         groups.append(dict(
             index=index, models=kind(in_dim, [c.hidden for c in part], [c.seed for c in part], [c.lr for c in part], device),
             l2=as_vec("l2"), pw=as_vec("penalty_weight"), anneal=as_vec("anneal_iters"),

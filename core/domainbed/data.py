@@ -96,7 +96,7 @@ class Env:
     out_keys: torch.Tensor  # the out-split (training-domain validation; the oracle's selecting split)
 
     def to(self, device) -> "Env":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)
         return Env(self.name, self.view, move(self.index), move(self.y), move(self.color), move(self.in_keys), move(self.out_keys))
 
 

@@ -44,7 +44,7 @@ def reference_train(base: BaseImages, run: Run, *, steps: int, checkpoint_freq: 
         torch.manual_seed(run.seed)
         network = MnistCNN(CHANNELS[run.dataset], NUM_CLASSES[run.dataset], width)
     network.to(device, dtype)
-    make_adam = lambda: torch.optim.Adam(network.parameters(), lr=run.lr, weight_decay=0.0)  # noqa: E731
+    make_adam = lambda: torch.optim.Adam(network.parameters(), lr=run.lr, weight_decay=0.0)
     optimizer = make_adam()
     train = [envs[i] for i in run.train_envs()]
     generator = torch.Generator().manual_seed(seed_hash(run.seed, "minibatches"))

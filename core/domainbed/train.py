@@ -96,8 +96,8 @@ class _Tables:
     def __init__(self, base: BaseImages, runs: Sequence[Run], holdout_fraction: float, device):
         per_run = [environments(base, r.seed, r.trial_seed, holdout_fraction) for r in runs]
         n_envs = len(per_run[0])
-        pad = lambda rows: torch.stack([torch.nn.functional.pad(t, (0, max(len(u) for u in rows) - len(t))) for t in rows])  # noqa: E731
-        table = lambda get: torch.stack([pad([get(env) for env in envs]) for envs in per_run]).to(device)  # noqa: E731
+        pad = lambda rows: torch.stack([torch.nn.functional.pad(t, (0, max(len(u) for u in rows) - len(t))) for t in rows])
+        table = lambda get: torch.stack([pad([get(env) for env in envs]) for envs in per_run]).to(device)
         self.index, self.y = table(lambda e: e.index), table(lambda e: e.y)
         self.color = table(lambda e: e.color) if per_run[0][0].color is not None else None
         self.in_keys, self.out_keys = table(lambda e: e.in_keys), table(lambda e: e.out_keys)
@@ -133,7 +133,7 @@ class _Group:
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         k = len(self.runs)
-        vector = lambda values, kind=dtype: torch.tensor(values, dtype=kind, device=device)  # noqa: E731
+        vector = lambda values, kind=dtype: torch.tensor(values, dtype=kind, device=device)
         self.lr = vector([r.lr for r in self.runs], torch.float64)
         self.penalty_weight = vector([r.penalty_weight for r in self.runs])
         self.anneal = vector([r.anneal_iters for r in self.runs], torch.long)

@@ -48,7 +48,7 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
     import uuid
     from datetime import datetime, timezone
 
-    local = lambda path: path if path is None or "://" in path else os.path.abspath(path)  # noqa: E731
+    local = lambda path: path if path is None or "://" in path else os.path.abspath(path)
     args = {
         "sweep": sweep.id, "pipeline": sweep.pipeline.name, "preset": sweep.preset, "overrides": list(sweep.overrides),
         "data_dir": local(sweep.data_dir), "address": _without_password(sweep.address),
@@ -63,7 +63,7 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
         args["settings"] = result_settings(sweep.settings)
         args["changed"] = settings_changed(sweep.pipeline, sweep.preset, sweep.settings)
     path = f"{store.root}/{SWEEPS_DIR}/{sweep.id}.json"
-    json_default = lambda value: value.item() if hasattr(value, "item") else str(value)  # noqa: E731
+    json_default = lambda value: value.item() if hasattr(value, "item") else str(value)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     store.fs.create_dir(f"{store.root}/{SWEEPS_DIR}", recursive=True)
     with store.fs.open_output_stream(tmp) as out:
@@ -105,7 +105,7 @@ def report_header(results: str, sweep: str, preset_help: dict | None = None) -> 
         return "Data, preset and settings: not recorded (no sweep record in the results).\n\n"
     data = record.get("data", {}).get("description", "not recorded (a sweep started before gensweep recorded it)")
     changed = record.get("changed")
-    show = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    show = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
     if changed is None:
         settings = "not recorded"
     else:

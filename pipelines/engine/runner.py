@@ -155,7 +155,7 @@ def run_sweep(sweep: Sweep) -> dict:
     init_ray(sweep.address, sweep.num_cpus)
     save_sweep_args(store, sweep, data)  # once storage, tracking and Ray all answer: `gensweep resume` re-runs this
 
-    tags = lambda stage: {"data": data.fingerprint, "stage": stage.name}  # noqa: E731
+    tags = lambda stage: {"data": data.fingerprint, "stage": stage.name}
     rows = store.read("trials", pipeline.name, sweep.id)
     plans: list[StagePlan | None] = []  # None: a derived stage whose earlier stages are not complete yet
     for i, stage in enumerate(stages):
@@ -247,7 +247,7 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
     )
     try:
         tuner.fit()
-    except Exception as exc:  # noqa: BLE001  (Tune may wrap what a callback raised)
+    except Exception as exc:  # Tune may wrap what a callback raised
         if sink.fatal is None and not is_disk_full(exc):
             raise
         if sink.fatal is None:  # Tune's own state files found the disk full

@@ -212,7 +212,7 @@ def make_sink(stage: Stage, pipeline: str, sweep: str, store: ResultStore, track
                     searcher.record(trial_id, finals)
                     self.ran += len(rows)
                     progress.add(len(rows), f"{text}: {stage.metric}={_fmt(value)}", stage.metric, value, stage.mode)
-            except Exception as exc:  # noqa: BLE001  (sqlite3, SQLAlchemy, MLflow and pyarrow each raise their own)
+            except Exception as exc:  # sqlite3, SQLAlchemy, MLflow and pyarrow each raise their own
                 if not is_disk_full(exc):
                     raise
                 self.fatal = disk_full_error(where)

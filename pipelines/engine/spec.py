@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -105,8 +106,8 @@ class Setting:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 if isinstance(item, float) and math.isnan(item):
                     raise GensweepError(f"bad value for {key}: nan")
-                for bound, ok, text in ((self.ge, lambda b: item >= b, ">="), (self.gt, lambda b: item > b, ">"), (self.le, lambda b: item <= b, "<=")):
-                    if bound is not None and not ok(bound):
+                for bound, ok, text in ((self.ge, operator.ge, ">="), (self.gt, operator.gt, ">"), (self.le, operator.le, "<=")):
+                    if bound is not None and not ok(item, bound):
                         raise GensweepError(f"bad value for {key}: {item!r} (must be {text} {bound:g})")
         if self.is_list and not value:
             raise GensweepError(f"bad value for {key}: an empty list")

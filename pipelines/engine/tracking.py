@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import socket
 import time
-import math
 import uuid
 from dataclasses import dataclass, field
 from itertools import zip_longest

@@ -74,7 +74,7 @@ def check(settings: dict) -> None:
 
 
 def stages(settings: dict) -> list[Stage]:
-    label = lambda c: f"{c['part']} {common.noise_label(c['noise'], c['fraction'])} width={c['width']} n={c['n_train']} seed={c['seed']}"  # noqa: E731
+    label = lambda c: f"{c['part']} {common.noise_label(c['noise'], c['fraction'])} width={c['width']} n={c['n_train']} seed={c['seed']}"
     return [Stage("runs", capacity_trainable, Grid(configs(settings)), metric="val_acc", label=label)]
 
 

@@ -68,7 +68,7 @@ def check(settings: dict) -> None:
 
 
 def stages(settings: dict) -> list[Stage]:
-    label = lambda c: f"{common.noise_label(c['noise'], c['fraction'])} seed={c['seed']}"  # noqa: E731
+    label = lambda c: f"{common.noise_label(c['noise'], c['fraction'])} seed={c['seed']}"
     return [Stage("training", csr_trainable, Grid(configs(settings)), metric="csr", mode="max", label=label)]
 
 
@@ -103,7 +103,7 @@ def _band(ax, stats, column: str, style: str, color: str, label: str | None) -> 
 def report(frame, curves, out_dir: str) -> str:
     plt = common.pyplot()
     runs = run_summaries(frame, curves)
-    pm = lambda values, scale=1.0, digits=1: reports.pm(*reports.mean_std(np.asarray(values, dtype=float) * scale), digits=digits)  # noqa: E731
+    pm = lambda values, scale=1.0, digits=1: reports.pm(*reports.mean_std(np.asarray(values, dtype=float) * scale), digits=digits)
     rows = []
     for (noise, fraction), group in runs.groupby(["noise", "fraction"]):
         rows.append([common.noise_label(noise, fraction), pm(group["train_acc"], 100), pm(group["val_acc"], 100),

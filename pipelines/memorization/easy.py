@@ -59,7 +59,7 @@ def configs(settings: dict) -> list[dict]:
 
 
 def stages(settings: dict) -> list[Stage]:
-    label = lambda c: f"{c['noise']} seed={c['seed']}"  # noqa: E731
+    label = lambda c: f"{c['noise']} seed={c['seed']}"
     return [Stage("runs", easy_trainable, Grid(configs(settings)), metric="train_acc", label=label)]
 
 

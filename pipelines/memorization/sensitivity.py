@@ -56,7 +56,7 @@ def configs(settings: dict) -> list[dict]:
 
 
 def stages(settings: dict) -> list[Stage]:
-    label = lambda c: f"{c['inputs']} inputs, {c['labels']} labels seed={c['seed']}"  # noqa: E731
+    label = lambda c: f"{c['inputs']} inputs, {c['labels']} labels seed={c['seed']}"
     return [Stage("sensitivity", sensitivity_trainable, Grid(configs(settings)), metric="gini", label=label)]
 
 

@@ -51,7 +51,7 @@ def stages(settings: dict) -> list[Stage]:
         studies=[fixed], space=hparams.cmnist_random_space, budget=settings["num_samples"],
         block_size=settings["block_size"], sampler=settings["sampler"], seed=settings["seed"],
     )
-    label = lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}"  # noqa: E731
+    label = lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}"
     search_stage = Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=label)
     return [search_stage, *retrain_stage(settings, cmnist_trainable, "min_acc", label)]
 

@@ -115,7 +115,7 @@ def report(frame, curves, out_dir: str) -> str:
             parts.append("## Stage 2: the configuration each selection rule picks\n\n" + validation)
     retrain = frame[frame["stage"] == "retrain"]
     if not retrain.empty:
-        describe = lambda r: f"h={int(r['hidden'])} lr={r['lr']:.2g} pw={r['penalty_weight']:.3g}"  # noqa: E731
+        describe = lambda r: f"h={int(r['hidden'])} lr={r['lr']:.2g} pw={r['penalty_weight']:.3g}"
         parts.append("## Stage 3: each study's best configurations re-trained with new seeds and domains\n\n"
                      + retrain_table(retrain, search, describe))
     return "\n".join(parts)

@@ -137,7 +137,7 @@ def sweep_accs(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
         if not picked:
             continue
         # DomainBed: sorted by val_acc (NaN lowest), reversed, first: the best, the highest hparams_seed among equals
-        key = lambda item: -math.inf if math.isnan(item[1]["val_acc"]) else item[1]["val_acc"]  # noqa: E731
+        key = lambda item: -math.inf if math.isnan(item[1]["val_acc"]) else item[1]["val_acc"]
         hparams_seed, acc = sorted(picked, key=key)[::-1][0]
         out.append({"dataset": dataset, "method": method, "trial_seed": trial, "test_env": int(test_env),
                     "hparams_seed": hparams_seed, **acc})
