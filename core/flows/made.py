@@ -1,0 +1,72 @@
+"""MADE conditioner, stacked: K weight-normed masked MLPs of one shape, ELU hidden activation.
+
+Ported from torchkit/iaf_modules.py (cMADE, get_masks) and torchkit/nn.py (CWNlinear), under the density
+experiments' zero context (NAF maf_experiments.MAF.density feeds ``context = 0``): CWNlinear's
+``cscale(c) * (x @ (V / ||V||) * mask) + cbias(c)`` is then ``g * (x @ W) + b`` with one free scale ``g`` and bias
+``b`` per output unit (cscale.bias, cbias.bias; the context weights get no gradient). Each layer is stacked as
+V (K, in, out), g (K, 1, out), b (K, 1, out); ``V`` is normalised over its inputs (torchkit normalises each
+output row of its (out, in) direction), then masked.
+
+Degrees (torchkit get_rank / get_mask_from_ranks): input feature i has degree ``order[i]`` (natural order
+``0..D-1``, torchkit's ``fixed_order=True``); hidden unit h has degree ``h mod (D-1)`` (torchkit draws the same
+cyclic ranks, drops the surplus of the last cycle at random and shuffles: a permutation of exchangeable units, so
+only the dropped surplus differs; we keep the cycle deterministic, shared by the block); a hidden unit sees inputs
+of degree <= its own, output feature j sees hidden units of degree < order[j]. Output unit ``j*C + c`` is channel
+c of feature j (torchkit's ``view(-1, dim, num_outlayers)``). D = 1: every mask is zero (torchkit), the
+outputs are the biases: an unconditional transformer.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+def degrees(dim: int, hidden: int, hidden_layers: int, order: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+    """Degrees of the inputs, then of each hidden layer (long tensors)."""
+    d_in = torch.arange(dim) if order is None else torch.as_tensor(order)
+    return [d_in] + [torch.arange(hidden) % max(dim - 1, 1) for _ in range(hidden_layers)]
+
+
+@functools.lru_cache(maxsize=64)
+def _masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None) -> list[torch.Tensor]:
+    degs = degrees(dim, hidden, hidden_layers, order)
+    masks = [(d_out[None, :] >= d_in[:, None]) for d_in, d_out in zip(degs[:-1], degs[1:])]
+    out = (degs[0][None, :] > degs[-1][:, None])  # (hidden, dim): strictly lower degree
+    masks.append(out.repeat_interleave(channels, dim=1))  # column j*C + c
+    if dim == 1:
+        masks = [torch.zeros_like(m) for m in masks]
+    return [m.double() for m in masks]
+
+
+def masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None = None,
+          device=None, dtype=torch.float32) -> list[torch.Tensor]:
+    """(in, out) 0/1 masks of the hidden_layers + 1 layers: (D, H), (H, H)..., (H, D*C)."""
+    return [m.to(device=device, dtype=dtype) for m in _masks(dim, hidden, hidden_layers, channels, order)]
+
+
+def init_made(dim: int, hidden: int, hidden_layers: int, channels: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """One model's [V, g, b] per layer (float64, unstacked), torchkit's CWNlinear init: V ~ N(0, 0.001),
+    g = cscale.bias and b = cbias.bias ~ U(-1, 1) (nn.Linear(1, out)'s default bias init)."""
+    sizes = [dim] + [hidden] * hidden_layers + [dim * channels]
+    params = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        v = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64) * 0.001
+        g = torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1
+        b = torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1
+        params += [v, g, b]
+    return params
+
+
+def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """x (K, N, D) -> (K, N, D*C): masked weight-normed layers, ELU between them (not after the last)."""
+    h = x
+    n_layers = len(layer_masks)
+    for i, mask in enumerate(layer_masks):
+        v, g, b = params[3 * i: 3 * i + 3]
+        w = v / v.pow(2).sum(1, keepdim=True).sqrt() * mask * g  # (K, in, out): V/||V|| per output, masked, scaled
+        h = torch.baddbmm(b, h, w)
+        if i < n_layers - 1:
+            h = F.elu(h)
+    return h

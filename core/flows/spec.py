@@ -1,0 +1,57 @@
+"""FlowSpec: the shape of a block's flow (every configuration of a block shares it; only seeds and lr differ).
+
+Matches torchkit/flows.py's density model (NAF maf_experiments.MAF): ``flows`` x (MADE-conditioned transformer,
+then FlipFlow), then LinearFlow. ``hidden_layers`` is maf_experiments' ``num_hid_layers`` (cMADE gets
+``num_layers = hidden_layers + 1``); ``ds_dim`` / ``ds_layers`` are ``num_ds_dim`` / ``num_ds_layers``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSFORMERS = ("maf", "affine-gated", "dsf", "ddsf")
+DELTA = 1e-6  # torchkit/nn.py delta: softplus(.) + delta, sigmoid squash, DSF's x_pre squash
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """One flow shape. ``transformer`` in TRANSFORMERS; ``flip`` reverses the features after every flow."""
+
+    dim: int
+    transformer: str = "dsf"
+    flows: int = 1
+    hidden: int = 64
+    hidden_layers: int = 1
+    ds_dim: int = 16
+    ds_layers: int = 1
+    flip: bool = True
+    final_linear: bool = True
+    ds_multiplier: int = 3  # torchkit IAF_DSF num_ds_multiplier
+
+    def __post_init__(self):
+        if self.transformer not in TRANSFORMERS:
+            raise ValueError(f"transformer {self.transformer!r} not in {TRANSFORMERS}")
+        if min(self.dim, self.flows, self.hidden, self.hidden_layers, self.ds_dim, self.ds_layers) < 1:
+            raise ValueError(f"every size of {self} must be >= 1")
+        if self.transformer in ("dsf", "ddsf") and self.hidden < self.dim:
+            raise ValueError("dsf/ddsf need hidden >= dim (the conditioner emits ds_multiplier*(hidden//dim) channels per feature)")
+
+    @property
+    def channels(self) -> int:
+        """MADE output channels per feature: 2 (shift, scale) for the affine flows, 3*(hidden//dim)*ds_layers for dsf/ddsf."""
+        if self.transformer in ("maf", "affine-gated"):
+            return 2
+        return self.ds_multiplier * (self.hidden // self.dim) * self.ds_layers
+
+    @property
+    def ds_params(self) -> int:
+        """Transformer parameters per feature out of out_to_dsparams: 3*d per DSF layer; u + w + a + b per DDSF layer."""
+        if self.transformer == "dsf":
+            return 3 * self.ds_dim * self.ds_layers
+        if self.transformer == "ddsf":
+            return sum(ddsf_dims(self.ds_dim, self.ds_layers)[i][0] + 3 * self.ds_dim for i in range(self.ds_layers))
+        return 0
+
+
+def ddsf_dims(ds_dim: int, ds_layers: int) -> list[tuple[int, int]]:
+    """(in_dim, out_dim) of each DenseSigmoidFlow layer: 1 -> d -> ... -> d -> 1 (torchkit IAF_DDSF)."""
+    return [(1 if i == 0 else ds_dim, 1 if i == ds_layers - 1 else ds_dim) for i in range(ds_layers)]
