@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch is pinned first so that no multi-GB CUDA build is pulled in.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run lint test test-fast test-slow bench clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,16 @@ run: setup
 	$(BIN)/gensweep run cmnist-table --preset smoke
 	$(BIN)/gensweep report cmnist-table
 
+# ruff as a linter only (never `ruff format`: the mutation scripts anchor on exact source text).
+lint: setup
+	$(BIN)/ruff check core tasks pipelines tests benchmarks
+
 test: setup
 	$(BIN)/python -m pytest
+
+# The inner loop: everything but the tests that drive a real Ray sweep (marked e2e).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not e2e"
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -17,6 +17,16 @@ GENSWEEP = [sys.executable, "-m", "pipelines.cli"]
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect ``slow`` tests unless the ``-m`` expression names them (``-m slow``), so ``-m "not e2e"`` keeps them out."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(scope="session")
 def digits() -> ImageSource:
     return load_digits_source()

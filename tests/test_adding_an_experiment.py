@@ -139,6 +139,7 @@ def check_records(results: str, settings: dict) -> None:
     assert sorted(r.data.tags["gensweep.trial_key"] for r in children) == sorted(rows["trial_key"])
 
 
+@pytest.mark.e2e
 def test_a_pipeline_with_a_stage_built_from_the_search_runs_end_to_end(ray_session, tmp_path):
     import ray.cloudpickle as cloudpickle
 
@@ -177,6 +178,7 @@ print("SUMMARY", summary)
 """
 
 
+@pytest.mark.e2e
 def test_driver_killed_between_the_search_and_the_stage_built_from_it(tmp_path):
     results = tmp_path / "results"
     script = tmp_path / "driver.py"

@@ -330,6 +330,7 @@ def table_sweep(cluster, tmp_path_factory):
     return results, summary_of(proc.stdout), time.time() - started
 
 
+@pytest.mark.e2e
 def test_smoke_sweep_spreads_over_both_nodes(cluster, table_sweep):
     results, summary, _ = table_sweep
     assert summary["complete"] and summary["ran"] == TABLE_TRIALS and summary["failed"] == 0
@@ -366,6 +367,7 @@ def kill_driver_then_resume(cluster: Cluster, work: Path, extra: list[str]) -> t
     return results, resumed, interrupted
 
 
+@pytest.mark.e2e
 def test_driver_killed_mid_sweep_then_resumed(two_nodes, tmp_path):
     results, resumed, _ = kill_driver_then_resume(two_nodes, tmp_path, [])
     summary = summary_of(resumed.stdout)
@@ -405,6 +407,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_cluster_input_fails_cleanly_and_keeps_results(case, cluster, table_sweep, tmp_path):
     results, summary, _ = table_sweep
@@ -470,6 +473,7 @@ def test_sweep_record_holds_no_passwords(tmp_path):
 # ---------------------------------------------------------------------------- reports of URI results
 
 
+@pytest.mark.e2e
 def test_report_of_uri_results_goes_to_local_dir(table_sweep, tmp_path, monkeypatch, capsys):
     from pipelines.cli import main
 
@@ -486,6 +490,7 @@ def test_report_of_uri_results_goes_to_local_dir(table_sweep, tmp_path, monkeypa
 # ---------------------------------------------------------------------------- b: worker node killed
 
 
+@pytest.mark.e2e
 def test_worker_node_killed_mid_sweep(two_nodes, tmp_path):
     results = tmp_path / "results"
     log = tmp_path / "driver.log"
@@ -604,6 +609,7 @@ def mlflow_server(tmp_path):
         kill_session(server, grace=5)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_tracking_server_and_postgres(two_nodes, tmp_path, mlflow_server, postgres):
     storage = f"{postgres}/optuna"

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -68,6 +69,7 @@ def _forget_trial(db, sample: int) -> None:
             con.execute("update trials set number = ? where trial_id = ?", (number, tid))
 
 
+@pytest.mark.e2e
 def test_resume_after_a_crash_between_the_writes(tmp_path):
     results = tmp_path / "results"
     command = GENSWEEP + ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]
@@ -127,9 +129,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-import pytest  # noqa: E402
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("kill_after", [2])  # inside the first batch: a block of 3 rows
 def test_driver_killed_inside_a_write_batch_resumes_to_exactly_the_budget(tmp_path, kill_after):
     results = tmp_path / "results"

@@ -27,6 +27,8 @@ import errno, os, sys
 from pipelines import cli
 from pipelines.engine.store import ResultStore
 
+pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
+
 real, calls = ResultStore.write_trials, []
 
 def write_trials(self, pipeline, sweep, items):

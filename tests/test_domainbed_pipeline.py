@@ -89,6 +89,7 @@ def tiny_sweep(ray_session, tmp_path_factory):
     return sweep, run_sweep(sweep)
 
 
+@pytest.mark.e2e
 def test_sweep_records_every_checkpoint_and_the_studies(tiny_sweep):
     sweep, summary = tiny_sweep
     assert summary["complete"] and summary["ran"] == 24 and summary["failed"] == 0
@@ -111,6 +112,7 @@ def test_sweep_records_every_checkpoint_and_the_studies(tiny_sweep):
     assert again["ran"] == 0 and again["skipped"] == 24
 
 
+@pytest.mark.e2e
 def test_report_renders_the_three_tables_and_the_figure(tiny_sweep, tmp_path):
     sweep, _ = tiny_sweep
     store = ResultStore.open(sweep.results)

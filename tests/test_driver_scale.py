@@ -59,6 +59,7 @@ def _check(tmp_path, cluster, n: int, block: int) -> driver_scale.Figures:
     return figures
 
 
+@pytest.mark.e2e
 def test_a_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_cluster, monkeypatch):
     import pipelines.engine.runner as runner
 
@@ -67,6 +68,7 @@ def test_a_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_clu
     assert figures.compacted_by_sweep == figures.files > 2
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_twenty_thousand_configurations_in_blocks_on_two_nodes(tmp_path, loopback_cluster):
     _check(tmp_path, loopback_cluster, 20000, 500)

@@ -544,6 +544,7 @@ def test_regularizer_report_numbers(frames, tmp_path):
 # ---------------------------------------------------------------------- end to end (real runner)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("module", [easy, sensitivity, regularizers], ids=lambda m: m.PIPELINE.name)
 def test_tiny_run_end_to_end(module, ray_session, tmp_path):
     from pipelines.engine.runner import Sweep, run_sweep

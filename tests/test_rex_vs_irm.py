@@ -63,6 +63,7 @@ def _rows(results):
     return ResultStore.open(str(results)).read("trials", "rex-vs-irm")
 
 
+@pytest.mark.e2e
 def test_interrupted_block_search_resumes_to_exact_budget(tmp_path):
     results = tmp_path / "results"
     command = GENSWEEP + ["run", "rex-vs-irm", "--results", str(results), "--num-cpus", "2"]

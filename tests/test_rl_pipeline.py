@@ -206,6 +206,7 @@ def _curve(results: str, name: str) -> tuple[list, list]:
     return curve["step"].tolist(), curve[["train_return", "test_return"]].values.tolist()
 
 
+@pytest.mark.e2e
 def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_session, tmp_path):
     import ray.cloudpickle as cloudpickle
 
@@ -228,6 +229,7 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
     assert flat(returns) == pytest.approx(flat(clean_returns), abs=1e-6)  # resumed exactly where it stopped
 
 
+@pytest.mark.e2e
 def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_path):
     """stages=tune,runs on the toy task, 2 tune configurations per penalized method: the runs get the best of them."""
     tiny = ["stages=tune,runs", "tasks=point-reach", "tune_task=point-reach", "methods=erm,irm,vrex", "tune_samples=2",

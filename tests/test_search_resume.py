@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
 from pipelines.engine.store import ResultStore
+
+pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
 
 BUDGET = 6
 

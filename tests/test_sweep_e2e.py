@@ -9,6 +9,8 @@ from pipelines.engine.runner import Sweep, run_sweep
 from pipelines.engine.spec import resolve_settings
 from pipelines.engine.store import ResultStore
 
+pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
+
 TINY = ["steps=21", "grayscale_steps=11", "restarts=1", "eval_every=10"]
 
 

@@ -46,6 +46,7 @@ def test_run_rl_spurious_says_how_to_install_it(without_rl, tmp_path):
     assert not (tmp_path / "results").exists()  # refused before anything started
 
 
+@pytest.mark.e2e
 def test_cmnist_table_runs_and_reports_without_it(without_rl, tmp_path):
     results = str(tmp_path / "results")
     tiny = ["--set", "methods=erm,irm", "--set", "restarts=1", "--set", "steps=11", "--set", "eval_every=5"]
