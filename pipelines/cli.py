@@ -84,7 +84,9 @@ def cmd_run(args, expect_id: str | None = None) -> int:
     from pipelines.engine.runner import Sweep, run_sweep
     from pipelines.engine.runtime import init_ray
     from pipelines.engine.spec import resolve_settings
+    from pipelines.engine.versions import check_versions
 
+    check_versions()  # Optuna, MLflow or Ray outside the tested range: one line, before anything starts
     pipeline = registry.get(args.pipeline)
     pipeline.check_installed()  # an optional extra missing: one line saying how to install it
     if args.num_cpus is not None and args.num_cpus < 1:
