@@ -22,7 +22,7 @@ import torch
 from core.cmnist.domains import build_cmnist
 from core.data import ImageSource, load_idx_dir
 from core.cmnist.reference import reference_train
-from core.hparams import CMNIST_IRM
+from core.cmnist.hparams import IRM as CMNIST_IRM
 from core.cmnist.train import config_from_dict
 from pipelines.rex.cmnist_table import PRESETS
 from tasks.cmnist import run_cmnist

@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from core import hparams
+from core.cmnist import hparams
 from core.cmnist import batched
 from core.cmnist import models
 from core.cmnist.domains import build_cmnist
@@ -40,7 +40,7 @@ from core.cmnist.train import ModelConfig, default_device, train_block, use_batc
 from tasks.cmnist import _on_device, memory_budget_bytes
 
 SEARCH_CONFIGS = 340 * 6 * 3 * 4  # §5.4.1: configurations x p values x variants x methods
-SEARCH_STEPS = hparams.CMNIST_STEPS  # 501
+SEARCH_STEPS = hparams.STEPS  # 501
 PIXELS = models.IMAGE_PIXELS
 
 
@@ -140,7 +140,7 @@ def measure(device: torch.device, source: ImageSource, steps: int = 3, block: in
         peak = matmul_peak(device, peak_size or (8192 if device.type == "cuda" else 2048))
     say(f"matmul peak (float32{' TF32' if tf32 else ''}, one large product): {peak / 1e12:.3f} TFLOP/s")
 
-    irm = dict(hparams.CMNIST_IRM)
+    irm = dict(hparams.IRM)
     memory = memory_budget_bytes({}, device)
     k = block or default_block(device, n, memory, irm["hidden"] if widths == "irm" else 512)
     hidden = [irm["hidden"]] * k if widths == "irm" else random_widths(k)

@@ -82,7 +82,7 @@ def training_seconds(k: int, configs: int, steps: int) -> float:
     """Seconds per configuration of training alone (one thread) on the smoke data, in blocks of ``k``."""
     import optuna
 
-    from core.hparams import cmnist_random_space as irm_space
+    from core.cmnist.hparams import random_space as irm_space
 
     domains = build_shifted_cmnist(load_digits_source(), "class", 0.1, seed=0)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -38,10 +38,10 @@ def test_settings_are_typed_and_validated():
 def test_cmnist_table_paper_preset_trains_the_published_widths():
     import pandas as pd
 
-    from core import hparams
+    from core.cmnist import hparams
 
     (stage,) = cmnist_table.stages(resolve_settings(cmnist_table.PIPELINE, "paper", []))
-    assert {c["method"]: c["hidden"] for c in stage.plan.configs} == {m: hparams.cmnist_published(m)["hidden"] for m in cmnist_table.ORDER}
+    assert {c["method"]: c["hidden"] for c in stage.plan.configs} == {m: hparams.published(m)["hidden"] for m in cmnist_table.ORDER}
     (smoke,) = cmnist_table.stages(resolve_settings(cmnist_table.PIPELINE, "smoke", ["hidden=32"]))
     assert {c["method"]: c["hidden"] for c in smoke.plan.configs} == {**{m: 32 for m in cmnist_table.ORDER}, "grayscale": 83}
     frame = pd.DataFrame([{"method": c["method"], "hidden": c["hidden"]} for c in stage.plan.configs])

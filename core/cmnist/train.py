@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import torch
 
 from core.cmnist import batched as batched_models
-from core import hparams, memory, methods
+from core import memory, methods
+from core.cmnist import hparams
 from core.cmnist import models
 from core.cmnist.batched import ADAM_BETAS, ADAM_EPS, adam_update  # noqa: F401  (re-exported)
 from core.cmnist.domains import Domain, Domains
@@ -35,11 +36,11 @@ from core.objectives import irm_penalty, mean_accuracy, mean_nll
 class ModelConfig:
     """One configuration's hyperparameters (IRM code names in brackets)."""
 
-    hidden: int = hparams.CMNIST_IRM["hidden"]  # [hidden_dim]
-    l2: float = hparams.CMNIST_IRM["l2"]  # [l2_regularizer_weight]
-    lr: float = hparams.CMNIST_IRM["lr"]  # [lr]
-    anneal_iters: int = hparams.CMNIST_IRM["anneal_iters"]  # [penalty_anneal_iters]
-    penalty_weight: float = hparams.CMNIST_IRM["penalty_weight"]  # [penalty_weight]
+    hidden: int = hparams.IRM["hidden"]  # [hidden_dim]
+    l2: float = hparams.IRM["l2"]  # [l2_regularizer_weight]
+    lr: float = hparams.IRM["lr"]  # [lr]
+    anneal_iters: int = hparams.IRM["anneal_iters"]  # [penalty_anneal_iters]
+    penalty_weight: float = hparams.IRM["penalty_weight"]  # [penalty_weight]
     seed: int = 0  # model initialisation
 
 

@@ -1,4 +1,8 @@
-"""DomainBed's hyperparameter registry for the MNIST datasets, drawn exactly as ``hparams_registry.py`` draws them.
+"""DomainBed's published values and search spaces live here (the registry rule: each core part's in ``core/<part>/hparams.py``).
+
+The MNIST datasets' hyperparameters, drawn exactly as ``hparams_registry.py``
+draws them; the pipeline's presets and its Optuna distributions read this
+module (the distributions are built from the same range table the draws use).
 
 Each hyperparameter has a default and a random distribution. DomainBed
 (``domainbed/hparams_registry.py`` since commit 78cf932; ``lib/misc.py``
@@ -21,7 +25,9 @@ one sequential RandomState: same distributions, other values for a seed.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -34,26 +40,48 @@ N_TRIALS = 3  # sweep.py --n_trials
 # our method name -> DomainBed's algorithm name (it seeds the runs, as sweep.py's `algorithm` argument)
 ALGORITHMS = {"erm": "ERM", "irm": "IRM", "groupdro": "GroupDRO", "vrex": "VREx", "mmrex": "MMREx"}
 
-Draw = Callable[[np.random.RandomState], object]
 
-# (name, default, random draw), in hparams_registry.py's order of definition (the order does not change a draw)
-_COMMON: tuple[tuple[str, object, Draw], ...] = (
-    ("class_balanced", False, lambda r: False),
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A random draw of hparams_registry.py: ``base ** U(low, high)``, truncated to an int when ``integer``."""
+
+    low: float
+    high: float
+    base: int = 10
+    integer: bool = False
+
+    def draw(self, r: np.random.RandomState):
+        value = self.base ** r.uniform(self.low, self.high)
+        return int(value) if self.integer else value
+
+    @property
+    def bounds(self) -> tuple[float, float] | tuple[int, int]:
+        """The values a draw can take: [base^low, base^high], or the ints int(base^low) .. ceil(base^high) - 1."""
+        low, high = float(self.base) ** self.low, float(self.base) ** self.high
+        return (int(low), math.ceil(high) - 1) if self.integer else (low, high)
+
+
+Entry = tuple[str, object, LogUniform | None]  # (name, default, random draw; None: the default in every draw)
+
+# In hparams_registry.py's order of definition (the order does not change a draw).
+_COMMON: tuple[Entry, ...] = (
+    ("class_balanced", False, None),
 )
-_ALGORITHM: dict[str, tuple[tuple[str, object, Draw], ...]] = {
+_ALGORITHM: dict[str, tuple[Entry, ...]] = {
     "ERM": (),
-    "IRM": (("irm_lambda", 1e2, lambda r: 10 ** r.uniform(-1, 5)),
-            ("irm_penalty_anneal_iters", 500, lambda r: int(10 ** r.uniform(0, 4)))),
-    "GroupDRO": (("groupdro_eta", 1e-2, lambda r: 10 ** r.uniform(-3, -1)),),
-    "VREx": (("vrex_lambda", 1e1, lambda r: 10 ** r.uniform(-1, 5)),
-             ("vrex_penalty_anneal_iters", 500, lambda r: int(10 ** r.uniform(0, 4)))),
-    "MMREx": (("mmrex_lambda", 1e1, lambda r: 10 ** r.uniform(-1, 5)),  # ours: V-REx's ranges
-              ("mmrex_penalty_anneal_iters", 500, lambda r: int(10 ** r.uniform(0, 4)))),
+    "IRM": (("irm_lambda", 1e2, LogUniform(-1, 5)),
+            ("irm_penalty_anneal_iters", 500, LogUniform(0, 4, integer=True))),
+    "GroupDRO": (("groupdro_eta", 1e-2, LogUniform(-3, -1)),),
+    "VREx": (("vrex_lambda", 1e1, LogUniform(-1, 5)),
+             ("vrex_penalty_anneal_iters", 500, LogUniform(0, 4, integer=True))),
+    "MMREx": (("mmrex_lambda", 1e1, LogUniform(-1, 5)),  # ours: V-REx's ranges
+              ("mmrex_penalty_anneal_iters", 500, LogUniform(0, 4, integer=True))),
 }
-_SMALL_IMAGES: tuple[tuple[str, object, Draw], ...] = (  # dataset in SMALL_IMAGES
-    ("lr", 1e-3, lambda r: 10 ** r.uniform(-4.5, -2.5)),
-    ("weight_decay", 0.0, lambda r: 0.0),
-    ("batch_size", 64, lambda r: int(2 ** r.uniform(3, 9))),
+_SMALL_IMAGES: tuple[Entry, ...] = (  # dataset in SMALL_IMAGES
+    ("lr", 1e-3, LogUniform(-4.5, -2.5)),
+    ("weight_decay", 0.0, None),
+    ("batch_size", 64, LogUniform(3, 9, base=2, integer=True)),
 )
 
 
@@ -62,7 +90,7 @@ def seed_hash(*args) -> int:
     return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % (2**31)
 
 
-def _entries(algorithm: str) -> tuple[tuple[str, object, Draw], ...]:
+def _entries(algorithm: str) -> tuple[Entry, ...]:
     if algorithm not in _ALGORITHM:
         raise ValueError(f"unknown DomainBed algorithm {algorithm!r} (choose from {', '.join(_ALGORITHM)})")
     return _COMMON + _ALGORITHM[algorithm] + _SMALL_IMAGES
@@ -73,9 +101,15 @@ def default_hparams(algorithm: str) -> dict:
     return {name: default for name, default, _ in _entries(algorithm)}
 
 
+def search_space(algorithm: str) -> dict[str, LogUniform]:
+    """The drawn hyperparameters of ``algorithm`` and their ranges (the fixed ones, as class_balanced, left out)."""
+    return {name: space for name, _, space in _entries(algorithm) if space is not None}
+
+
 def random_hparams(algorithm: str, seed: int) -> dict:
     """``hparams_registry.random_hparams(algorithm, dataset, seed)``: each value from RandomState(seed_hash(seed, name))."""
-    draws = {name: draw(np.random.RandomState(seed_hash(seed, name))) for name, _, draw in _entries(algorithm)}
+    draws = {name: default if space is None else space.draw(np.random.RandomState(seed_hash(seed, name)))
+             for name, default, space in _entries(algorithm)}
     return {name: value.item() if isinstance(value, np.generic) else value for name, value in draws.items()}  # plain floats
 
 

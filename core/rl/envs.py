@@ -68,6 +68,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from core.rl.hparams import DOMAINS
 from core.rl.layouts import entry_names, kept_entries
 from core.rl.seeding import derive_seed
 
@@ -338,10 +339,10 @@ class EnvConfig:
     """The domains of one run: task, factors (train and test), k, noise, hidden entries, episode length."""
 
     task: str = "cartpole-swingup"
-    train_factors: tuple = (1.0, 2.0)
-    test_factor: Any = 3.0
-    k: int = 1
-    noise: float = 0.01
+    train_factors: tuple = DOMAINS["train_factors"]  # the REx RL code's domains (core.rl.hparams)
+    test_factor: Any = DOMAINS["test_factor"]
+    k: int = DOMAINS["k"]
+    noise: float = DOMAINS["noise"]
     hide: tuple = ()
     episode_steps: int | None = None  # None: 1000 (dm_control), 25 (point-reach)
     action_repeat: int = 1

@@ -79,6 +79,7 @@ import torch.nn.functional as F
 
 from core import methods
 from core.objectives import irm_penalty_mse
+from core.rl.hparams import AGENT
 from core.rl.seeding import derive_seed
 
 if TYPE_CHECKING:  # the envs need gymnasium and dm_control; the agent and its buffer do not
@@ -92,39 +93,39 @@ SEEDINGS = ("shared", "per_domain")
 class SACConfig:
     """All hyperparameters of one run; JSON-serializable (:meth:`to_dict`)."""
 
-    # The reward-model objective (core.methods registry).
-    method: str = "erm"
-    penalty_weight: float = 1.0  # REx RL code: config/agent/rrex.yaml and run_cluster.sh (PENALTY in 1)
-    anneal_iters: int = 20_000  # REx RL code's runs (run_cluster.sh: ANNEAL_ITERS in 20000; rrex.yaml says 10000)
-    reduction: str = "mean"  # the RL code averages the domain risks ("sum" / "method" as in core.methods)
-    irm_reduction: str = "mean"
+    # Defaults: the REx RL code's values (core.rl.hparams.AGENT), but the method.
+    method: str = "erm"  # the reward-model objective (core.methods registry)
+    penalty_weight: float = AGENT["penalty_weight"]
+    anneal_iters: int = AGENT["anneal_iters"]
+    reduction: str = AGENT["reduction"]  # "sum" / "method" as in core.methods
+    irm_reduction: str = AGENT["irm_reduction"]
     # SAC.
-    gamma: float = 0.99
-    init_temperature: float = 0.1
-    actor_lr: float = 1e-5
-    critic_lr: float = 1e-5
-    alpha_lr: float = 1e-4
-    tau: float = 0.005
-    target_update_every: int = 2
-    actor_update_every: int = 1
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    hidden: int = 1024  # actor and critic: 2 hidden layers of this width
+    gamma: float = AGENT["gamma"]
+    init_temperature: float = AGENT["init_temperature"]
+    actor_lr: float = AGENT["actor_lr"]
+    critic_lr: float = AGENT["critic_lr"]
+    alpha_lr: float = AGENT["alpha_lr"]
+    tau: float = AGENT["tau"]
+    target_update_every: int = AGENT["target_update_every"]
+    actor_update_every: int = AGENT["actor_update_every"]
+    log_std_min: float = AGENT["log_std_min"]
+    log_std_max: float = AGENT["log_std_max"]
+    hidden: int = AGENT["hidden"]  # actor and critic: 2 hidden layers of this width
     # Encoder and latent reward model.
-    encoder_hidden: int = 512
-    feature_dim: int = 50
-    encoder_l1: float = 1e-5
-    model_hidden: int = 200
-    model_lr: float = 1e-4  # 0: the reward model is frozen (not stepped): plain SAC on the encoder (the learn preset)
-    model_weight_decay: float = 1e-5
-    seq_len: int = 3
+    encoder_hidden: int = AGENT["encoder_hidden"]
+    feature_dim: int = AGENT["feature_dim"]
+    encoder_l1: float = AGENT["encoder_l1"]
+    model_hidden: int = AGENT["model_hidden"]
+    model_lr: float = AGENT["model_lr"]  # 0: the reward model is frozen (not stepped): plain SAC on the encoder (the learn preset)
+    model_weight_decay: float = AGENT["model_weight_decay"]
+    seq_len: int = AGENT["seq_len"]
     # Data.
-    batch_size: int = 256  # sequences per training domain and update
-    critic_seq: int = 3  # transitions of each sequence in the critic / actor batch (REx code: all seq_len, agent/sac.py)
-    updates_per_step: int = 0  # per lock-step; 0: one per training domain (REx code's train.py loop)
-    random_steps: int = 5000
-    buffer_capacity: int = 1_000_000  # in all, split evenly across the training domains (REx code's replay_buffer.py)
-    seeding: str = "shared"  # "shared": every env and the warm-up actions from one seed (REx code's utils.py); "per_domain"
+    batch_size: int = AGENT["batch_size"]  # sequences per training domain and update
+    critic_seq: int = AGENT["critic_seq"]  # transitions of each sequence in the critic / actor batch
+    updates_per_step: int = AGENT["updates_per_step"]  # per lock-step; 0: one per training domain
+    random_steps: int = AGENT["random_steps"]
+    buffer_capacity: int = AGENT["buffer_capacity"]  # in all, split evenly across the training domains
+    seeding: str = AGENT["seeding"]  # "shared": every env and the warm-up actions from one seed; "per_domain"
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available
 

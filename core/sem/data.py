@@ -39,10 +39,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.sem import hparams
+
 SIGMAS: tuple[float, ...] = (0.2, 2.0, 5.0)
 N_TRAIN_DOMAINS = 2  # the first two domains train; the last one validates
-DEFAULT_DIM = 10
-DEFAULT_SAMPLES = 1000
+DEFAULT_DIM = hparams.DIM
+DEFAULT_SAMPLES = hparams.SAMPLES
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core import hparams, methods
+from core import methods
+from core.sem import hparams
 from core.sem.data import Domain
 
 METHODS = tuple(methods.names(input="full", penalized=True))  # the penalized methods; plus ERM in closed form
-REFERENCE_REGS: tuple[float, ...] = hparams.SEM_REGS
+REFERENCE_REGS: tuple[float, ...] = hparams.REGS
 IRM_DUMMIES = ("vector", "scalar")
 DTYPE = torch.float64
 RISK_REDUCTION = "sum"  # the SEM reference codes sum the training-domain risks ...
@@ -81,8 +82,8 @@ REFERENCE_PENALTY_WEIGHTS: tuple[float, ...] = tuple(penalty_weight_from_reg(r) 
 class SolverConfig:
     """Hyperparameters of the penalized solvers (reference names in brackets, reference values as defaults)."""
 
-    lr: float = hparams.SEM_LR  # [lr], Adam
-    steps: int = hparams.SEM_STEPS  # [n_iterations]
+    lr: float = hparams.LR  # [lr], Adam
+    steps: int = hparams.STEPS  # [n_iterations]
     penalty_weight: float = -1.0  # < 0: the reference grid [reg = -1], chosen on the validation domain
     anneal_iters: int = 0  # weight 1.0 before this step (the SEM reference has no anneal)
     irm_dummy: str = "vector"  # the IRM code's dummy w = ones(dim, 1); "scalar": IRMv1's scalar dummy

@@ -2,7 +2,7 @@
 
 Varies (IRM code): hidden = int(2^U(6, 9)), l2 = 10^U(-5, -2),
 lr = 10^U(-3.5, -2.5), anneal = randint(50, 250), penalty = 10^U(2, 6).
-The space is core.hparams.cmnist_random_space. Fixed: method, steps, data
+The space is core.cmnist.hparams.random_space. Fixed: method, steps, data
 seed. Selects on min(train-domain accuracies, test accuracy) (``min_acc``).
 The study lives in the results' Optuna database; re-running the same command
 resumes it. With the random sampler, configuration i is the i-th draw of a
@@ -10,7 +10,8 @@ seeded stream (and model seed i), so a search is reproducible draw by draw.
 """
 from __future__ import annotations
 
-from core import hparams, methods
+from core import methods
+from core.cmnist import hparams
 from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import (
@@ -36,7 +37,7 @@ SETTINGS = {
 }
 PRESETS = {
     "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: under a minute
-    "paper": dict(num_samples=340, steps=hparams.CMNIST_STEPS),
+    "paper": dict(num_samples=hparams.SEARCH_SAMPLES, steps=hparams.STEPS),
 }
 
 
@@ -48,7 +49,7 @@ def stages(settings: dict) -> list[Stage]:
         **holdout_keys(settings),
     )
     search = Search(
-        studies=[fixed], space=hparams.cmnist_random_space, budget=settings["num_samples"],
+        studies=[fixed], space=hparams.random_space, budget=settings["num_samples"],
         block_size=settings["block_size"], sampler=settings["sampler"], seed=settings["seed"],
     )
     label = lambda c: f"{c['method']} h={c['hidden']} pw={float(c['penalty_weight']):.3g}"

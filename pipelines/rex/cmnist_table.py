@@ -1,18 +1,19 @@
 """Thesis Table 5.1: Colored MNIST accuracy of V-REx, IRM, MM-REx, RI, ERM and the grayscale oracle.
 
 Varies: method, restart (model seed = data seed = restart index).
-Fixed: each method's published hyperparameters (core.hparams: IRM code; REx
+Fixed: each method's published hyperparameters (core.cmnist.hparams: IRM code; REx
 methods and RI reuse IRM's, as the thesis states), full batch, Adam; each
 method's risk reduction follows the code its published row comes from
 (``risk_reduction=method``). The smoke preset deviates in one setting,
-``hidden=64`` (every method but the grayscale oracle; published 390, ERM 256),
+``hidden=64`` (every method but the grayscale oracle; published widths in core.cmnist.hparams),
 so that the table trains in minutes on the embedded deformed digits; the
 report names every width that differs from the published one.
 Reports: final train / test accuracy, mean +- std over restarts, beside the paper's.
 """
 from __future__ import annotations
 
-from core import hparams, methods
+from core import methods
+from core.cmnist import hparams
 from pipelines.engine import reports
 from pipelines.rex.common import EMBEDDED_SETTINGS, load_images, methods_setting, reduction_keys, reduction_note, risk_reduction_setting
 from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
@@ -33,16 +34,16 @@ SETTINGS = {
     "methods": methods_setting(ORDER),
     "restarts": Setting(2, "restarts per method (model seed = data seed = restart)", ge=1),
     "hidden": Setting(0, "hidden width of every method but the grayscale oracle (0: each method's published width, "
-                      "390 for IRM, V-REx, MM-REx and RI, 256 for ERM)", ge=0),
-    "steps": Setting(hparams.CMNIST_STEPS, "full-batch Adam steps of every method but the grayscale oracle", ge=1),
-    "grayscale_steps": Setting(hparams.CMNIST_GRAYSCALE_STEPS, "steps of the grayscale oracle (IRM code: 101)", ge=1),
+                      f"{hparams.IRM['hidden']} for IRM, V-REx, MM-REx and RI, {hparams.ERM['hidden']} for ERM)", ge=0),
+    "steps": Setting(hparams.STEPS, "full-batch Adam steps of every method but the grayscale oracle", ge=1),
+    "grayscale_steps": Setting(hparams.GRAYSCALE_STEPS, f"steps of the grayscale oracle (IRM code: {hparams.GRAYSCALE_STEPS})", ge=1),
     "eval_every": Setting(50, "steps between evaluations (the last step is always evaluated)", ge=1),
     "risk_reduction": risk_reduction_setting(),
     **EMBEDDED_SETTINGS,
 }
 PRESETS = {
     "smoke": dict(hidden=64),  # deliberate deviation: minutes on 2 CPU cores with 12,000 embedded images
-    "paper": dict(restarts=hparams.CMNIST_RESTARTS, eval_every=25),
+    "paper": dict(restarts=hparams.RESTARTS, eval_every=25),
 }
 
 
@@ -56,7 +57,7 @@ def stages(settings: dict) -> list[Stage]:
         for restart in range(settings["restarts"]):
             configs.append(
                 dict(
-                    hparams.cmnist_published(method), **width, method=method, seed=restart, data_seed=restart, steps=steps,
+                    hparams.published(method), **width, method=method, seed=restart, data_seed=restart, steps=steps,
                     eval_every=settings["eval_every"], variant="standard", **reduction_keys(method, settings["risk_reduction"]),
                 )
             )
@@ -86,7 +87,7 @@ def deviation_note(frame) -> str:
     """One sentence naming the hidden widths that differ from each method's published one (setting hidden)."""
     changed = []
     for method in [m for m in ORDER if m in set(frame["method"])]:
-        published = hparams.cmnist_published(method)["hidden"]
+        published = hparams.published(method)["hidden"]
         used = sorted({int(h) for h in frame.loc[frame["method"] == method, "hidden"]} - {published})
         if used:
             changed.append(f"{methods.get(method).display} {', '.join(map(str, used))} (published {published})")

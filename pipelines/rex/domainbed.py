@@ -121,19 +121,13 @@ def test_env_sets(dataset: str, settings: dict) -> list[tuple[int, ...]]:
 
 
 def _distributions(algorithm: str, combos: list[str]) -> dict:
-    """Optuna distributions of the recorded parameters: DomainBed's ranges (they hold the defaults too)."""
+    """Optuna distributions of the recorded parameters: the registry's ranges (core.domainbed.hparams.search_space, the
+    table its draws use; they hold the defaults too) and the test-environment sets."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    spaces = {
-        "lr": FloatDistribution(10**-4.5, 10**-2.5, log=True), "batch_size": IntDistribution(8, 511, log=True),
-        "irm_lambda": FloatDistribution(1e-1, 1e5, log=True), "vrex_lambda": FloatDistribution(1e-1, 1e5, log=True),
-        "mmrex_lambda": FloatDistribution(1e-1, 1e5, log=True), "groupdro_eta": FloatDistribution(1e-3, 1e-1, log=True),
-        "test_envs": CategoricalDistribution(combos),
-    }
-    for key in ("irm_penalty_anneal_iters", "vrex_penalty_anneal_iters", "mmrex_penalty_anneal_iters"):
-        spaces[key] = IntDistribution(1, 9999, log=True)
-    names = [k for k in dbh.default_hparams(algorithm) if k in spaces] + ["test_envs"]
-    return {k: spaces[k] for k in names}
+    out = {name: (IntDistribution if space.integer else FloatDistribution)(*space.bounds, log=True)
+           for name, space in dbh.search_space(algorithm).items()}
+    return {**out, "test_envs": CategoricalDistribution(combos)}
 
 
 def draws(fixed: dict, settings: dict) -> list[dict]:

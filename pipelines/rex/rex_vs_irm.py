@@ -7,7 +7,7 @@ Stage "fixed": IRM's published hyperparameters, ``restarts`` runs per
 ``data_seed = r``, as the REx scripts redraw them at every restart) and its own
 initialisation (``seed = r``) -> test accuracy mean and standard error vs p.
 Stage "search": ``num_samples`` configurations per (variant, p, method) from
-IRM's random-search space (core.hparams), one Optuna study each, selected on
+IRM's random-search space (core.cmnist.hparams), one Optuna study each, selected on
 min(train accuracies, test accuracy) -> how often each method beats chance
 (50% test accuracy), and the best configuration. With the random sampler the
 configurations are paired: every method of a (variant, p) trains the same
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from itertools import product
 
-from core import hparams, methods
+from core import methods
+from core.cmnist import hparams
 from core.cmnist.sources import MIN_EMBEDDED_IMAGES
 from pipelines.engine import reports
 from pipelines.rex.common import (
@@ -62,7 +63,7 @@ SETTINGS = {
 }
 PRESETS = {
     "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: minutes on 2 cores
-    "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=340, steps=hparams.CMNIST_STEPS, eval_every=100),
+    "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=hparams.SEARCH_SAMPLES, steps=hparams.STEPS, eval_every=100),
 }
 
 
@@ -85,7 +86,7 @@ def stages(settings: dict) -> list[Stage]:
     out = []
     if "fixed" in settings["stages"]:
         configs = [
-            {**setting, **hparams.CMNIST_IRM, "seed": restart, "data_seed": restart}
+            {**setting, **hparams.IRM, "seed": restart, "data_seed": restart}
             for setting in _settings(settings) for restart in range(settings["restarts"])
         ]
         out.append(Stage("fixed", cmnist_trainable, Grid(configs), metric="test_acc", label=_label))
@@ -93,7 +94,7 @@ def stages(settings: dict) -> list[Stage]:
         search = Search(
             studies=[{**s, "data_seed": settings["data_seed"], **holdout_keys(settings)} for s in _settings(settings)],
             study_name=lambda s: f"{s['variant']}/p={s['shift_p']}/{s['method']}",
-            space=hparams.cmnist_random_space, budget=settings["num_samples"], block_size=settings["block_size"],
+            space=hparams.random_space, budget=settings["num_samples"], block_size=settings["block_size"],
             sampler=settings["sampler"], seed=settings["data_seed"], paired_by=("variant", "shift_p"),
         )
         out.append(Stage("search", cmnist_trainable, search, metric="min_acc", mode="max", label=_label))

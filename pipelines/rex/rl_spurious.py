@@ -24,6 +24,7 @@ the pipeline is listed, checked and reported without them.
 from __future__ import annotations
 
 from core import methods
+from core.rl.hparams import AGENT, DOMAINS, RUNS
 from core.rl.layouts import LAYOUTS, kept_entries, parse_hide
 from pipelines.engine import reports
 from pipelines.engine.derived import best_rows
@@ -33,6 +34,12 @@ TASKS = tuple(LAYOUTS)  # the tasks whose observation layout core.rl.layouts kno
 METHODS = ("erm", "irm", "vrex", "mmrex")
 STAGES = ("tune", "runs")
 
+
+def paper(key: str) -> str:
+    """``REx code: <value>`` of an AGENT entry, for a setting's help."""
+    return f"REx code: {AGENT[key]:g}"
+
+
 SETTINGS = {
     "stages": Setting(["runs"], "stages to run: tune (Optuna + ASHA on the tuning task) and/or runs", choices=STAGES),
     "tasks": Setting(["cartpole-swingup"], "DeepMind Control tasks of stage runs", choices=TASKS),
@@ -41,41 +48,43 @@ SETTINGS = {
     "total_steps": Setting(1500, "env steps per training domain (lock-steps)", ge=1),
     "eval_every": Setting(500, "steps between evaluations", ge=1),
     "eval_episodes": Setting(2, "deterministic episodes per evaluation and domain", ge=1),
-    "episode_steps": Setting(100, "agent steps per episode (1000 in the paper; 0: the task's default)", ge=0),
-    "random_steps": Setting(500, "uniform random steps before the policy acts (5000 in the paper)", ge=0),
-    "batch_size": Setting(64, "sequences per training domain and update (256 in the paper)", ge=1),
-    "critic_seq": Setting(3, "transitions of each sampled sequence the critic and actor train on (REx code: all 3)", ge=1),
-    "updates_per_step": Setting(0, "updates per lock-step; 0: one per training domain (REx code's loop)", ge=0),
-    "buffer_capacity": Setting(1_000_000, "replay capacity in all, split across the training domains (REx code)", ge=1),
-    "seeding": Setting("shared", "shared: every env and the warm-up actions from the run's seed (REx code); per_domain",
+    "episode_steps": Setting(100, f"agent steps per episode ({RUNS['episode_steps']} in the paper; 0: the task's default)", ge=0),
+    "random_steps": Setting(500, f"uniform random steps before the policy acts ({paper('random_steps')})", ge=0),
+    "batch_size": Setting(64, f"sequences per training domain and update ({paper('batch_size')})", ge=1),
+    "critic_seq": Setting(AGENT["critic_seq"], f"transitions of each sampled sequence the critic and actor train on (REx code: "
+                          f"all {AGENT['critic_seq']})", ge=1),
+    "updates_per_step": Setting(AGENT["updates_per_step"], "updates per lock-step; 0: one per training domain (REx code's loop)", ge=0),
+    "buffer_capacity": Setting(AGENT["buffer_capacity"], "replay capacity in all, split across the training domains (REx code)", ge=1),
+    "seeding": Setting(AGENT["seeding"], "shared: every env and the warm-up actions from the run's seed (REx code); per_domain",
                        choices=("shared", "per_domain")),
-    "hidden": Setting(1024, "actor and critic: two hidden layers of this width (1024 in the paper)", ge=1),
-    "encoder_hidden": Setting(512, "state encoder: two hidden layers of this width (512 in the paper)", ge=1),
-    "actor_lr": Setting(1e-5, "actor learning rate (REx code: 1e-5)", gt=0),
-    "critic_lr": Setting(1e-5, "critic and encoder learning rate (REx code: 1e-5)", gt=0),
-    "alpha_lr": Setting(1e-4, "temperature learning rate (REx code: 1e-4)", gt=0),
-    "model_lr": Setting(1e-4, "reward model (dynamics, reward head, encoder) learning rate (REx code: 1e-4); 0: frozen", ge=0),
-    "encoder_l1": Setting(1e-5, "weight of the encoder weights' L1 norm in the critic loss (REx code: 1e-5)", ge=0),
-    "penalty_weight": Setting(1.0, "reward-model penalty weight after the anneal step (REx code: 1)", ge=0),
-    "anneal_iters": Setting(750, "steps at penalty weight 1 before the weight applies (REx code's runs: 20,000)", ge=0),
-    "noise": Setting(0.01, "std of the Gaussian noise on the real copied entries", ge=0),
-    "k": Setting(1, "state entries copied as the spurious feature; 0: none (plain task, no noise)", ge=0),
-    "train_factors": Setting([1.0, 2.0], "spurious factors of the training domains"),
-    "test_factor": Setting(3.0, "spurious factor of the test domain"),
+    "hidden": Setting(AGENT["hidden"], f"actor and critic: two hidden layers of this width ({paper('hidden')})", ge=1),
+    "encoder_hidden": Setting(AGENT["encoder_hidden"], f"state encoder: two hidden layers of this width ({paper('encoder_hidden')})", ge=1),
+    "actor_lr": Setting(AGENT["actor_lr"], f"actor learning rate ({paper('actor_lr')})", gt=0),
+    "critic_lr": Setting(AGENT["critic_lr"], f"critic and encoder learning rate ({paper('critic_lr')})", gt=0),
+    "alpha_lr": Setting(AGENT["alpha_lr"], f"temperature learning rate ({paper('alpha_lr')})", gt=0),
+    "model_lr": Setting(AGENT["model_lr"], f"reward model (dynamics, reward head, encoder) learning rate ({paper('model_lr')}); 0: frozen", ge=0),
+    "encoder_l1": Setting(AGENT["encoder_l1"], f"weight of the encoder weights' L1 norm in the critic loss ({paper('encoder_l1')})", ge=0),
+    "penalty_weight": Setting(AGENT["penalty_weight"], f"reward-model penalty weight after the anneal step ({paper('penalty_weight')})", ge=0),
+    "anneal_iters": Setting(750, f"steps at penalty weight 1 before the weight applies ({paper('anneal_iters')})", ge=0),
+    "noise": Setting(DOMAINS["noise"], "std of the Gaussian noise on the real copied entries", ge=0),
+    "k": Setting(DOMAINS["k"], "state entries copied as the spurious feature; 0: none (plain task, no noise)", ge=0),
+    "train_factors": Setting(list(DOMAINS["train_factors"]), "spurious factors of the training domains"),
+    "test_factor": Setting(DOMAINS["test_factor"], "spurious factor of the test domain"),
     "hide": Setting("", "state entries hidden from the agent, comma-separated (e.g. velocity); empty: none"),
-    "tune_task": Setting("cartpole-swingup", "stage tune: the task hyperparameters are tuned on", choices=TASKS),
+    "tune_task": Setting(RUNS["tune_task"], "stage tune: the task hyperparameters are tuned on", choices=TASKS),
     "tune_samples": Setting(2, "stage tune: configurations per penalized method", ge=1),
     "tune_max_penalty": Setting(1e4, "stage tune: the penalty weight is drawn log-uniformly from [1, this]", gt=1),
 }
 # The CPU presets' networks and batch: the paper's 2 x 1024 networks at 256 sequences (768 transitions) per update
 # run ~1-2 updates/s on 2 CPU cores, so 60k steps would take many hours; these are the deviations, all else as the REx code.
 CPU_SAC = dict(hidden=256, encoder_hidden=256, batch_size=128, actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4)
-FULL_EPISODES = dict(episode_steps=1000, random_steps=5000, eval_episodes=10)
+FULL_EPISODES = dict(episode_steps=RUNS["episode_steps"], random_steps=AGENT["random_steps"], eval_episodes=RUNS["eval_episodes"])
 PRESETS = {
     "smoke": {},
     "paper": dict(
-        stages=["tune", "runs"], tasks=["finger-spin", "walker-walk"], seeds=10, total_steps=1_000_000, eval_every=10_000,
-        batch_size=256, penalty_weight=1.0, anneal_iters=20_000, tune_samples=20, **FULL_EPISODES,
+        stages=["tune", "runs"], tasks=list(RUNS["tasks"]), seeds=RUNS["seeds"], total_steps=RUNS["total_steps"],
+        eval_every=RUNS["eval_every"], batch_size=AGENT["batch_size"], penalty_weight=AGENT["penalty_weight"],
+        anneal_iters=AGENT["anneal_iters"], tune_samples=RUNS["tune_samples"], **FULL_EPISODES,
     ),
     # SAC seen learning: plain SAC (no spurious feature, one plain domain, ERM, the reward model frozen, no encoder L1:
     # the issue's probe), cartpole swingup, 2 seeds x 60k steps, CPU networks, batch 256 transitions.
@@ -86,18 +95,23 @@ PRESETS = {
     # The study at CPU scale: 4 methods x 2 seeds on cartpole swingup with the spurious feature, CPU networks.
     # 2 updates per lock-step, each on 64 sequences x 3 steps x 2 domains = 384 transitions (paper: 256 x 3 x 2 = 1,536).
     "study": dict(
-        tasks=["cartpole-swingup"], seeds=2, total_steps=20_000, eval_every=5_000, penalty_weight=1.0, anneal_iters=20_000,
+        tasks=["cartpole-swingup"], seeds=2, total_steps=20_000, eval_every=5_000, penalty_weight=AGENT["penalty_weight"],
+        anneal_iters=AGENT["anneal_iters"],
         **FULL_EPISODES, **{**CPU_SAC, "batch_size": 64},
     ),
 }
 PRESET_HELP = {
     "smoke": "plumbing only: 1,500 steps of 100-step episodes, nothing is learned",
-    "paper": "the thesis's runs: tune on cartpole swingup, then finger spin and walker walk, 2 x 1024 networks, 1e6 steps",
-    "learn": "plain SAC seen learning: no spurious feature, one plain domain, ERM, reward model frozen (REx code: trained "
-             "at 1e-4), no encoder L1 (1e-5); CPU networks 2 x 256 (paper 2 x 1024), encoder 256 (512), lr 3e-4 (1e-5), "
-             "batch 256 transitions, the first of each sampled sequence (REx code: 256 sequences x 3)",
-    "study": "4 methods x 2 seeds with the spurious feature at CPU scale: networks 2 x 256 (paper 2 x 1024), encoder 256 "
-             "(512), lr 3e-4 (1e-5), batch 64 sequences per domain (256), 20k steps (1e6)",
+    "paper": f"the thesis's runs: tune on {RUNS['tune_task'].replace('-', ' ')}, then "
+             f"{' and '.join(task.replace('-', ' ') for task in RUNS['tasks'])}, 2 x {AGENT['hidden']} networks, "
+             f"{RUNS['total_steps']:,} steps",
+    "learn": f"plain SAC seen learning: no spurious feature, one plain domain, ERM, reward model frozen (REx code: trained "
+             f"at {AGENT['model_lr']:g}), no encoder L1 ({AGENT['encoder_l1']:g}); CPU networks 2 x 256 (paper 2 x {AGENT['hidden']}), "
+             f"encoder 256 ({AGENT['encoder_hidden']}), lr 3e-4 ({AGENT['actor_lr']:g}), batch 256 transitions, the first of each "
+             f"sampled sequence (REx code: {AGENT['batch_size']} sequences x {AGENT['critic_seq']})",
+    "study": f"4 methods x 2 seeds with the spurious feature at CPU scale: networks 2 x 256 (paper 2 x {AGENT['hidden']}), "
+             f"encoder 256 ({AGENT['encoder_hidden']}), lr 3e-4 ({AGENT['actor_lr']:g}), batch 64 sequences per domain "
+             f"({AGENT['batch_size']}), 20k steps ({RUNS['total_steps']:,})",
 }
 # What the report calls each method in the RL study: the REx RL code's "rex" penalty is |R1 - R2| (agent/sac.py), MM-REx.
 RL_NAMES = {
@@ -171,7 +185,7 @@ def stages(settings: dict) -> list[Stage]:
             studies=[{**_common(settings), "task": settings["tune_task"], "method": m} for m in penalized],
             space=space, budget=settings["tune_samples"], study_name=lambda s: s["method"], paired_by=("task",),
         )
-        scheduler = lambda: ASHAScheduler(metric="train_return", mode="max", max_t=evals, grace_period=1)  # noqa: E731
+        scheduler = lambda: ASHAScheduler(metric="train_return", mode="max", max_t=evals, grace_period=1)
         if penalized:
             out.append(Stage("tune", rl_trainable, search, metric="train_return", mode="max", scheduler=scheduler, label=_label))
     if "runs" in settings["stages"]:
@@ -205,8 +219,8 @@ def runs_grid(settings: dict, tuned: dict[str, dict]) -> Grid:
     ])  # seed-major: trials started together cover every method, so a sweep stopped early still compares them
 
 
-PAPER_AGENT = {"hidden": 1024, "encoder_hidden": 512, "batch_size": 256, "actor_lr": 1e-5, "critic_lr": 1e-5, "critic_seq": 3,
-               "model_lr": 1e-4, "encoder_l1": 1e-5}
+PAPER_AGENT = {key: AGENT[key] for key in ("hidden", "encoder_hidden", "batch_size", "actor_lr", "critic_lr", "critic_seq",
+                                             "model_lr", "encoder_l1")}  # what the report's agent line compares
 
 
 def report(frame, curves, out_dir: str) -> str:

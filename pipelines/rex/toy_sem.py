@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core import hparams, methods
+from core import methods
+from core.sem import hparams
 from core.sem.data import SETTINGS as SEM_SETTINGS
 from core.sem.data import setting_from_code
 from core.sem.train import IRM_DUMMIES
@@ -38,9 +39,9 @@ SETTINGS = {
     "methods": Setting(list(METHODS), "methods (ERM in closed form)", choices=("erm", *methods.names(input="full", penalized=True))),
     "repetitions": Setting(2, "repetitions (seed = repetition: draws the SEM and its data)", ge=1),
     "weights": Setting("ones", "weight convention: ones (IRM code) or gaussian (REx code)", choices=tuple(WEIGHTS)),
-    "dim": Setting(hparams.SEM_DIM, "inputs (causes + effects), even", ge=2),
-    "n_samples": Setting(hparams.SEM_SAMPLES, "samples per domain", ge=1),
-    "lr": Setting(hparams.SEM_LR, "Adam learning rate", gt=0),
+    "dim": Setting(hparams.DIM, "inputs (causes + effects), even", ge=2),
+    "n_samples": Setting(hparams.SAMPLES, "samples per domain", ge=1),
+    "lr": Setting(hparams.LR, "Adam learning rate", gt=0),
     "steps": Setting(1000, "Adam steps of the penalized methods", ge=0),
     "penalty_weight": Setting(-1.0, "penalty weight (< 0: the reference grid, chosen on the validation domain)"),
     "anneal_iters": Setting(0, "steps at penalty weight 1 before the weight applies", ge=0),
@@ -49,7 +50,7 @@ SETTINGS = {
 }
 PRESETS = {
     "smoke": {},
-    "paper": dict(repetitions=hparams.SEM_REPETITIONS, steps=hparams.SEM_STEPS, eval_every=10_000),
+    "paper": dict(repetitions=hparams.REPETITIONS, steps=hparams.STEPS, eval_every=10_000),
 }
 
 
