@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.memorization import hparams
 from pipelines.memorization import common
 from pipelines.engine import reports
 from pipelines.engine.spec import GensweepError, Grid, Pipeline, Setting, Stage
@@ -28,20 +29,23 @@ PARTS = ("width", "size")
 SETTINGS = {
     **common.data_settings(n_train=500, n_val=397),
     "parts": Setting(list(PARTS), "width: vary hidden units (Fig 3.5, 3.6 left); size: vary training examples (Fig 3.6 right)", choices=PARTS),
-    "noise": Setting("randX", "noise kind of the noise fractions (thesis Fig 3.6: randX)", choices=("randX", "randY")),
+    "noise": Setting(hparams.CAPACITY["noise"], f"noise kind of the noise fractions (thesis Fig 3.6: {hparams.CAPACITY['noise']})",
+                     choices=("randX", "randY")),
     "fractions": Setting([0.0, 0.2, 0.4, 0.6, 0.8], "noise fractions (0: real data)", ge=0, le=1),
-    "widths": Setting([256, 512, 1024, 2048, 4096, 8192], "part width: hidden units per layer", ge=1),
+    "widths": Setting(list(hparams.CAPACITY["widths"]), "part width: hidden units per layer (Fig 3.5's)", ge=1),
     "sizes": Setting([125, 250, 500], "part size: training examples (first n of the training set)", ge=1),
-    "size_width": Setting(4096, "part size: hidden units per layer (paper: 4096)", ge=1),
+    "size_width": Setting(hparams.MLP["width"], f"part size: hidden units per layer (paper: {hparams.MLP['width']})", ge=1),
     "seeds": Setting(3, "seeds per (fraction, width or size)", ge=1),
-    "epochs": Setting(1000, "epochs every run trains (the same budget for every width and size; paper: 1000)", ge=1),
+    "epochs": Setting(hparams.MLP["epochs"], "epochs every run trains (the same budget for every width and size; paper: "
+                      f"{hparams.MLP['epochs']})", ge=1),
     "batch_size": Setting(16, "minibatch size (not given in the chapter)", ge=1),
-    "lr": Setting(0.01, "SGD learning rate (paper: 0.01)", gt=0),
+    "lr": Setting(hparams.MLP["lr"], f"SGD learning rate (paper: {hparams.MLP['lr']:g})", gt=0),
     "data_seed": Setting(0, "seed of the noise datasets", ge=0),
 }
 PRESETS = {
     "smoke": dict(fractions=[0.0, 0.5, 1.0], widths=[16, 64, 256], size_width=256, epochs=60, batch_size=32, lr=0.1),
-    "paper": dict(dataset="mnist", n_train=50000, n_val=10000, sizes=[5000, 10000, 20000, 50000], batch_size=128),
+    "paper": dict(dataset="mnist", n_train=hparams.CAPACITY["n_train"], n_val=10000, sizes=list(hparams.CAPACITY["sizes"]),
+                  batch_size=128),
     "mnist": dict(dataset="mnist", n_train=1000, n_val=1000, fractions=[0.0, 0.4, 0.8], widths=[16, 64, 256, 1024],
                   sizes=[250, 500, 1000], size_width=256, seeds=2, epochs=200),
 }

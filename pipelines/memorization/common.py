@@ -7,6 +7,7 @@ from pathlib import Path
 from core.data import DataError
 from core.memorization import data as mdata
 from pipelines.engine import reports
+from core.memorization import hparams
 from pipelines.engine.spec import Setting
 from tasks.memorization import MemData
 
@@ -54,13 +55,7 @@ def load_data(settings: dict, data_dir: str | None, downscale: int = 1) -> MemDa
     return MemData(train, val)
 
 
-# Thesis §3.2: "the MLPs have 4096 hidden units per layer and are trained for 1000 epochs with SGD and learning rate
-# 0.01. The CNNs [...] are trained using SGD with momentum 0.9 and learning rate of 0.01, scheduled to drop by half
-# every 15 epochs." No batch size is given (nor the CNN's epochs).
-CHAPTER = {
-    "mlp": {"width": 4096, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "lr_step": 0, "epochs": 1000},
-    "cnn": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "lr_step": 15},
-}
+CHAPTER = hparams.CHAPTER  # thesis §3.2's training protocol, per model (core.memorization.hparams)
 
 
 def protocol(row, expected: dict | None = None, varied: tuple[str, ...] = ()) -> str:
@@ -90,16 +85,20 @@ def protocol(row, expected: dict | None = None, varied: tuple[str, ...] = ()) ->
     return f"Training: {text}; {verdict} (the chapter gives no batch size)."
 
 
-def training_settings(width: int, epochs: int, batch_size: int, lr: float, optimizer: str = "sgd") -> dict[str, Setting]:
+def training_settings(batch_size: int, width: int = hparams.MLP["width"], epochs: int = hparams.MLP["epochs"],
+                      lr: float = hparams.MLP["lr"], optimizer: str = hparams.MLP["optimizer"]) -> dict[str, Setting]:
+    """model, width, epochs, batch_size, optimizer, lr, momentum, lr_step, seeds, data_seed; defaults: §3.2's MLP."""
     out = {
         "model": Setting("mlp", "mlp (2 ReLU layers of `width`) or cnn (the small AlexNet-style CNN)", choices=("mlp", "cnn")),
-        "width": Setting(width, "hidden units per MLP layer (4096 in the paper)", ge=1),
+        "width": Setting(width, f"hidden units per MLP layer ({hparams.MLP['width']} in the paper)", ge=1),
         "epochs": Setting(epochs, "training epochs", ge=1),
         "batch_size": Setting(batch_size, "minibatch size", ge=1),
         "optimizer": Setting(optimizer, "sgd (the paper's) or adam (fits noise faster: smoke)", choices=("sgd", "adam")),
-        "lr": Setting(lr, "learning rate (paper: 0.01)", gt=0),
-        "momentum": Setting(0.0, "SGD momentum (paper: 0 for the MLP, 0.9 for the CNN)", ge=0, le=1),
-        "lr_step": Setting(0, "halve the learning rate every this many epochs (paper CNN: 15; 0: constant)", ge=0),
+        "lr": Setting(lr, f"learning rate (paper: {hparams.MLP['lr']:g})", gt=0),
+        "momentum": Setting(hparams.MLP["momentum"], f"SGD momentum (paper: {hparams.MLP['momentum']:g} for the MLP, "
+                            f"{hparams.CNN['momentum']:g} for the CNN)", ge=0, le=1),
+        "lr_step": Setting(hparams.MLP["lr_step"], "halve the learning rate every this many epochs (paper CNN: "
+                           f"{hparams.CNN['lr_step']}; 0: constant)", ge=0),
         "seeds": Setting(1, "seeds per configuration (model init, data order, dropout/LASS noise)", ge=1),
         "data_seed": Setting(0, "seed of the noise datasets (which examples, which noise)", ge=0),
     }
@@ -109,9 +108,9 @@ def training_settings(width: int, epochs: int, batch_size: int, lr: float, optim
 def lass_settings() -> dict[str, Setting]:
     """The LASS search of CSR and adversarial training; defaults: the reference code's (``lass_tf.py``)."""
     return {
-        "lass_iters": Setting(100, "LASS iterations at most (reference code: 100)", ge=1),
-        "lass_min_new": Setting(20, "stop a LASS search once an iteration finds fewer new critical points than this "
-                                "(reference code: 20; 0: never early)", ge=0),
+        "lass_iters": Setting(hparams.LASS_ITERS, f"LASS iterations at most (reference code: {hparams.LASS_ITERS})", ge=1),
+        "lass_min_new": Setting(hparams.LASS_MIN_NEW, "stop a LASS search once an iteration finds fewer new critical points "
+                                f"than this (reference code: {hparams.LASS_MIN_NEW}; 0: never early)", ge=0),
     }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.memorization import hparams
 from pipelines.memorization import common
 from pipelines.engine import reports
 from pipelines.engine.spec import GensweepError, Grid, Pipeline, Setting, Stage
@@ -27,15 +28,17 @@ from tasks.memorization import csr_trainable
 
 SETTINGS = {
     **common.data_settings(n_train=500, n_val=397),
-    **common.training_settings(width=4096, epochs=1000, batch_size=16, lr=0.01),
+    **common.training_settings(batch_size=16),  # §3.2's MLP
     "noises": Setting(["randX", "randY"], "noise kinds (each at every fraction; real data is always run)", choices=("randX", "randY")),
     "fractions": Setting([0.2, 0.4, 0.6, 0.8, 1.0], "noise fractions (paper: 0.2-0.8 in Fig 3.7/3.8, 1.0 in Fig 3.9)", gt=0, le=1),
-    "csr_examples": Setting(500, "validation examples drawn afresh each epoch for the CSR (reference code: 500)", ge=1),
+    "csr_examples": Setting(hparams.CSR_EXAMPLES, "validation examples drawn afresh each epoch for the CSR (reference code: "
+                            f"{hparams.CSR_EXAMPLES})", ge=1),
     **common.lass_settings(),
 }
 SETTINGS["seeds"] = Setting(3, "seeds per configuration (model init, data order, CSR draws, LASS noise)", ge=1)
 
-CIFAR = dict(dataset="cifar10", model="cnn", n_train=0, n_val=10000, epochs=120, batch_size=128, momentum=0.9, lr_step=15)
+CIFAR = dict(dataset="cifar10", model="cnn", n_train=0, n_val=10000, epochs=hparams.CSR_CIFAR_EPOCHS, batch_size=128,
+             momentum=hparams.CNN["momentum"], lr_step=hparams.CNN["lr_step"])
 PRESETS = {
     "smoke": dict(width=512, epochs=15, batch_size=32, optimizer="adam", lr=1e-3, fractions=[0.5, 1.0], csr_examples=100, seeds=1),
     "paper": dict(dataset="mnist", n_train=0, n_val=10000, batch_size=128),

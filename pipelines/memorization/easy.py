@@ -21,26 +21,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.memorization import hparams
 from pipelines.memorization import common
 from pipelines.engine import reports
 from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.memorization import NOISE, decode_bits, easy_trainable
 
 SETTINGS = {
-    **common.data_settings(n_train=1000, n_val=397),
+    **common.data_settings(n_train=hparams.EASY["n_train"], n_val=397),
     "noises": Setting(list(NOISE), "datasets: real, randX (100% noise inputs), randY (100% random labels)", choices=NOISE),
-    "runs": Setting(100, "runs (seeds) per dataset (paper: 100)", ge=1),
+    "runs": Setting(hparams.EASY["runs"], f"runs (seeds) per dataset (paper: {hparams.EASY['runs']})", ge=1),
     "block_size": Setting(20, "runs trained together in one trial (stacked weights; 20 x 2 x 4096 units: 1.6 GB)", ge=1),
-    "width": Setting(4096, "hidden units per layer of the 2-layer MLP (paper: 4096)", ge=1),
-    "epochs": Setting(1, "epochs per run (paper: 1)", ge=1),
+    "width": Setting(hparams.MLP["width"], f"hidden units per layer of the 2-layer MLP (paper: {hparams.MLP['width']})", ge=1),
+    "epochs": Setting(hparams.EASY["epochs"], f"epochs per run (paper: {hparams.EASY['epochs']})", ge=1),
     "batch_size": Setting(16, "minibatch size (not given in the chapter)", ge=1),
-    "lr": Setting(0.01, "SGD learning rate (paper: 0.01)", gt=0),
+    "lr": Setting(hparams.MLP["lr"], f"SGD learning rate (paper: {hparams.MLP['lr']:g})", gt=0),
     "data_seed": Setting(0, "seed of the noise datasets", ge=0),
 }
 PRESETS = {
     "smoke": dict(width=128, lr=0.05, block_size=50),
-    "paper": dict(dataset="mnist", n_train=1000, n_val=1000),
-    "mnist": dict(dataset="mnist", n_train=1000, n_val=1000),
+    "paper": dict(dataset="mnist", n_train=hparams.EASY["n_train"], n_val=1000),
+    "mnist": dict(dataset="mnist", n_train=hparams.EASY["n_train"], n_val=1000),
 }
 PRESET_HELP = {
     "smoke": "embedded digits, 2 x 128 units, SGD lr 0.05 (not 4096 and 0.01: seconds, not minutes), blocks of 50 seeds",

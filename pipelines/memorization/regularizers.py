@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.memorization import hparams
 from pipelines.memorization import common
 from pipelines.engine import reports
 from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
@@ -27,18 +28,28 @@ REGULARIZERS = ("dropout", "input_dropout", "input_noise", "hidden_noise", "weig
 NAMES = {"dropout": "dropout", "input_dropout": "input dropout", "input_noise": "input noise", "hidden_noise": "hidden noise",
          "weight_decay": "weight decay", "adversarial": "dropout + adv. training"}
 
+
+
+def paper_range(name: str) -> str:
+    """``paper: low-high``: a regularizer's published range (core.memorization.hparams), for its setting's help."""
+    low, high = hparams.REGULARIZER_RANGES[name]
+    return f"paper: {low:g}-{high:g}"
+
+
 SETTINGS = {
     **common.data_settings(n_train=500, n_val=397),
-    **common.training_settings(width=4096, epochs=1000, batch_size=16, lr=0.01),
+    **common.training_settings(batch_size=16),  # §3.2's MLP
     "regularizers": Setting(list(REGULARIZERS), "regularizers to sweep", choices=REGULARIZERS),
     "datasets": Setting(["real", "randY"], "datasets: real and/or randY (100% random labels)", choices=("real", "randY")),
-    "dropout": Setting([0.2, 0.5, 0.8], "dropout rates (paper: 0-0.9)", ge=0, le=0.99),
-    "input_dropout": Setting([0.2, 0.5, 0.8], "input dropout rates (paper: 0-0.9)", ge=0, le=0.99),
-    "input_noise": Setting([0.5, 1.0, 2.0], "input Gaussian noise stds (paper: 0-5)", ge=0),
-    "hidden_noise": Setting([0.1, 0.2, 0.3], "hidden Gaussian noise stds (paper: 0-0.3)", ge=0),
-    "weight_decay": Setting([1e-3, 1e-2, 0.1], "weight decays (paper: 0-1)", ge=0),
-    "adversarial": Setting([0.2, 0.7], "adversarial-training weights on LASS critical samples (paper: 0.2-0.7)", ge=0, le=1),
-    "adversarial_dropout": Setting([0.25, 0.5], "dropout rates combined with each adversarial weight (paper: 0.03-0.5)", ge=0, le=0.99),
+    "dropout": Setting([0.2, 0.5, 0.8], f"dropout rates ({paper_range('dropout')})", ge=0, le=0.99),
+    "input_dropout": Setting([0.2, 0.5, 0.8], f"input dropout rates ({paper_range('input_dropout')})", ge=0, le=0.99),
+    "input_noise": Setting([0.5, 1.0, 2.0], f"input Gaussian noise stds ({paper_range('input_noise')})", ge=0),
+    "hidden_noise": Setting([0.1, 0.2, 0.3], f"hidden Gaussian noise stds ({paper_range('hidden_noise')})", ge=0),
+    "weight_decay": Setting([1e-3, 1e-2, 0.1], f"weight decays ({paper_range('weight_decay')})", ge=0),
+    "adversarial": Setting([0.2, 0.7], f"adversarial-training weights on LASS critical samples ({paper_range('adversarial')})",
+                           ge=0, le=1),
+    "adversarial_dropout": Setting([0.25, 0.5], "dropout rates combined with each adversarial weight "
+                                   f"({paper_range('adversarial_dropout')})", ge=0, le=0.99),
     **common.lass_settings(),
 }
 PRESETS = {
@@ -46,10 +57,8 @@ PRESETS = {
                   input_noise=[0.5, 2.0], hidden_noise=[0.1, 0.3], weight_decay=[1e-3, 1e-2], adversarial=[0.5],
                   adversarial_dropout=[0.2], lass_iters=10),
     "paper": dict(
-        dataset="cifar10", model="cnn", n_train=0, n_val=10000, epochs=100, batch_size=128, momentum=0.9, lr_step=15,
-        dropout=[0.1, 0.3, 0.5, 0.7, 0.9], input_dropout=[0.1, 0.3, 0.5, 0.7, 0.9], input_noise=[0.5, 1.0, 2.0, 3.5, 5.0],
-        hidden_noise=[0.05, 0.1, 0.2, 0.3], weight_decay=[1e-4, 1e-3, 1e-2, 0.1, 1.0], adversarial=[0.2, 0.45, 0.7],
-        adversarial_dropout=[0.03, 0.25, 0.5],
+        dataset="cifar10", model="cnn", n_train=0, n_val=10000, epochs=100, batch_size=128, momentum=hparams.CNN["momentum"],
+        lr_step=hparams.CNN["lr_step"], **{name: list(grid) for name, grid in hparams.REGULARIZER_GRIDS.items()},
     ),
     "mnist": dict(dataset="mnist", n_train=1000, n_val=1000, width=512, epochs=150, seeds=2),
 }

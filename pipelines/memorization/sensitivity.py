@@ -18,21 +18,22 @@ import json
 
 import numpy as np
 
+from core.memorization import hparams
 from pipelines.memorization import common
 from pipelines.engine import reports
 from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
 from tasks.memorization import sensitivity_trainable
 
 SETTINGS = {
-    **common.data_settings(n_train=1000, n_val=1),
+    **common.data_settings(n_train=hparams.SENSITIVITY["n_train"], n_val=1),
     "inputs": Setting(["real", "random"], "inputs: real images, random (Gaussian noise, randX 100%)", choices=("real", "random")),
     "labels": Setting(["normal", "oneclass"], "labels: normal, or one class per example", choices=("normal", "oneclass")),
     "seeds": Setting(3, "seeds per setting (unrolled together in one trial)", ge=1),
-    "width": Setting(16, "hidden units per layer (paper: 16)", ge=1),
+    "width": Setting(hparams.SENSITIVITY["width"], f"hidden units per layer (paper: {hparams.SENSITIVITY['width']})", ge=1),
     "steps": Setting(1000, "SGD steps unrolled", ge=1),
     "measure_every": Setting(50, "steps between measurements of g^t_x (from the end of the first epoch on)", ge=1),
     "batch_size": Setting(50, "SGD minibatch size (not given in the chapter)", ge=1),
-    "lr": Setting(0.01, "SGD learning rate (§3.2: 0.01)", gt=0),
+    "lr": Setting(hparams.MLP["lr"], f"SGD learning rate (§3.2: {hparams.MLP['lr']:g})", gt=0),
     "class_matrix": Setting(True, "also measure the per-class matrix (normal labels; one batched backward pass per step)"),
     "data_seed": Setting(0, "seed of the random inputs", ge=0),
 }
