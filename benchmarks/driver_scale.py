@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pipelines.engine.runner import Sweep, run_sweep
 from pipelines.engine.spec import NoData, Pipeline, Search, Setting, Stage, resolve_settings
 from pipelines.engine.store import ResultStore
-from tasks.report import Report, tune_reporter, units
+from tasks.report import Report, configurations, tune_reporter
 
 
 CPUS_PER_TRIAL = 0.5
@@ -47,7 +47,7 @@ CPUS_PER_TRIAL = 0.5
 def instant_trainable(config: dict, data=None) -> None:
     """Reports every configuration of its block at once: loss = (x - 0.3)^2."""
     report = tune_reporter()
-    report(Report(step=0, final=True, models=[{"step": 0, "loss": (float(c["x"]) - 0.3) ** 2} for c in units(config)]))
+    report(Report(step=0, final=True, metrics=[{"step": 0, "loss": (float(c["x"]) - 0.3) ** 2} for c in configurations(config)]))
 
 
 def _space(trial) -> dict:
@@ -73,7 +73,7 @@ PIPELINE = Pipeline(
 class DriverClock:
     """Seconds the driver spends in gensweep's own per-trial code: the searcher's suggest and the sink's callbacks.
 
-    Installed around ``pipelines.engine.runner``'s searcher and sink factories; nested
+    Installed around the study searcher and result sink classes the runner makes; nested
     calls (a callback calling ``flush``) count once. The rest of a sweep's wall
     time is its set-up and Ray Tune's own trial handling.
     """
@@ -100,16 +100,17 @@ class DriverClock:
 
     def install(self):
         """Time the searchers and sinks the runner makes from now on; returns a function that undoes it."""
-        import pipelines.engine.runner as runner
+        import pipelines.engine.searchers as searchers
+        import pipelines.engine.sink as sink
 
-        originals = runner.study_searcher, runner.make_sink
-        runner.study_searcher = lambda *a, **k: self.wrap(originals[0](*a, **k), "suggest")
-        runner.make_sink = lambda *a, **k: self.wrap(
+        originals = searchers.StudySearcher, sink.ResultSink
+        searchers.StudySearcher = lambda *a, **k: self.wrap(originals[0](*a, **k), "suggest")
+        sink.ResultSink = lambda *a, **k: self.wrap(
             originals[1](*a, **k), "on_trial_result", "on_trial_complete", "on_step_begin", "on_trial_error", "flush"
         )
 
         def restore() -> None:
-            runner.study_searcher, runner.make_sink = originals
+            searchers.StudySearcher, sink.ResultSink = originals
 
         return restore
 

@@ -36,7 +36,7 @@ from core.cmnist.domains import Domain, Domains, build_cmnist, hold_out
 from core.cmnist.shift import build_shifted_cmnist
 from core.data import ImageSource
 from core.cmnist.train import config_from_dict, default_device, train_block
-from tasks.report import Report, tune_reporter, units
+from tasks.report import Report, configurations, tune_reporter
 
 _DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
 _CACHE_SIZE = 4
@@ -118,12 +118,12 @@ def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], Non
     Returns each configuration's final metrics, in block order.
     """
     steps = int(config["steps"])
-    configs = [config_from_dict(unit) for unit in units(config)]
+    configs = [config_from_dict(c) for c in configurations(config)]
     device = torch.device(config["device"]) if config.get("device") else default_device()
     tf32 = tf32_enabled(device, config.get("tf32"))
 
     def on_eval(step: int, rows: list[dict]) -> None:
-        report(Report(step=step, final=step == steps - 1, models=[dict(row, tf32=tf32) for row in rows]))
+        report(Report(step=step, final=step == steps - 1, metrics=[dict(row, tf32=tf32) for row in rows]))
 
     rows = train_block(
         domains_for(source, config, device), config["method"], configs, steps=steps,

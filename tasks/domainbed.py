@@ -32,7 +32,7 @@ import torch
 from core.data import ImageSource
 from core.domainbed import data as dbdata
 from core.domainbed.train import run_from_config, train_block
-from tasks.report import Report, tune_reporter, units
+from tasks.report import Report, configurations, tune_reporter
 
 _BASE_CACHE: OrderedDict[tuple, dbdata.BaseImages] = OrderedDict()
 CPU_BLOCK_MEMORY_GB = 6.0
@@ -69,7 +69,7 @@ def run_summary(curve: list[dict], test_envs: list[int], n_envs: int) -> dict:
 
 def run_domainbed(config: dict, source: ImageSource, report: Callable[[Report], None]) -> list[dict]:
     """Train the config's run or block; ``report`` gets a Report at every checkpoint. Returns the final rows, in order."""
-    runs = [run_from_config(unit) for unit in units(config)]
+    runs = [run_from_config(c) for c in configurations(config)]
     steps = int(config["steps"])
     device = torch.device(config["device"]) if config.get("device") else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     curves: list[list[dict]] = [[] for _ in runs]
@@ -82,7 +82,7 @@ def run_domainbed(config: dict, source: ImageSource, report: Callable[[Report], 
             row = dict(row, anneal_used=run.anneal_iters)
             curve.append(row)
             out.append({**row, **run_summary(curve, list(run.test_envs), n_envs)} if final else row)
-        report(Report(step=step, final=final, models=out))
+        report(Report(step=step, final=final, metrics=out))
 
     train_block(
         base_for(source, runs[0].dataset, device), runs, steps=steps, checkpoint_freq=int(config["checkpoint_freq"]),

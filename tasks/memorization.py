@@ -1,7 +1,7 @@
 """Trainables of the memorization study (thesis chapter 3), one per sub-experiment.
 
 Every trainable takes ``(config, data)``: ``config`` a flat JSON dict (or one
-with a ``block`` list, see :func:`tasks.report.units`), ``data`` the
+with a ``block`` list, see :func:`tasks.report.configurations`), ``data`` the
 :class:`MemData` (clean train and validation :class:`ImageSet`) that the
 pipeline's ``load_data`` returned. Noise datasets are built here, from the
 config's ``noise`` (real | randX | randY), ``fraction`` and ``data_seed``, and
@@ -36,7 +36,7 @@ from core.memorization.models import mlp, small_cnn
 from core.memorization.seeds import init_block, train_seeds
 from core.memorization.sensitivity import gini, per_class_matrix, sgd_batches, unrolled_sensitivity_block
 from core.memorization.train import stream_seed, train
-from tasks.report import Report, tune_reporter, units
+from tasks.report import Report, configurations, tune_reporter
 
 NOISE = ("real", "randX", "randY")
 
@@ -136,7 +136,7 @@ def run_regularizer(config: dict, data: MemData, report: Callable[[Report], None
         best[0] = max(best[0], row["val_acc"])
         metrics = {"step": row["epoch"], **{k: row[k] for k in ("train_acc", "train_loss", "val_acc", "val_loss")}, "best_val_acc": best[0],
                    "adv_critical": row.get("adv_critical", 0.0)}
-        report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=[metrics]))
+        report(Report(step=row["epoch"], final=row["epoch"] == epochs, metrics=[metrics]))
 
     if train_kw.get("adversarial_weight"):
         train_kw.update(_lass(config))
@@ -158,7 +158,7 @@ def run_csr(config: dict, data: MemData, report: Callable[[Report], None]) -> li
 
     def on_epoch(row: dict) -> None:
         metrics = {"step": row["epoch"], **{k: row[k] for k in ("train_acc", "train_loss", "val_acc", "val_loss", "csr")}}
-        report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=[metrics]))
+        report(Report(step=row["epoch"], final=row["epoch"] == epochs, metrics=[metrics]))
 
     return train(model, train_set, data.val, epochs=epochs, seed=int(config["seed"]), csr_examples=int(config["csr_examples"]),
                  on_epoch=on_epoch, **_lass(config), **_sgd(config))
@@ -188,19 +188,19 @@ def run_easy(config: dict, data: MemData, report: Callable[[Report], None]) -> N
     and ``labels``: the training labels it was trained on, one digit per example (classes <= 10; else empty).
     """
     train_set = training_set(data, config["noise"], float(config.get("fraction", 1.0)), int(config.get("data_seed", 0)))
-    seeds = [int(u["seed"]) for u in units(config)]
+    seeds = [int(c["seed"]) for c in configurations(config)]
     epochs = int(config["epochs"])
     result = train_seeds(train_set, data.val, width=int(config["width"]), seeds=seeds, epochs=epochs,
                          batch_size=int(config["batch_size"]), lr=float(config["lr"]), depth=int(config.get("depth", 2)),
                          device=_device())
     for row in result.history:
-        models = [{"step": row["epoch"], **{k: row[k][i] for k in ("train_acc", "train_loss", "val_acc", "val_loss")},
+        metrics = [{"step": row["epoch"], **{k: row[k][i] for k in ("train_acc", "train_loss", "val_acc", "val_loss")},
                    "n_examples": len(train_set), "wrong_bits": "", "labels": ""} for i in range(len(seeds))]
         if row["epoch"] == epochs:
             labels = "".join(map(str, train_set.y.tolist())) if train_set.classes <= 10 else ""
-            for i, m in enumerate(models):
+            for i, m in enumerate(metrics):
                 m["wrong_bits"], m["labels"] = encode_bits(result.wrong[i]), labels
-        report(Report(step=row["epoch"], final=row["epoch"] == epochs, models=models))
+        report(Report(step=row["epoch"], final=row["epoch"] == epochs, metrics=metrics))
 
 
 def easy_trainable(config: dict, data: MemData) -> None:
@@ -235,7 +235,7 @@ def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None
     first = min(steps, -(-len(x) // batch))  # the end of the first epoch: from here on every example has taken part
     measured = sorted({t for t in range(every, steps + 1, every) if t >= first} | {steps})
     epochs = -(-steps * batch // len(x))
-    seeds = [int(u["seed"]) for u in units(config)]
+    seeds = [int(c["seed"]) for c in configurations(config)]
     params = init_block(x.shape[1], int(config["width"]), images.classes, int(config.get("depth", 2)), seeds)
     orders = [sgd_batches(len(x), batch, epochs, stream_seed(seed, "order"))[:steps] for seed in seeds]
     batches = [torch.stack(step) for step in zip(*orders)]  # step t: (K, B), run k's batch
@@ -243,14 +243,14 @@ def run_sensitivity(config: dict, data: MemData, report: Callable[[Report], None
     g, by_class = unrolled_sensitivity_block(params, x, y, batches, float(config["lr"]), steps=measured, classes=classes)
     matrices = [per_class_matrix(by_class[k], y, classes) for k in range(len(seeds))] if by_class is not None else None
     for i, t in enumerate(measured):
-        models = []
+        metrics = []
         for k in range(len(seeds)):
             g_bar = g[k, : i + 1].mean(dim=0)
             row = {"step": t, "gini_t": gini(g[k, i]), "gini": gini(g_bar), "g_mean": float(g_bar.mean()), "class_matrix": ""}
             if t == steps and matrices is not None:
                 row["class_matrix"] = json.dumps(matrices[k].tolist())
-            models.append(row)
-        report(Report(step=t, final=t == steps, models=models))
+            metrics.append(row)
+        report(Report(step=t, final=t == steps, metrics=metrics))
 
 
 def sensitivity_trainable(config: dict, data: MemData) -> None:
@@ -269,10 +269,10 @@ def run_capacity(config: dict, data: MemData, report: Callable[[Report], None]) 
     ``epochs_to_fit``, the first epoch at 100% training accuracy, NaN while it
     has not fit (``fit`` False: censored at the budget). One report per epoch.
     """
-    configs = units(config)
+    configs = configurations(config)
     groups: dict[tuple[int, int], list[int]] = {}
-    for i, unit in enumerate(configs):
-        groups.setdefault((int(unit["width"]), int(unit["n_train"])), []).append(i)
+    for i, c in enumerate(configs):
+        groups.setdefault((int(c["width"]), int(c["n_train"])), []).append(i)
     epochs = int(config["epochs"])
     histories: list[list[dict]] = [[] for _ in configs]
     for (width, n_train), members in groups.items():
@@ -289,7 +289,7 @@ def run_capacity(config: dict, data: MemData, report: Callable[[Report], None]) 
                                      "best_val_acc": best, "n_examples": len(train_set),
                                      "epochs_to_fit": float("nan") if fit is None else float(fit), "fit": fit is not None})
     for e in range(epochs):
-        report(Report(step=e + 1, final=e == epochs - 1, models=[h[e] for h in histories]))
+        report(Report(step=e + 1, final=e == epochs - 1, metrics=[h[e] for h in histories]))
 
 
 def capacity_trainable(config: dict, data: MemData) -> None:

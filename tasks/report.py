@@ -18,28 +18,28 @@ FINAL = "final"  # not "done": Tune sets its own ``done`` on the last result
 
 @dataclass(frozen=True)
 class Report:
-    """One evaluation: ``models[i]`` = flat float metrics of configuration i."""
+    """One evaluation: ``metrics[i]`` = flat float metrics of configuration i (see :func:`configurations`)."""
 
     step: int
     final: bool
-    models: list[dict]
+    metrics: list[dict]
     node_id: str | None = None
     extra: dict = field(default_factory=dict)  # trial-level facts (e.g. environment steps), copied to every row
 
     def to_tune(self) -> dict:
-        out = {"step": self.step, FINAL: self.final, "models": self.models, "node_id": self.node_id, **self.extra}
-        if len(self.models) == 1:
-            out.update(self.models[0])
+        out = {"step": self.step, FINAL: self.final, "metrics": self.metrics, "node_id": self.node_id, **self.extra}
+        if len(self.metrics) == 1:
+            out.update(self.metrics[0])
         return out
 
     @classmethod
     def from_tune(cls, result: dict) -> "Report":
         """The Report a Tune result carries (Tune's own keys ignored)."""
-        return cls(int(result.get("step", 0)), bool(result.get(FINAL, False)), list(result.get("models", [])), result.get("node_id"))
+        return cls(int(result.get("step", 0)), bool(result.get(FINAL, False)), list(result.get("metrics", [])), result.get("node_id"))
 
 
-def units(config: dict) -> list[dict]:
-    """The configurations a trial trains: the config itself, or each ``block`` entry merged over the shared keys."""
+def configurations(config: dict) -> list[dict]:
+    """The configurations a trial's config trains: the config itself, or each ``block`` entry merged over the shared keys."""
     if "block" not in config:
         return [config]
     shared = {k: v for k, v in config.items() if k != "block"}

@@ -57,7 +57,7 @@ def run_rl(config: Mapping[str, Any], report: Callable[[Report, Trainer], None],
     trainer = Trainer(sac_config(config), env_config(config), eval_episodes=int(config.get("eval_episodes", 10)), state=state)
 
     def on_eval(step: int, train_return: float, test_return: float, losses: dict) -> None:
-        report(Report(step=step, final=step >= total, models=[eval_metrics(step, train_return, test_return, losses)]), trainer)
+        report(Report(step=step, final=step >= total, metrics=[eval_metrics(step, train_return, test_return, losses)]), trainer)
 
     return trainer.run(total, every, on_eval)
 

@@ -67,7 +67,7 @@ def run_sem(config: dict, report: Callable[[Report], None]) -> dict:
     def on_eval(step: int, result: LinearFit) -> None:
         nonlocal final
         final = {"step": step, **fit_metrics(sem, result)}
-        report(Report(step=step, final=step == last_step, models=[final]))
+        report(Report(step=step, final=step == last_step, metrics=[final]))
 
     fit(method, domains, solver, on_eval)
     return final

@@ -22,11 +22,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import ROOT
-from pipelines.engine.derived import retrain_best
+from pipelines.engine.followup import retrain_best
 from pipelines.engine.runner import Sweep, run_sweep
 from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Setting, Stage, resolve_settings
 from pipelines.engine.store import ResultStore
-from tasks.report import Report, tune_reporter, units
+from tasks.report import Report, configurations, tune_reporter
 
 
 # --- core: plain numpy, no Ray ----------------------------------------------------------------
@@ -54,12 +54,12 @@ def fit_means(values: np.ndarray, lrs: list[float], steps: int, seeds: list[int]
 
 # --- task: one trainable, knows no search -------------------------------------------------------
 def mean_trainable(config: dict, data: Targets) -> None:
-    """Trains the config, or each configuration of its block (``units``), and reports them together."""
+    """Trains the config, or each configuration of its block (``configurations``), and reports them together."""
     report = tune_reporter()
-    configs, steps = units(config), int(config["steps"])
+    configs, steps = configurations(config), int(config["steps"])
 
     def on_step(step: int, losses: list[float]) -> None:
-        report(Report(step=step, final=step == steps - 1, models=[{"step": step, "loss": loss} for loss in losses]))
+        report(Report(step=step, final=step == steps - 1, metrics=[{"step": step, "loss": loss} for loss in losses]))
 
     fit_means(data.values, [float(c["lr"]) for c in configs], steps, [int(c["seed"]) for c in configs], on_step)
 

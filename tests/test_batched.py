@@ -208,8 +208,8 @@ def test_trainable_records_tf32_caches_domains_per_device_and_splits_by_block_me
     assert domains_for(digits, base, "cpu") is domains_for(digits, base, torch.device("cpu"))
     reports = []
     whole = run_cmnist(base, digits, reports.append)
-    assert [r.step for r in reports] == [0, 2] and all(len(r.models) == 3 for r in reports)
-    assert all(row["tf32"] is False for r in reports for row in r.models) and all(row["tf32"] is False for row in whole)
+    assert [r.step for r in reports] == [0, 2] and all(len(r.metrics) == 3 for r in reports)
+    assert all(row["tf32"] is False for r in reports for row in r.metrics) and all(row["tf32"] is False for row in whole)
     assert memory_budget_bytes({"block_memory_gb": 2}, "cpu") == 2 * 2**30
     assert memory_budget_bytes({}, "cpu") == memory_budget_bytes({"block_memory_gb": 0.0}, "cpu") == CPU_BLOCK_MEMORY_GB * 2**30
     for path in (None, True):  # a budget below one model: every model its own sub-block, same numbers

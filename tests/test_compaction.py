@@ -97,15 +97,15 @@ def test_cli_compact(tmp_path, capsys):
 
 
 def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_path):
-    from pipelines.engine.store import PART_MIN_ROWS
+    from pipelines.engine.store import PART_MIN_ROWS, TrialResult
 
     single, batched = ResultStore.open(str(tmp_path / "single")), ResultStore.open(str(tmp_path / "batched"))
     items = []
     for i in range(PART_MIN_ROWS + 2):
         row = {"method": "irm", "seed": i, "test_acc": 0.01 * i, **({"late": 1.5} if i % 3 == 0 else {})}
-        items.append((f"key{i:02d}", row, [{"step": s, "test_acc": s + i} for s in range(2)]))
-    for key, row, curve in items:
-        single.write_trial("p", "s1", key, row, curve)
+        items.append(TrialResult(f"key{i:02d}", row, [{"step": s, "test_acc": s + i} for s in range(2)]))
+    for item in items:
+        single.write_trial("p", "s1", item.key, item.row, item.curve)
     batched.write_trials("p", "s1", items)
     assert len(batched._listing("trials", "p", "s1")) == 1 and len(batched._listing("curves", "p", "s1")) == 1
     for table in ("trials", "curves"):
@@ -113,14 +113,14 @@ def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_pa
         sort = ["trial_key"] + (["step"] if table == "curves" else [])
         a, b = (f.drop(columns=["finished_at"], errors="ignore").sort_values(sort).reset_index(drop=True) for f in (a, b))
         pd.testing.assert_frame_equal(a[sorted(a.columns)], b[sorted(b.columns)])
-    assert batched.finished_keys("p", "s1") == {key for key, _, _ in items}
+    assert batched.finished_keys("p", "s1") == {item.key for item in items}
 
 
 def test_a_curves_part_without_its_trials_part_is_ignored(tmp_path):
-    from pipelines.engine.store import PART_MIN_ROWS
+    from pipelines.engine.store import PART_MIN_ROWS, TrialResult
 
     store = ResultStore.open(str(tmp_path))
-    items = [(f"k{i}", {"test_acc": 0.5}, [{"step": 0, "test_acc": 0.5}]) for i in range(PART_MIN_ROWS)]
+    items = [TrialResult(f"k{i}", {"test_acc": 0.5}, [{"step": 0, "test_acc": 0.5}]) for i in range(PART_MIN_ROWS)]
     real_write = store._write
 
     def crash_after_curves(path, table):

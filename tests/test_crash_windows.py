@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
-from pipelines.engine.searchers import prepare_study
+from pipelines.engine.studies import prepare_study
 from pipelines.engine.store import ResultStore
 from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
 

@@ -19,6 +19,8 @@ from mlflow.tracking import MlflowClient
 from conftest import GENSWEEP, ROOT
 from pipelines.engine.store import ResultStore
 
+pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
+
 SWEEP = ["--num-cpus", "1", "--set", "methods=erm,irm,vrex", "--set", "restarts=2", "--set", "steps=151", "--set", "eval_every=50"]
 TRIALS = 6
 
@@ -26,8 +28,6 @@ SIMULATED = """
 import errno, os, sys
 from pipelines import cli
 from pipelines.engine.store import ResultStore
-
-pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
 
 real, calls = ResultStore.write_trials, []
 

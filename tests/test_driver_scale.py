@@ -83,14 +83,14 @@ def test_a_finished_block_leaves_tunes_trial():
     block = [{"x": 0.1 * i, "lr": 1e-3} for i in range(300)]
     trial = Trial("instant", config={"study": "s", "block": block}, stub=True, experiment_tag="1_" + "x" * 5000,
                   evaluated_params={"study": "s", "block": block})
-    trial.run_metadata.last_result = {"step": 0, "models": [{"loss": 1.0}] * 300, "config": {"study": "s", "block": list(block)},
+    trial.run_metadata.last_result = {"step": 0, "metrics": [{"loss": 1.0}] * 300, "config": {"study": "s", "block": list(block)},
                                       "experiment_tag": trial.experiment_tag}
     before = sum(map(len, trial.get_json_state()))
     _release(trial)
     after = sum(map(len, trial.get_json_state()))
     assert after < 3000 < 30 * after < before  # cached JSON states recomputed, without the block
     assert trial.config == trial.evaluated_params == {"study": "s", "block": "300 configurations (recorded)"}
-    assert trial.last_result["config"]["block"] == "300 configurations (recorded)" and "models" not in trial.last_result
+    assert trial.last_result["config"]["block"] == "300 configurations (recorded)" and "metrics" not in trial.last_result
     assert len(trial.experiment_tag) == len(trial.last_result["experiment_tag"]) == 100
     assert len(block) == 300  # the caller's list itself is untouched (the searcher still holds it)
 

@@ -27,7 +27,7 @@ from pipelines.engine.spec import GensweepError, resolve_settings, trial_key
 from pipelines.memorization import capacity, common, csr, easy, regularizers, sensitivity
 from pipelines.registry import pipelines
 from tasks import memorization as tasks
-from tasks.report import units
+from tasks.report import configurations
 
 ALL = [regularizers, csr, easy, sensitivity, capacity]
 
@@ -66,15 +66,15 @@ def test_non_smoke_presets_follow_the_chapters_optimizer_and_name_every_other_de
     for preset in set(module.PIPELINE.presets) - {"smoke"}:
         _, _, configs = _plan(module, preset)
         help_text = module.PIPELINE.preset_help[preset]
-        for unit in (u for c in configs for u in units(c)):
-            model = unit.get("model", "mlp")
+        for configuration in (u for c in configs for u in configurations(c)):
+            model = configuration.get("model", "mlp")
             chapter = common.CHAPTER[model]
             for key in ("optimizer", "lr", "momentum", "lr_step"):
-                assert unit.get(key, {"optimizer": "sgd", "momentum": 0.0, "lr_step": 0}.get(key)) == chapter[key], (preset, key)
+                assert configuration.get(key, {"optimizer": "sgd", "momentum": 0.0, "lr_step": 0}.get(key)) == chapter[key], (preset, key)
             for key in ("width", "epochs"):
                 want = expected.get(key, chapter.get(key))
-                if key in unit and key not in varied and want is not None and unit[key] != want:
-                    assert f"{unit[key]}" in help_text, (module.PIPELINE.name, preset, key, unit[key])
+                if key in configuration and key not in varied and want is not None and configuration[key] != want:
+                    assert f"{configuration[key]}" in help_text, (module.PIPELINE.name, preset, key, configuration[key])
         if module is capacity:
             settings = resolve_settings(capacity.PIPELINE, preset, [])
             assert settings["size_width"] == 4096 or str(settings["size_width"]) in help_text
@@ -133,12 +133,12 @@ def test_easy_stages_block_the_seeds():
     _, _, configs = _plan(easy, "smoke")
     assert [c["noise"] for c in configs] == ["real"] * 2 + ["randX"] * 2 + ["randY"] * 2
     assert all(c["epochs"] == 1 and len(c["block"]) == 50 for c in configs)
-    assert sorted(u["seed"] for c in configs if c["noise"] == "randX" for u in units(c)) == list(range(100))
+    assert sorted(u["seed"] for c in configs if c["noise"] == "randX" for u in configurations(c)) == list(range(100))
     for preset in ("mnist", "paper"):  # the chapter's Fig 3.1: 1,000 examples, 100 one-epoch runs, 2 x 4096, SGD lr 0.01
         settings, _, configs = _plan(easy, preset)
         assert settings["n_train"] == 1000 and settings["runs"] == 100
         assert all(c["width"] == 4096 and c["lr"] == 0.01 and c["epochs"] == 1 for c in configs)
-        seeds = sorted(u["seed"] for c in configs if c["noise"] == "real" for u in units(c))
+        seeds = sorted(u["seed"] for c in configs if c["noise"] == "real" for u in configurations(c))
         assert seeds == list(range(100)) and len(configs) == 3 * 5
 
 
@@ -154,11 +154,11 @@ def test_capacity_stages():
     _, _, configs = _plan(capacity, "smoke")
     assert len(configs) == 3 * 2
     width = [c for c in configs if c["part"] == "width"]
-    assert sorted({u["width"] for c in width for u in units(c)}) == [16, 64, 256] and {c["fraction"] for c in width} == {0.0, 0.5, 1.0}
+    assert sorted({u["width"] for c in width for u in configurations(c)}) == [16, 64, 256] and {c["fraction"] for c in width} == {0.0, 0.5, 1.0}
     size = [c for c in configs if c["part"] == "size"]
-    assert sorted({u["n_train"] for c in size for u in units(c)}) == [125, 250, 500] and {u["width"] for c in size for u in units(c)} == {256}
+    assert sorted({u["n_train"] for c in size for u in configurations(c)}) == [125, 250, 500] and {u["width"] for c in size for u in configurations(c)} == {256}
     _, _, paper = _plan(capacity, "paper")
-    assert len(paper) == 5 * 2 and max(u["width"] for c in paper for u in units(c)) == 8192
+    assert len(paper) == 5 * 2 and max(u["width"] for c in paper for u in configurations(c)) == 8192
 
 
 def test_bad_settings_fail_before_anything_runs():
@@ -225,7 +225,7 @@ def test_cifar10_presets_train_the_small_cnn_on_files_in_the_real_format(module,
     out = []
     RUN[module](config, data, out.append)
     assert [r.step for r in out] == [1, 2] and out[-1].final
-    assert out[-1].models[0]["train_acc"] >= 0 and ("csr" in out[-1].models[0]) == (module is csr)
+    assert out[-1].metrics[0]["train_acc"] >= 0 and ("csr" in out[-1].metrics[0]) == (module is csr)
 
 
 # ---------------------------------------------------------------------------------- trainables
@@ -291,12 +291,12 @@ def test_easy_block_equals_seeds_run_alone(tiny):
     tasks.run_easy(dict(base, block=[{"seed": 0}, {"seed": 1}, {"seed": 2}]), tiny, block.append)
     for seed in (0, 1, 2):
         tasks.run_easy(dict(base, seed=seed), tiny, alone.append)
-    assert block[-1].final and len(block[-1].models) == 3
+    assert block[-1].final and len(block[-1].metrics) == 3
     for i, report in enumerate(alone):
-        (single,) = report.models
-        assert single["wrong_bits"] == block[-1].models[i]["wrong_bits"]
-        assert single["train_acc"] == pytest.approx(block[-1].models[i]["train_acc"], abs=1e-9)
-    assert block[-1].models[0]["wrong_bits"] != block[-1].models[1]["wrong_bits"]
+        (single,) = report.metrics
+        assert single["wrong_bits"] == block[-1].metrics[i]["wrong_bits"]
+        assert single["train_acc"] == pytest.approx(block[-1].metrics[i]["train_acc"], abs=1e-9)
+    assert block[-1].metrics[0]["wrong_bits"] != block[-1].metrics[1]["wrong_bits"]
 
 
 def test_regularizer_adversarial_config_trains_adversarially(tiny, monkeypatch):
@@ -313,7 +313,7 @@ def test_regularizer_adversarial_config_trains_adversarially(tiny, monkeypatch):
     expected = train(mlp(784, 16, 10, dropout=0.2, seed=1), tiny.train, tiny.val, epochs=2, batch_size=30, lr=0.1, seed=1,
                      adversarial_weight=0.5, lass_iters=3, lass_min_new=0)
     assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in expected], abs=1e-6)
-    assert out[-1].models[0]["adv_critical"] == expected[-1]["adv_critical"]
+    assert out[-1].metrics[0]["adv_critical"] == expected[-1]["adv_critical"]
 
 
 def test_capacity_trains_every_width_for_the_same_budget_equal_to_runs_alone(tiny):
@@ -322,18 +322,18 @@ def test_capacity_trains_every_width_for_the_same_budget_equal_to_runs_alone(tin
                   block=[{"width": w, "n_train": 60, "seed": s} for w in (8, 64) for s in (0, 1)])
     tasks.run_capacity(config, tiny, out.append)
     assert [r.step for r in out] == list(range(1, 21)) and out[-1].final and not any(r.final for r in out[:-1])
-    assert all(len(r.models) == 4 for r in out)
+    assert all(len(r.metrics) == 4 for r in out)
     train_set = tasks.training_set(tiny, "randX", 0.5, 0, n_train=60)
-    for i, unit in enumerate(units(config)):
-        alone = train(mlp(784, unit["width"], 10, seed=unit["seed"]), train_set, tiny.val, epochs=20, batch_size=5, lr=0.1,
-                      seed=unit["seed"])
-        assert [r.models[i]["val_acc"] for r in out] == pytest.approx([r["val_acc"] for r in alone], abs=1e-6)
+    for i, configuration in enumerate(configurations(config)):
+        alone = train(mlp(784, configuration["width"], 10, seed=configuration["seed"]), train_set, tiny.val, epochs=20, batch_size=5,
+                      lr=0.1, seed=configuration["seed"])
+        assert [r.metrics[i]["val_acc"] for r in out] == pytest.approx([r["val_acc"] for r in alone], abs=1e-6)
         fit = next((r["epoch"] for r in alone if r["train_acc"] == 1.0), None)
-        last = out[-1].models[i]
+        last = out[-1].metrics[i]
         assert last["fit"] == (fit is not None) and (np.isnan(last["epochs_to_fit"]) if fit is None else last["epochs_to_fit"] == fit)
         assert last["best_val_acc"] == pytest.approx(max(r["val_acc"] for r in alone), abs=1e-6)
         assert last["n_examples"] == 60
-    fits = [m["fit"] for m in out[-1].models]
+    fits = [m["fit"] for m in out[-1].metrics]
     assert any(fits) and not all(fits)  # the wide runs fit early and still train the whole budget, the narrow ones never
 
 
@@ -350,12 +350,12 @@ def test_sensitivity_block_equals_each_seed_alone(inputs, tiny):
         batches = sgd_batches(len(x), 40, 3, stream_seed(seed, "order"))[:7]
         g = unrolled_sensitivity(mlp(784, 4, 10, seed=seed), x, y, batches, 0.1, steps=[4, 6, 7])
         for i, report in enumerate(out):
-            assert report.models[k]["gini_t"] == pytest.approx(gini(g[i]), abs=1e-5)
-            assert report.models[k]["gini"] == pytest.approx(gini(g[: i + 1].mean(dim=0)), abs=1e-5)
+            assert report.metrics[k]["gini_t"] == pytest.approx(gini(g[i]), abs=1e-5)
+            assert report.metrics[k]["gini"] == pytest.approx(gini(g[: i + 1].mean(dim=0)), abs=1e-5)
         by_class = unrolled_sensitivity(mlp(784, 4, 10, seed=seed), x, y, batches, 0.1, steps=[4, 6, 7], classes=10)
-        matrix = np.array(json.loads(out[-1].models[k]["class_matrix"]))
+        matrix = np.array(json.loads(out[-1].metrics[k]["class_matrix"]))
         assert np.allclose(matrix, per_class_matrix(by_class, y, 10).numpy(), rtol=1e-4, atol=1e-9)
-    assert out[0].models[0]["class_matrix"] == ""
+    assert out[0].metrics[0]["class_matrix"] == ""
 
 
 def test_regularizer_kwargs():
@@ -384,7 +384,7 @@ RUN = {easy: tasks.run_easy, capacity: tasks.run_capacity, sensitivity: tasks.ru
 
 
 def frames_without_ray(module):
-    """Trial and curve frames as the sink writes them (one row per unit: its config and final metrics; curve rows per
+    """Trial and curve frames as the sink writes them (one row per configuration: its config and final metrics; curve rows per
     report), the trainables run in-process on the TINY settings."""
     settings = resolve_settings(module.PIPELINE, "smoke", TINY[module])
     (stage,) = module.PIPELINE.stages(settings)
@@ -394,10 +394,10 @@ def frames_without_ray(module):
         out = []
         RUN[module]({**config, "stage": stage.name}, data, out.append)
         assert out[-1].final and not any(r.final for r in out[:-1])
-        for i, unit in enumerate(units(config)):
-            key = trial_key(unit)
-            trials.append({**unit, **out[-1].models[i], "trial_key": key, "stage": stage.name})
-            curves += [{"trial_key": key, **r.models[i]} for r in out]
+        for i, configuration in enumerate(configurations(config)):
+            key = trial_key(configuration)
+            trials.append({**configuration, **out[-1].metrics[i], "trial_key": key, "stage": stage.name})
+            curves += [{"trial_key": key, **r.metrics[i]} for r in out]
     return pd.DataFrame(trials), pd.DataFrame(curves)
 
 

@@ -7,14 +7,14 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipelines.engine.searchers import _finished_trial, add_trials
+from pipelines.engine.studies import Draw, add_trials, finished_trial
 
 DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "hidden": IntDistribution(32, 512), "x": FloatDistribution(0, 1)}
 
 
 def _trials():
     values = [0.5, float("nan"), 0.25, math.inf]
-    return [_finished_trial({"lr": 10 ** -(i + 1), "hidden": 32 * (i + 1), "x": i / 4}, DISTRIBUTIONS, v, i) for i, v in enumerate(values)]
+    return [finished_trial(Draw({"lr": 10 ** -(i + 1), "hidden": 32 * (i + 1), "x": i / 4}, DISTRIBUTIONS, {}), v, i) for i, v in enumerate(values)]
 
 
 def _view(study):

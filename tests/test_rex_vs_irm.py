@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from conftest import GENSWEEP, ROOT
 from pipelines.rex import rex_vs_irm
-from pipelines.engine.searchers import next_block_size
+from pipelines.engine.studies import next_block_size
 from pipelines.engine.spec import GensweepError, resolve_settings
 from pipelines.engine.store import ResultStore
 
@@ -119,7 +119,7 @@ def test_retrain_stage_re_trains_each_studys_best_configuration_with_new_seeds()
     settings = resolve_settings(rex_vs_irm.PIPELINE, "smoke", ["stages=search", "retrain_top=1", "retrain_seeds=2", "ps=0.1",
                                                                "variants=class", "methods=irm,vrex"])
     search, retrain = rex_vs_irm.stages(settings)
-    assert retrain.name == "retrain" and retrain.derived
+    assert retrain.name == "retrain" and retrain.followup
     rows = []
     for method, draws in (("irm", [(0.55, 64), (0.61, 128), (0.61, 256)]), ("vrex", [(0.70, 90), (0.40, 100), (0.20, 110)])):
         study = f"rex-vs-irm/s/search/class/p=0.1/{method}"

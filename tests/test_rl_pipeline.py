@@ -43,7 +43,7 @@ def test_paper_stages_tune_on_cartpole_then_ten_seeds_of_two_tasks():
     assert tune_stage.name == "tune" and tune_stage.scheduler is not None and tune_stage.mode == "max"
     assert [s["method"] for s in tune_stage.plan.studies] == [m for m in rl_spurious.METHODS if methods.get(m).penalized]
     assert {s["task"] for s in tune_stage.plan.studies} == {"cartpole-swingup"} and tune_stage.plan.budget == 20
-    assert runs.derived  # built from the tune stage's rows
+    assert runs.followup  # built from the tune stage's rows
     import pandas as pd
 
     tune_rows = pd.DataFrame([dict(trial_key=k, method=m, penalty_weight=w, anneal_iters=a, train_return=r, stopped_early=e)

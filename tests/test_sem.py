@@ -217,9 +217,9 @@ def test_run_sem_reports_finite_errors(method):
     config = dict(hidden=True, hetero=False, scrambled=True, method=method, seed=0, n_samples=200, steps=50, eval_every=20)
     final = run_sem(config, reports.append)
     assert math.isfinite(final["causal_error"]) and math.isfinite(final["noncausal_error"])
-    assert reports[-1].models == [final] and reports[-1].final and not any(r.final for r in reports[:-1])
+    assert reports[-1].metrics == [final] and reports[-1].final and not any(r.final for r in reports[:-1])
     assert [r.step for r in reports] == ([0] if method == "erm" else [20, 40, 50])
-    assert all(isinstance(v, (int, float)) for r in reports for v in r.models[0].values())
+    assert all(isinstance(v, (int, float)) for r in reports for v in r.metrics[0].values())
 
 
 def test_run_sem_same_seed_same_data_across_methods():

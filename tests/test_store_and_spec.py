@@ -73,7 +73,7 @@ def test_run_level_settings_do_not_change_the_sweep_id():
 
 
 def test_progress_shows_a_running_trial_when_nothing_finished_for_a_while(capsys):
-    from pipelines.engine.sink import Progress
+    from pipelines.engine.progress import Progress
 
     progress = Progress("rl-spurious", total=2, running_every_s=60.0)
     progress.running(lambda: "erm seed=0 at step 5000: train_return=57.6")

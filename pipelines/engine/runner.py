@@ -7,10 +7,12 @@ or its Optuna studies, its optional scheduler) and records results through
 :mod:`pipelines.engine.sink`. Every config gets ``data`` (the data's fingerprint) and
 ``stage``; its hash names its result row, so a re-run finds finished work.
 A stage left incomplete (interrupted, failed) stops the sweep: later stages
-wait for the next run. A derived stage (its plan a function of the earlier
-stages' rows, see :mod:`pipelines.engine.derived`) is planned once every
+wait for the next run. A follow-up stage (its plan a function of the earlier
+stages' rows, see :mod:`pipelines.engine.followup`) is planned once every
 stage before it is complete, from the rows Parquet holds then; a resumed
 sweep plans it again from the same rows and finds what it finished.
+Ray Tune and the searcher and sink modules built on it are imported only
+when a stage runs.
 """
 from __future__ import annotations
 
@@ -18,14 +20,13 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipelines.engine.progress import Progress
 from pipelines.engine.record import describe_data, save_sweep_args
 from pipelines.engine.runtime import init_ray, trial_resources
-from pipelines.engine.searchers import grid_searcher, remaining_units, study_searcher
-from pipelines.engine.sink import Progress, make_sink
 from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
 from pipelines.engine.store import ResultStore
 from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
-from tasks.report import units
+from tasks.report import configurations
 
 # Checkpointing trainables (rl) keep one checkpoint each; Tune then snapshots its state at every checkpoint
 # and warns each time. The snapshot is what makes a restarted trial resume: keep it, drop the warning.
@@ -86,13 +87,13 @@ def _study_names(search: Search, prefix: str) -> list[str]:
 
 
 def earlier_rows(rows, stages: list[Stage]) -> dict:
-    """Stage name -> its finished rows (sorted by trial key): what a derived stage's plan is built from."""
+    """Stage name -> its finished rows (sorted by trial key): what a follow-up stage's plan is built from."""
     return {s.name: _stage_rows(rows, s.name).sort_values("trial_key").reset_index(drop=True) if len(rows) else rows for s in stages}
 
 
 def resolve_plan(stage: Stage, earlier: dict) -> Grid | Search:
     """The stage's Grid or Search: its plan, or its plan built from the earlier stages' rows."""
-    if not stage.derived:
+    if not stage.followup:
         return stage.plan
     plan = stage.plan(earlier)
     if not isinstance(plan, (Grid, Search)):
@@ -101,19 +102,32 @@ def resolve_plan(stage: Stage, earlier: dict) -> Grid | Search:
 
 
 def plan_stage(stage: Stage, sweep: Sweep, tags: dict, rows, done: set[str], earlier: dict | None = None) -> StagePlan:
-    """What ``stage`` still has to run, given the sweep's finished keys and result rows (and, derived, the earlier stages' rows)."""
+    """What ``stage`` still has to run, given the sweep's finished keys and result rows (and, follow-up, the earlier stages' rows)."""
     stage = replace(stage, plan=resolve_plan(stage, earlier or {}))
     if isinstance(stage.plan, Grid):
         configs = [{**c, **tags} for c in stage.plan.configs]
-        keys = {trial_key(u) for c in configs for u in units(c)}
-        todo = remaining_units(configs, done)
-        return StagePlan(stage, len(keys), sum(len(units(c)) for c in todo), grid=todo, keys=keys)
+        keys = {trial_key(c) for config in configs for c in configurations(config)}
+        todo = remaining_configs(configs, done)
+        return StagePlan(stage, len(keys), sum(len(configurations(config)) for config in todo), grid=todo, keys=keys)
     search = stage.plan
     names = _study_names(search, f"{sweep.pipeline.name}/{sweep.id}/{stage.name}")
     mine = _stage_rows(rows, stage.name)
     finished = {name: group.to_dict("records") for name, group in mine.groupby("study")} if len(mine) else {}
     todo = sum(max(0, search.budget - len(finished.get(name, []))) for name in names)
     return StagePlan(stage, search.budget * len(names), todo, study_names=names, finished=finished)
+
+
+def remaining_configs(configs: list[dict], done: set[str]) -> list[dict]:
+    """``configs`` without their finished configurations (blocks keep their unfinished entries)."""
+    todo = []
+    for config in configs:
+        if "block" in config:
+            left = [entry for entry, c in zip(config["block"], configurations(config)) if trial_key(c) not in done]
+            if left:
+                todo.append({**config, "block": left})
+        elif trial_key(config) not in done:
+            todo.append(config)
+    return todo
 
 
 def _stage_rows(rows, stage: str):
@@ -157,9 +171,9 @@ def run_sweep(sweep: Sweep) -> dict:
 
     tags = lambda stage: {"data": data.fingerprint, "stage": stage.name}
     rows = store.read("trials", pipeline.name, sweep.id)
-    plans: list[StagePlan | None] = []  # None: a derived stage whose earlier stages are not complete yet
+    plans: list[StagePlan | None] = []  # None: a follow-up stage whose earlier stages are not complete yet
     for i, stage in enumerate(stages):
-        ready = not stage.derived or all(p is not None and not p.todo for p in plans)
+        ready = not stage.followup or all(p is not None and not p.todo for p in plans)
         plans.append(plan_stage(stage, sweep, tags(stage), rows, done, earlier_rows(rows, stages[:i])) if ready else None)
     known = [p for p in plans if p is not None]
     total, todo = sum(p.total for p in known), sum(p.todo for p in known)
@@ -217,17 +231,20 @@ def _run_stage(plan: StagePlan, sweep: Sweep, data, store: ResultStore, tracking
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from pipelines.engine.searchers import GridSearcher, StudySearcher
+    from pipelines.engine.sink import ResultSink
+
     stage, settings = plan.stage, sweep.settings
     workers = _max_concurrent(sweep)
     retries = int(settings["max_failures"])
     if isinstance(stage.plan, Grid):
-        searcher = grid_searcher(plan.grid, retries)
+        searcher = GridSearcher(plan.grid, retries)
     else:
         tags = {"data": data.fingerprint, "stage": stage.name}
-        searcher = study_searcher(
+        searcher = StudySearcher(
             stage.plan, _optuna_storage(sweep), plan.study_names, tags, stage.metric, stage.mode, plan.finished, workers, retries
         )
-    sink = make_sink(stage, sweep.pipeline.name, sweep.id, store, tracking, searcher, progress, optuna_url=_optuna_url(sweep))
+    sink = ResultSink(stage, sweep.pipeline.name, sweep.id, store, tracking, searcher, progress, optuna_url=_optuna_url(sweep))
     resources = trial_resources(settings["cpus_per_trial"], settings["gpus_per_trial"])
     storage_path = str(Path(sweep.results, "tune").resolve()) if "://" not in sweep.results else f"{sweep.results}/tune"
     tuner = tune.Tuner(

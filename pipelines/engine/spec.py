@@ -9,9 +9,9 @@ A pipeline is data (see docs/adding-an-experiment.md)::
 
 A stage's plan may be a function of the finished result rows of the stages
 before it (``plan_fn(earlier) -> Grid | Search``, ``earlier`` = stage name ->
-its rows): the runner calls it once every earlier stage is complete, so a
-re-run derives the same configurations and skips those already finished
-(:mod:`pipelines.engine.derived` builds the common ones).
+its rows; a follow-up stage): the runner calls it once every earlier stage is
+complete, so a re-run plans the same configurations and skips those already
+finished (:mod:`pipelines.engine.followup` builds the common ones).
 
 Settings are typed by their default, checked against their bounds and
 choices when parsed, and carry a one-line help that ``gensweep list`` prints.
@@ -203,8 +203,8 @@ class Stage:
     label: Callable[[dict], str] = lambda config: str(config.get("method", "trial"))
 
     @property
-    def derived(self) -> bool:
-        """True when the plan is built from the earlier stages' rows."""
+    def followup(self) -> bool:
+        """True when the plan is built from the earlier stages' rows (a follow-up stage)."""
         return not isinstance(self.plan, (Grid, Search))
 
 

@@ -83,6 +83,15 @@ def _row_table(key: str, row: dict) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class TrialResult:
+    """One finished configuration as the store writes it: its trial key, its row (config, metrics, core columns), its curve."""
+
+    key: str
+    row: dict
+    curve: list[dict]
+
+
+@dataclass(frozen=True)
 class ResultStore:
     """The Parquet side of a results directory."""
 
@@ -140,17 +149,17 @@ class ResultStore:
             self._write(f"{self._dir('curves', pipeline, sweep)}/{key}.parquet", _curve_table(key, curve))
         self._write(f"{self._dir('trials', pipeline, sweep)}/{key}.parquet", _row_table(key, row))
 
-    def write_trials(self, pipeline: str, sweep: str, items: list[tuple[str, dict, list[dict]]]) -> None:
-        """Write finished trials ``(key, row, curve)``: one file each, or one part file per table for a large batch."""
+    def write_trials(self, pipeline: str, sweep: str, items: list[TrialResult]) -> None:
+        """Write finished configurations: one file each, or one part file per table for a large batch."""
         if len(items) < PART_MIN_ROWS:
-            for key, row, curve in items:
-                self.write_trial(pipeline, sweep, key, row, curve)
+            for item in items:
+                self.write_trial(pipeline, sweep, item.key, item.row, item.curve)
             return
         name = f"{PART_PREFIX}{uuid.uuid4().hex[:16]}.parquet"
-        curves = [_curve_table(key, curve) for key, _, curve in items if curve]
+        curves = [_curve_table(item.key, item.curve) for item in items if item.curve]
         if curves:
             self._write(f"{self._dir('curves', pipeline, sweep)}/{name}", pa.concat_tables(curves, promote_options="permissive"))
-        rows = pa.concat_tables([_row_table(key, row) for key, row, _ in items], promote_options="permissive")
+        rows = pa.concat_tables([_row_table(item.key, item.row) for item in items], promote_options="permissive")
         self._write(f"{self._dir('trials', pipeline, sweep)}/{name}", rows)
 
     def _listing(self, table: str, pipeline: str | None, sweep: str | None) -> list[str]:

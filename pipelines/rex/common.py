@@ -4,7 +4,7 @@ from __future__ import annotations
 from core import methods
 from core.cmnist.sources import EMBEDDED_IMAGES, MIN_EMBEDDED_IMAGES, load_source
 from pipelines.engine import reports
-from pipelines.engine.derived import retrain_best
+from pipelines.engine.followup import retrain_best
 from pipelines.engine.spec import Setting, Stage
 from pipelines.rex import selection
 

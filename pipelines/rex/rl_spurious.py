@@ -27,7 +27,7 @@ from core import methods
 from core.rl.hparams import AGENT, DOMAINS, RUNS
 from core.rl.layouts import LAYOUTS, kept_entries, parse_hide
 from pipelines.engine import reports
-from pipelines.engine.derived import best_rows
+from pipelines.engine.followup import best_rows
 from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Search, Setting, Stage
 
 TASKS = tuple(LAYOUTS)  # the tasks whose observation layout core.rl.layouts knows

@@ -1,11 +1,11 @@
-"""Stages built from earlier stages' results: pick the best rows, re-train them with fresh seeds.
+"""Plans of follow-up stages, built from earlier stages' results: pick the best rows, re-train them with fresh seeds.
 
-A derived stage's plan is a function of ``earlier`` (stage name -> that
+A follow-up stage's plan is a function of ``earlier`` (stage name -> that
 stage's finished rows, sorted by trial key; see :class:`pipelines.engine.spec.Stage`).
 The runner calls it only once every earlier stage is complete and calls it
 again, on the same rows, when a sweep is resumed: these functions are
 deterministic in the rows (ties are broken by trial key), so a resumed sweep
-derives exactly the configurations it started and skips those it finished.
+plans exactly the configurations it started and skips those it finished.
 
 Configurations are rebuilt from each row's ``config_json`` (the exact config
 the row was trained with, types included), not from its Parquet columns,
