@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test,rl]"
+	$(BIN)/python -m pip install -q -e ".[test,rl,flows]"
 	touch $(STAMP)
 
 # The main job: Table 5.1 smoke sweep on the embedded digits, then its report.

@@ -59,8 +59,9 @@ def init_made(dim: int, hidden: int, hidden_layers: int, channels: int, gen: tor
     return params
 
 
-def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """x (K, N, D) -> (K, N, D*C): masked weight-normed layers, ELU between them (not after the last)."""
+def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x: torch.Tensor, activation=F.elu
+                 ) -> torch.Tensor:
+    """x (K, N, D) -> (K, N, D*C): masked weight-normed layers, ``activation`` (ELU) between them (not after the last)."""
     h = x
     n_layers = len(layer_masks)
     for i, mask in enumerate(layer_masks):
@@ -68,5 +69,5 @@ def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x:
         w = v / v.pow(2).sum(1, keepdim=True).sqrt() * mask * g  # (K, in, out): V/||V|| per output, masked, scaled
         h = torch.baddbmm(b, h, w)
         if i < n_layers - 1:
-            h = F.elu(h)
+            h = activation(h)
     return h
