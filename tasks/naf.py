@@ -1,0 +1,297 @@
+"""Trainables of the NAF study (docs bayes.md §d.1-d.4): a block of K configurations of one flow shape, trained together.
+
+Every trainable takes ``(config, data)``; ``config`` holds the shared keys (target or dataset, ``transformer``,
+``flows``, ``hidden``, ``hidden_layers``, ``ds_dim``, ``ds_layers``, ``lr``, ``steps`` / ``max_epochs``, ``batch``)
+and a ``block`` of per-configuration entries (``seed``; see :func:`tasks.report.configurations`). The K flows are
+one stacked core.flows block; configuration k's initial weights, noise and data order come from its own seed only,
+so a block of K equals K runs alone. One :class:`~tasks.report.Report` per evaluation, one metrics dict per
+configuration, the last ``final``:
+
+- :func:`toy_trainable` (naf-toy): ``kl_nats`` = reverse KL(q‖p) = E_q[log q − U] + log Z for the energies U1..
+  (log Z by quadrature, core.flows.energies.log_z), forward KL E_p[log p − log q] on fresh samples for ``mog4`` /
+  ``grid10``; ``test_nll_nats`` (−E_p log q) for every density target (``swissroll``'s only metric, its ``kl_nats``
+  is NaN); ``heat`` = q's mass on a 64 × 64 grid (report figures).
+- :func:`sinewave_trainable` (naf-sinewave): ``mode_mass_0.6/1.2/1.8`` and ``kl_nats`` by quadrature over q's noise.
+- :func:`tabular_trainable` (naf-tabular): ``test_ll_nats`` of the best-validation checkpoint, its ± 2 s.e. over
+  test points, ``entropy_gap_nats`` where the density is known, epochs to best.
+"""
+from __future__ import annotations
+
+import base64
+import math
+import time
+
+import numpy as np
+import torch
+
+from core.flows import model as flow
+from core.flows.spec import FlowSpec
+from core.flows.train import fit
+from core.naf import data as ndata
+from core.naf import sinewave as sw
+from tasks.report import Report, configurations, tune_reporter
+
+HEAT_BINS = 64
+EVAL_CHUNK = 20_000
+
+
+def spec_of(config: dict, dim: int) -> FlowSpec:
+    """The block's FlowSpec from a config's shape keys."""
+    return FlowSpec(dim=dim, transformer=str(config["transformer"]), flows=int(config["flows"]), hidden=int(config["hidden"]),
+                    hidden_layers=int(config.get("hidden_layers", 1)), ds_dim=int(config.get("ds_dim", 16)),
+                    ds_layers=int(config.get("ds_layers", 1)))
+
+
+def seeds_of(config: dict) -> list[int]:
+    return [int(c["seed"]) for c in configurations(config)]
+
+
+def noise(generators: list[torch.Generator], n: int, dim: int) -> torch.Tensor:
+    """(K, n, dim) standard normal noise, row k from generator k (block-invariant)."""
+    return torch.stack([torch.randn(n, dim, generator=g) for g in generators])
+
+
+def sample_block(spec: FlowSpec, params: list[torch.Tensor], eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """IAF use on given noise: z = forward(eps), log q(z) = log N(eps) − log|det| (K, n)."""
+    z, logdet = flow.forward(spec, params, eps)
+    return z, flow.log_normal(eps) - logdet
+
+
+def encode_grid(mass: np.ndarray) -> str:
+    """A (B, B) grid of masses as base64 float16 (rows of the parquet stay small)."""
+    return base64.b64encode(np.asarray(mass, dtype=np.float16).tobytes()).decode()
+
+
+def decode_grid(text: str, bins: int = HEAT_BINS) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float64).reshape(bins, -1)
+
+
+def grid_points(box: float, bins: int = HEAT_BINS) -> tuple[np.ndarray, float]:
+    """Cell centres (bins², 2) of [−box, box]², x fastest then y (image rows = y), and the cell area."""
+    edges = np.linspace(-box, box, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    gx, gy = np.meshgrid(centres, centres)
+    return np.stack([gx.reshape(-1), gy.reshape(-1)], 1), float((edges[1] - edges[0]) ** 2)
+
+
+def sample_histogram(z: np.ndarray, box: float, bins: int = HEAT_BINS) -> np.ndarray:
+    """Share of samples z (n, 2) per cell of [−box, box]² (rows = y)."""
+    hist, _, _ = np.histogram2d(z[:, 1], z[:, 0], bins=bins, range=[[-box, box], [-box, box]])
+    return hist / len(z)
+
+
+# ============================================================================ naf-toy
+
+TOY_BOX = {"mog4": 8.0, "grid10": 6.5, "swissroll": 5.0}
+ENERGY_BOX = 4.0
+
+
+def toy_box(target: str) -> float:
+    return TOY_BOX.get(target, ENERGY_BOX)
+
+
+def _energy_run(config: dict, report) -> list[dict]:
+    from core.flows import energies
+
+    target = str(config["target"])
+    u = energies.ENERGIES[target]
+    seeds = seeds_of(config)
+    spec = spec_of(config, 2)
+    params = flow.init_block(spec, seeds)
+    gens = [torch.Generator().manual_seed(1_000_003 * s + 17) for s in seeds]
+    steps, batch, every = int(config["steps"]), int(config["batch"]), int(config.get("eval_every", 1000))
+
+    def loss_fn(step: int) -> torch.Tensor:
+        z, log_q = sample_block(spec, params, noise(gens, batch, 2))
+        return (log_q - u(z)).mean(1)
+
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        if step < steps - 1:
+            report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
+
+    evals = [torch.Generator().manual_seed(7_000_001 * s + 5) for s in seeds]
+    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"), eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024),
+        eval_every=every, on_eval=on_eval)
+    log_z = float(energies.log_z(target))
+    return _energy_metrics(spec, params, u, log_z, seeds, int(config["eval_samples"]), ENERGY_BOX)  # the last weights
+
+
+def _energy_loss(spec, params, u, gens, n) -> torch.Tensor:
+    z, log_q = sample_block(spec, params, noise(gens, n, 2))
+    return (log_q - u(z)).mean(1)
+
+
+@torch.no_grad()
+def _energy_metrics(spec, params, u, log_z: float, seeds: list[int], n: int, box: float) -> list[dict]:
+    """Reverse KL = E_q[log q − U] + log Z on n fresh samples (its s.e.), and the sample histogram."""
+    gens = [torch.Generator().manual_seed(99_991 * s + 3) for s in seeds]
+    gaps, zs = [], []
+    for start in range(0, n, EVAL_CHUNK):
+        z, log_q = sample_block(spec, params, noise(gens, min(EVAL_CHUNK, n - start), 2))
+        gaps.append((log_q - u(z)).double())
+        zs.append(z.double())
+    gap, z = torch.cat(gaps, 1), torch.cat(zs, 1).numpy()
+    rows = []
+    for k in range(len(seeds)):
+        g = gap[k][torch.isfinite(gap[k])]
+        rows.append({"kl_nats": float(g.mean()) + log_z, "kl_se": float(g.std() / math.sqrt(len(g))), "log_z": log_z,
+                     "heat": encode_grid(sample_histogram(z[k], box)), "nonfinite": float(n - len(g))})
+    return rows
+
+
+def _density_run(config: dict, report) -> list[dict]:
+    target = str(config["target"])
+    seeds = seeds_of(config)
+    spec = spec_of(config, 2)
+    params = flow.init_block(spec, seeds)
+    steps, batch, every = int(config["steps"]), int(config["batch"]), int(config.get("eval_every", 1000))
+    pool = torch.from_numpy(np.stack([ndata.toy_sample(target, steps * batch, 10_000 + s) for s in seeds]))  # (K, steps*B, 2)
+    val = torch.from_numpy(ndata.toy_sample(target, 4096, 777_777))
+
+    def loss_fn(step: int) -> torch.Tensor:
+        return -flow.log_prob(spec, params, pool[:, step * batch:(step + 1) * batch]).mean(1)
+
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        if step < steps - 1:
+            report(Report(step=step + 1, final=False, metrics=[{"val_nll": float(v)} for v in metric]))
+
+    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"),
+        eval_fn=lambda: -flow.log_prob(spec, params, val).mean(1), eval_every=every, on_eval=on_eval)
+    return _density_metrics(spec, params, target, int(config["eval_samples"]))  # the last weights, as naf_examples
+
+
+@torch.no_grad()
+def _density_metrics(spec, params, target: str, n: int) -> list[dict]:
+    """Test NLL −E_p log q on n fresh samples; forward KL E_p[log p − log q] for exact targets; q's mass on the grid."""
+    x = ndata.toy_sample(target, n, 31_337)
+    log_q = torch.cat([flow.log_prob(spec, params, torch.from_numpy(x[i:i + EVAL_CHUNK])).double() for i in range(0, n, EVAL_CHUNK)], 1)
+    log_p = torch.from_numpy(ndata.toy_log_prob(target, x)) if target in ndata.EXACT_DENSITIES else None
+    points, area = grid_points(toy_box(target))
+    grid_q = flow.log_prob(spec, params, torch.from_numpy(points).float()).double().exp().numpy() * area
+    rows = []
+    for k in range(log_q.shape[0]):
+        nll = -log_q[k]
+        row = {"test_nll_nats": float(nll.mean()), "test_nll_se": float(nll.std() / math.sqrt(n)),
+               "heat": encode_grid(grid_q[k].reshape(HEAT_BINS, HEAT_BINS)), "kl_nats": float("nan"), "kl_se": float("nan")}
+        if log_p is not None:
+            diff = log_p - log_q[k]
+            row.update(kl_nats=float(diff.mean()), kl_se=float(diff.std() / math.sqrt(n)))
+        rows.append(row)
+    return rows
+
+
+def run_toy(config: dict, report) -> list[dict]:
+    """Train the block; ``report`` gets a Report per evaluation, the last ``final``; returns the final metrics."""
+    torch.manual_seed(0)
+    start = time.time()
+    rows = (_density_run if config["task"] == "density" else _energy_run)(config, report)
+    for row in rows:
+        row["wall_s"] = time.time() - start
+    report(Report(step=int(config["steps"]), final=True, metrics=rows))
+    return rows
+
+
+def toy_trainable(config: dict, data=None) -> None:
+    """Ray Tune function trainable for naf-toy (the targets are generated: ``data`` is unused)."""
+    run_toy(config, tune_reporter())
+
+
+# ============================================================================ naf-sinewave
+
+SINE_HIST_BINS = 100
+
+
+def sinewave_run(config: dict, report) -> list[dict]:
+    """Fit q(f) to the sine-wave posterior with the annealed reverse KL (sf_sinewave.py); quadrature metrics."""
+    start = time.time()
+    seeds = seeds_of(config)
+    spec = spec_of(config, 1)
+    params = flow.init_block(spec, seeds)
+    gens = [torch.Generator().manual_seed(1_000_003 * s + 29) for s in seeds]
+    steps, batch, every = int(config["steps"]), int(config["batch"]), int(config.get("eval_every", 1000))
+
+    def log_q_f(eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, log_qh = sample_block(spec, params, eps)
+        f, log_df = sw.squash(h[..., 0])
+        return f, log_qh - log_df
+
+    def loss_fn(step: int) -> torch.Tensor:
+        f, log_q = log_q_f(noise(gens, batch, 1))
+        return (log_q - sw.annealing(step, steps) * sw.log_likelihood(f)).mean(1)
+
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        if step < steps - 1:
+            report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
+
+    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"), eval_fn=lambda: loss_fn(steps), eval_every=every,
+        on_eval=on_eval)
+    with torch.no_grad():  # the last weights, as sf_sinewave.py plots them
+        eps, weights = sw.eps_grid()
+        f, log_q = log_q_f(eps.float().view(1, -1, 1).expand(len(seeds), -1, -1).contiguous())
+        rows = sw.q_metrics(f, log_q, weights, sw.log_z())
+        samples, _ = log_q_f(noise([torch.Generator().manual_seed(4242 + s) for s in seeds], 20_000, 1))
+    for k, row in enumerate(rows):
+        hist, _ = np.histogram(samples[k].double().numpy(), bins=SINE_HIST_BINS, range=(0.0, sw.P["f_max"]))
+        row.update(hist=encode_grid(hist / hist.sum()), wall_s=time.time() - start,
+                   mass_near_0=float((weights * (f[k].double() < sw.HALF_WIDTH)).sum()))
+    report(Report(step=steps, final=True, metrics=rows))
+    return rows
+
+
+def sinewave_trainable(config: dict, data=None) -> None:
+    """Ray Tune function trainable for naf-sinewave."""
+    sinewave_run(config, tune_reporter())
+
+
+# ============================================================================ naf-tabular
+
+
+def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
+    """Maximum likelihood with minibatches, validation NLL every epoch, best-validation checkpoint, patience (epochs)."""
+    start = time.time()
+    seeds = seeds_of(config)
+    spec = spec_of(config, data.dim)
+    params = flow.init_block(spec, seeds)
+    train, val, test = (torch.from_numpy(np.ascontiguousarray(p)) for p in (data.train, data.val, data.test))
+    batch = int(config["batch"])
+    per_epoch = max(1, len(train) // batch)
+    gens = [torch.Generator().manual_seed(1_000_003 * s + 41) for s in seeds]
+    order: list[torch.Tensor] = []
+
+    def loss_fn(step: int) -> torch.Tensor:
+        i = step % per_epoch
+        if i == 0:
+            order[:] = [torch.stack([torch.randperm(len(train), generator=g) for g in gens])]
+        idx = order[0][:, i * batch:(i + 1) * batch]
+        return -flow.log_prob(spec, params, train[idx]).mean(1)
+
+    def mean_log_prob(p, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([flow.log_prob(spec, p, x[i:i + EVAL_CHUNK]).double() for i in range(0, len(x), EVAL_CHUNK)], 1)
+
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        epoch = (step + 1) // per_epoch
+        report(Report(step=epoch, final=False, metrics=[{"val_nll": float(v)} for v in metric]))
+
+    result = fit(params, loss_fn, int(config["max_epochs"]) * per_epoch, float(config["lr"]), clip=float(config["clip"]),
+                 polyak=float(config.get("polyak", 0.0)), eval_fn=lambda: -mean_log_prob(params, val).mean(1),
+                 eval_every=per_epoch, patience=int(config["patience"]), on_eval=on_eval)
+    with torch.no_grad():
+        ll = mean_log_prob(result.best_params, test)
+    true_ll = torch.from_numpy(ndata.mixture6_log_prob(data.test)) if data.name == "mixture6" else None
+    rows = []
+    for k in range(len(seeds)):
+        row = {"test_ll_nats": float(ll[k].mean()), "test_ll_2se": float(2 * ll[k].std() / math.sqrt(ll.shape[1])),
+               "val_nll_best": float(result.best_metric[k]), "epochs_to_best": float(int(result.best_step[k]) // per_epoch + 1),
+               "epochs_run": float(int(result.steps_done[k]) / per_epoch), "wall_s": time.time() - start,
+               "entropy_gap_nats": float("nan")}
+        if true_ll is not None:
+            row["entropy_gap_nats"] = float((true_ll - ll[k]).mean())  # forward KL on the test points
+            row["true_test_ll_nats"] = float(true_ll.mean())
+        rows.append(row)
+    report(Report(step=int(config["max_epochs"]), final=True, metrics=rows))
+    return rows
+
+
+def tabular_trainable(config: dict, data) -> None:
+    """Ray Tune function trainable for naf-tabular; ``data`` maps dataset name -> core.naf.data.Tabular."""
+    tabular_run(config, data.sets[str(config["dataset"])], tune_reporter())
