@@ -16,6 +16,7 @@ D, H, OB = "tests/test_domainbed_data.py", "tests/test_domainbed_hparams.py", "t
 S, T, P = "tests/test_domainbed_selection.py", "tests/test_domainbed_train.py", "tests/test_domainbed_pipeline.py"
 DATA, HP, SEL = "core/domainbed/data.py", "core/domainbed/hparams.py", "pipelines/rex/selection.py"
 CM = D + "::test_colored_mnist_equals_domainbed_construction"
+R = "tests/test_registries.py"
 M = [
  # data (datasets.py)
  ("d1 label noise 0.2, not 0.25", DATA, "LABEL_NOISE = 0.25", "LABEL_NOISE = 0.2", [D]),
@@ -37,10 +38,9 @@ M = [
  ("d9 pixels not divided by 255", DATA, "flat = base.views[env.view][env.index[positions]].to(dtype).div_(255.0)",
   "flat = base.views[env.view][env.index[positions]].to(dtype)", [D]),
  # hyperparameters (hparams_registry.py, sweep.py)
- ("h1 VREx lambda 10^U(-1, 4)", HP, '("vrex_lambda", 1e1, lambda r: 10 ** r.uniform(-1, 5))',
-  '("vrex_lambda", 1e1, lambda r: 10 ** r.uniform(-1, 4))', [H]),
- ("h2 lr 10^U(-4, -2.5)", HP, "10 ** r.uniform(-4.5, -2.5)", "10 ** r.uniform(-4, -2.5)", [H]),
- ("h3 batch 2^U(3, 8)", HP, "int(2 ** r.uniform(3, 9))", "int(2 ** r.uniform(3, 8))", [H]),
+ ("h1 VREx lambda 10^U(-1, 4)", HP, '("vrex_lambda", 1e1, LogUniform(-1, 5))', '("vrex_lambda", 1e1, LogUniform(-1, 4))', [H]),
+ ("h2 lr 10^U(-4, -2.5)", HP, '("lr", 1e-3, LogUniform(-4.5, -2.5))', '("lr", 1e-3, LogUniform(-4, -2.5))', [H]),
+ ("h3 batch 2^U(3, 8)", HP, "LogUniform(3, 9, base=2, integer=True)", "LogUniform(3, 8, base=2, integer=True)", [H]),
  ("h4 draw seed (trial, hparams), not (hparams, trial)", HP, "random_hparams(algorithm, seed_hash(hparams_seed, trial_seed))",
   "random_hparams(algorithm, seed_hash(trial_seed, hparams_seed))", [H]),
  ("h5 VREx default lambda 100", HP, '("vrex_lambda", 1e1,', '("vrex_lambda", 1e2,', [H]),
@@ -49,8 +49,11 @@ M = [
   "seed_hash(dataset, algorithm, list(test_envs), hparams_seed, trial_seed)",
   "seed_hash(dataset, algorithm, tuple(test_envs), hparams_seed, trial_seed)", [H]),
  ("h8 one shared RandomState for every hyperparameter", HP,
-  "draws = {name: draw(np.random.RandomState(seed_hash(seed, name))) for name, _, draw in _entries(algorithm)}",
-  "state = np.random.RandomState(seed)\n    draws = {name: draw(state) for name, _, draw in _entries(algorithm)}", [H]),
+  "    draws = {name: default if space is None else space.draw(np.random.RandomState(seed_hash(seed, name)))",
+  "    state = np.random.RandomState(seed)\n    draws = {name: default if space is None else space.draw(state)", [H]),
+ # the registry alone (issue 29): the Optuna distributions the pipeline records are built from the draws' range table
+ ("h9 anneal steps int(10^U(0, 3)), in the registry only", HP, '("irm_penalty_anneal_iters", 500, LogUniform(0, 4, integer=True))',
+  '("irm_penalty_anneal_iters", 500, LogUniform(0, 3, integer=True))', [R + "::test_domainbed_optuna_distributions_are_hparams_registry_ranges"]),
  # objectives (algorithms.py)
  ("o1 IRM penalty the square of the whole batch's gradient", "core/objectives.py",
   "    return ce_scale_grad(logits[..., ::2, :], y[..., ::2]) * ce_scale_grad(logits[..., 1::2, :], y[..., 1::2])",

@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mutation_runner import main
 
 C, P = "tests/test_memorization_core.py", "tests/test_memorization_pipelines.py"
+R = "tests/test_registries.py"
 M = [
  ("1 split overlaps", "core/memorization/data.py",
   "subset(images, order[n_train : n_train + n_val], f\"{images.name}/val\")",
@@ -116,6 +117,11 @@ M = [
  ("11f fused SGD step with the wrong sign", "core/memorization/seeds.py",
   "                    p.baddbmm_(h.transpose(1, 2), delta, alpha=-lr)", "                    p.baddbmm_(h.transpose(1, 2), delta, alpha=lr)",
   [C + "::test_block_of_seeds_equals_separate_runs"]),
+ # the registry alone (issue 29): the presets read §3.2's values from core/memorization/hparams.py
+ ("r1 CNN learning rate halved every 10 epochs, in the registry only", "core/memorization/hparams.py",
+  '"momentum": 0.9, "lr_step": 15}', '"momentum": 0.9, "lr_step": 10}', [R + "::test_memorization_presets_follow_chapter_3"]),
+ ("r2 LASS at most 50 iterations, in the registry only", "core/memorization/hparams.py", "LASS_ITERS = 100", "LASS_ITERS = 50",
+  [R + "::test_memorization_presets_follow_chapter_3"]),
 ]
 if __name__ == "__main__":
     main(M)
