@@ -163,13 +163,13 @@ def run_one(n: int, block: int, address: str, workdir: str) -> Figures:
     stop.set()
     sampler.join()
     quarters = tuple(samples[min(len(samples) - 1, int(q * len(samples)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)) if samples else ()
-    assert summary["complete"] and summary["finished"] == n, summary
+    assert summary.complete and summary.finished == n, summary
     after = rss_mb()
-    files = summary["compacted"] or count_files(results)
+    files = summary.compacted or count_files(results)
     store = ResultStore.open(results)
-    store.compact("instant", summary["sweep"])
+    store.compact("instant", summary.sweep)
     assert len(store.read("trials", "instant")) == n
-    return Figures(n, seconds, before, after, files, count_files(results), clock.seconds, quarters, results, summary["compacted"])
+    return Figures(n, seconds, before, after, files, count_files(results), clock.seconds, quarters, results, summary.compacted)
 
 
 def plain_tune(n: int, workdir: str) -> float:

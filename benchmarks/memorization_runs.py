@@ -172,7 +172,7 @@ def ray_path(args) -> tuple[float, float]:
             summary = run_sweep(Sweep(pipeline, "smoke", settings, results, quiet=True, num_cpus=args.cpus))
             elapsed, end = time.perf_counter() - start, time.time()
             total = args.runs * len(settings["noises"])
-            assert summary["complete"] and summary["ran"] == total, summary
+            assert summary.complete and summary.ran == total, summary
             working = end - min(float(line) for line in open(starts))
             print(f"ray, block of {size:>3}: {3600 * total / elapsed:8.0f} runs/hour ({elapsed:6.1f} s for {total} runs in "
                   f"{len(settings['noises']) * -(-args.runs // size)} trials; {working:6.1f} s of them from the first trial's "

@@ -64,7 +64,7 @@ def wall_seconds(preset: str, k: int, configs: int, steps: int, data_dir: str | 
         start = time.perf_counter()
         summary = run_sweep(Sweep(rex_vs_irm.PIPELINE, preset, settings, results, data_dir=data_dir, quiet=True))
         wall = time.perf_counter() - start
-    assert summary["finished"] == configs, summary
+    assert summary.finished == configs, summary
     return wall
 
 

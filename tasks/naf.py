@@ -46,9 +46,9 @@ def seeds_of(config: dict) -> list[int]:
     return [int(c["seed"]) for c in configurations(config)]
 
 
-def noise(generators: list[torch.Generator], n: int, dim: int) -> torch.Tensor:
+def noise(generators: list[torch.Generator], n: int, dim: int, dtype=torch.float32) -> torch.Tensor:
     """(K, n, dim) standard normal noise, row k from generator k (block-invariant)."""
-    return torch.stack([torch.randn(n, dim, generator=g) for g in generators])
+    return torch.stack([torch.randn(n, dim, generator=g) for g in generators]).to(dtype)
 
 
 def sample_block(spec: FlowSpec, params: list[torch.Tensor], eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +127,7 @@ def _energy_metrics(spec, params, u, log_z: float, seeds: list[int], n: int, box
     gens = [torch.Generator().manual_seed(99_991 * s + 3) for s in seeds]
     gaps, zs = [], []
     for start in range(0, n, EVAL_CHUNK):
-        z, log_q = sample_block(spec, params, noise(gens, min(EVAL_CHUNK, n - start), 2))
+        z, log_q = sample_block(spec, params, noise(gens, min(EVAL_CHUNK, n - start), 2, params[0].dtype))
         gaps.append((log_q - u(z)).double())
         zs.append(z.double())
     gap, z = torch.cat(gaps, 1), torch.cat(zs, 1).numpy()
@@ -164,10 +164,11 @@ def _density_run(config: dict, report) -> list[dict]:
 def _density_metrics(spec, params, target: str, n: int) -> list[dict]:
     """Test NLL −E_p log q on n fresh samples; forward KL E_p[log p − log q] for exact targets; q's mass on the grid."""
     x = ndata.toy_sample(target, n, 31_337)
-    log_q = torch.cat([flow.log_prob(spec, params, torch.from_numpy(x[i:i + EVAL_CHUNK])).double() for i in range(0, n, EVAL_CHUNK)], 1)
+    dtype = params[0].dtype
+    log_q = torch.cat([flow.log_prob(spec, params, torch.from_numpy(x[i:i + EVAL_CHUNK]).to(dtype)).double() for i in range(0, n, EVAL_CHUNK)], 1)
     log_p = torch.from_numpy(ndata.toy_log_prob(target, x)) if target in ndata.EXACT_DENSITIES else None
     points, area = grid_points(toy_box(target))
-    grid_q = flow.log_prob(spec, params, torch.from_numpy(points).float()).double().exp().numpy() * area
+    grid_q = flow.log_prob(spec, params, torch.from_numpy(points).to(dtype)).double().exp().numpy() * area
     rows = []
     for k in range(log_q.shape[0]):
         nll = -log_q[k]

@@ -147,11 +147,11 @@ def test_a_pipeline_with_a_stage_built_from_the_search_runs_end_to_end(ray_sessi
     results = str(tmp_path)
     settings = resolve_settings(PIPELINE, "smoke", [])
     summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, quiet=True))
-    assert summary["complete"] and summary["total"] == sum(STAGE_ROWS.values()) and summary["failed"] == 0
+    assert summary.complete and summary.total == sum(STAGE_ROWS.values()) and summary.failed == 0
     check_records(results, settings)
 
     again = run_sweep(Sweep(PIPELINE, "smoke", settings, results, quiet=True))
-    assert again["ran"] == 0 and again["skipped"] == again["total"] == sum(STAGE_ROWS.values()) and again["complete"]
+    assert again.ran == 0 and again.skipped == again.total == sum(STAGE_ROWS.values()) and again.complete
 
 
 # The driver dies between the search and the stage built from it: after the search's last write, before retrain is planned.

@@ -92,7 +92,7 @@ def tiny_sweep(ray_session, tmp_path_factory):
 @pytest.mark.e2e
 def test_sweep_records_every_checkpoint_and_the_studies(tiny_sweep):
     sweep, summary = tiny_sweep
-    assert summary["complete"] and summary["ran"] == 24 and summary["failed"] == 0
+    assert summary.complete and summary.ran == 24 and summary.failed == 0
     store = ResultStore.open(sweep.results)
     trials = store.read("trials", "domainbed", sweep.id)
     curves = store.read("curves", "domainbed", sweep.id)
@@ -109,7 +109,7 @@ def test_sweep_records_every_checkpoint_and_the_studies(tiny_sweep):
     row = trials[(trials["method"] == "irm") & (trials["sample"] == 7)].iloc[0]
     assert by_sample[7].value == pytest.approx(row["val_acc"]) and row["seed"] == dbh.run_seed("ColoredMNIST", "IRM", [0, 1], 1, 0)
     again = run_sweep(Sweep(PIPELINE, "smoke", sweep.settings, sweep.results, data_dir=sweep.data_dir, quiet=True))
-    assert again["ran"] == 0 and again["skipped"] == 24
+    assert again.ran == 0 and again.skipped == 24
 
 
 @pytest.mark.e2e

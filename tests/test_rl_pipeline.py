@@ -218,7 +218,7 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
 
     summary = run_sweep(Sweep(killed, "smoke", resolve_settings(killed, "smoke", [f"marker={marker}"]), results, quiet=True))
     assert marker.exists(), "the worker was never killed"
-    assert summary["complete"] and summary["failed"] == 0
+    assert summary.complete and summary.failed == 0
     baseline = run_sweep(Sweep(clean, "smoke", resolve_settings(clean, "smoke", [f"marker={tmp_path / 'unused'}"]), results, quiet=True))
     assert baseline["complete"]
 
@@ -238,7 +238,7 @@ def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_pa
     settings = resolve_settings(PIPELINE, "smoke", tiny)
     results = str(tmp_path / "results")
     summary = run_sweep(Sweep(PIPELINE, "smoke", settings, results, quiet=True))
-    assert summary["complete"] and summary["total"] == 2 * 2 + 3
+    assert summary.complete and summary.total == 2 * 2 + 3
     rows = ResultStore.open(results).read("trials", "rl-spurious")
     tune, runs = rows[rows["stage"] == "tune"], rows[rows["stage"] == "runs"]
     for method in ("irm", "vrex"):

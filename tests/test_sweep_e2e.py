@@ -24,7 +24,7 @@ def finished_sweep(ray_session, tmp_path_factory):
 
 def test_every_method_has_a_parquet_row_and_curve(finished_sweep):
     sweep, summary = finished_sweep
-    assert summary["complete"] and summary["ran"] == 6 and summary["failed"] == 0
+    assert summary.complete and summary.ran == 6 and summary.failed == 0
     store = ResultStore.open(sweep.results)
     trials = store.read("trials", "cmnist-table")
     assert sorted(trials["method"]) == sorted(cmnist_table.ORDER) and set(trials["stage"]) == {"table"}
@@ -55,7 +55,7 @@ def test_mlflow_has_a_parent_and_one_child_per_trial(finished_sweep):
 def test_rerun_finds_finished_work(finished_sweep):
     sweep, _ = finished_sweep
     again = run_sweep(Sweep(sweep.pipeline, "smoke", sweep.settings, sweep.results, quiet=True))
-    assert again["ran"] == 0 and again["skipped"] == 6
+    assert again.ran == 0 and again.skipped == 6
     assert len(ResultStore.open(sweep.results).read("trials", "cmnist-table")) == 6
     client = MlflowClient(tracking_uri=f"sqlite:///{sweep.results}/mlflow.db")
     experiment = client.get_experiment_by_name("gensweep/cmnist-table")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 from pipelines.engine.spec import Earlier, Grid
@@ -29,8 +30,17 @@ def row_config(row) -> dict:
     return json.loads(row["config_json"])
 
 
-def best_rows(frame, metric: str, mode: str = "max", top: int = 1, group_by: tuple[str, ...] = ()) -> list[tuple[tuple, int, dict]]:
-    """The ``top`` best rows of each group of ``frame`` by ``metric``: ``(group values, rank, row)``, groups in sorted order.
+@dataclass(frozen=True)
+class Ranked:
+    """A result row, its group's values (of ``group_by``) and its rank in the group (0: the best)."""
+
+    group: tuple
+    rank: int
+    row: dict
+
+
+def best_rows(frame, metric: str, mode: str = "max", top: int = 1, group_by: tuple[str, ...] = ()) -> list[Ranked]:
+    """The ``top`` best rows of each group of ``frame`` by ``metric``, groups in sorted order.
 
     Rows whose metric is missing or NaN rank last; equal values rank by trial key.
     """
@@ -48,7 +58,7 @@ def best_rows(frame, metric: str, mode: str = "max", top: int = 1, group_by: tup
             score = 0.0 if missing else (-float(value) if mode == "max" else float(value))
             return (missing, score, str(record["trial_key"]))
 
-        out += [(values, rank, record) for rank, record in enumerate(sorted(records, key=order)[:top])]
+        out += [Ranked(values, rank, record) for rank, record in enumerate(sorted(records, key=order)[:top])]
     return out
 
 
@@ -67,9 +77,10 @@ def retrain_best(
 
     def plan(earlier: Earlier) -> Grid:
         configs = []
-        for _, rank, row in best_rows(earlier.get(source), metric, mode, top, group_by):
+        for best in best_rows(earlier.get(source), metric, mode, top, group_by):
+            row = best.row
             base = {k: v for k, v in row_config(row).items() if k not in drop}
-            extra = {"retrain_of": row["trial_key"], "retrain_rank": rank, f"retrain_source_{metric}": row.get(metric)}
+            extra = {"retrain_of": row["trial_key"], "retrain_rank": best.rank, f"retrain_source_{metric}": row.get(metric)}
             configs += [{**base, **{key: s for key in seed_keys}, **extra} for s in range(seeds)]
         return Grid(configs)
 

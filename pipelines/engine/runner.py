@@ -53,6 +53,25 @@ class Sweep:
 
 
 @dataclass
+class SweepSummary:
+    """What one run of a sweep did, in configurations: in all, done before (``skipped``), run now, failed, finished.
+
+    ``complete``: every stage finished; ``compacted``: result files merged at the end (0: none).
+    """
+
+    pipeline: str
+    sweep: str
+    total: int
+    skipped: int
+    results: str
+    ran: int = 0
+    failed: int = 0
+    finished: int = 0
+    complete: bool = False
+    compacted: int = 0
+
+
+@dataclass
 class StagePlan:
     """One stage of this run: its configs (grid) or studies (search), how many it owes, and how many in all."""
 
@@ -143,8 +162,8 @@ def _complete(plan: StagePlan, store: ResultStore, sweep: Sweep) -> bool:
     return all(counts.get(name, 0) >= plan.stage.plan.budget for name in plan.study_names)
 
 
-def run_sweep(sweep: Sweep) -> dict:
-    """Run (or resume) a sweep to completion; return a summary dict (sweep id, counts, paths)."""
+def run_sweep(sweep: Sweep) -> SweepSummary:
+    """Run (or resume) a sweep to completion; return what it did."""
     pipeline = sweep.pipeline
     store = ResultStore.open(sweep.results)
     store.check_writable()
@@ -178,13 +197,13 @@ def run_sweep(sweep: Sweep) -> dict:
     known = [p for p in plans if p is not None]
     total, todo = sum(p.total for p in known), sum(p.todo for p in known)
     waiting = [stage.name for stage, p in zip(stages, plans) if p is None]
-    summary = {"pipeline": pipeline.name, "sweep": sweep.id, "total": total, "skipped": total - todo, "results": sweep.results}
+    summary = SweepSummary(pipeline.name, sweep.id, total, total - todo, sweep.results)
     if not sweep.quiet:
         later = f"; then stage{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}, built from their results" if waiting else ""
         print(f"[{pipeline.name}] sweep {sweep.id}: {todo} of {total} configurations to run ({total - todo} already done{later})", flush=True)
     if not todo and not waiting:
         tracking.finish("FINISHED")
-        return {**summary, "ran": 0, "failed": 0, "finished": total, "complete": True}
+        return replace(summary, finished=total, complete=True)
 
     progress = Progress(pipeline.name, total, done=total - todo, quiet=sweep.quiet)
     ran, stopped = 0, False
@@ -195,8 +214,8 @@ def run_sweep(sweep: Sweep) -> dict:
                                          earlier_rows(rows, stages[:i]))
             progress.total += plan.total
             progress.done += plan.total - plan.todo
-            summary["total"] += plan.total
-            summary["skipped"] += plan.total - plan.todo
+            summary.total += plan.total
+            summary.skipped += plan.total - plan.todo
             if not sweep.quiet:
                 print(f"[{pipeline.name}] stage {stage.name}: {plan.todo} of {plan.total} configurations to run, built from "
                       f"the results of {', '.join(s.name for s in stages[:i])}", flush=True)
@@ -207,10 +226,10 @@ def run_sweep(sweep: Sweep) -> dict:
                 stopped = True
                 break  # interrupted or failed: later stages wait for the next run
     finished = len(store.finished_keys(pipeline.name, sweep.id))
-    complete = not stopped and all(p is not None for p in plans) and finished >= summary["total"]
+    complete = not stopped and all(p is not None for p in plans) and finished >= summary.total
     merged = _compact_finished(store, sweep) if complete else 0
     tracking.finish("FINISHED" if complete else "KILLED")
-    return {**summary, "ran": ran, "failed": progress.failed, "finished": finished, "complete": complete, "compacted": merged}
+    return replace(summary, ran=ran, failed=progress.failed, finished=finished, complete=complete, compacted=merged)
 
 
 COMPACT_FILES = 32  # a finished sweep with more result files than this is compacted at once

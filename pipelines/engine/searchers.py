@@ -89,7 +89,7 @@ class GridSearcher(StageSearcher):
 
 @dataclass
 class Handout:
-    """A block handed to a Tune trial: its study, each configuration's draw (or Optuna trial) and its own config keys."""
+    """A block handed to a Tune trial: its study and, per configuration, its draw (or Optuna trial) and its own keys (``block``)."""
 
     entry: StudyEntry
     trials: list  # studies.Draw when paired, optuna.Trial when asked
@@ -141,8 +141,8 @@ class StudySearcher(StageSearcher):
         handout = self.live.pop(trial_id)
         entry, paired = handout.entry, handout.entry.draws is not None
         if finals is not None and paired:
-            add_trials(entry.study, [finished_trial(draw, row.get(self.objective), unit["sample"])
-                                     for draw, unit, row in zip(handout.trials, handout.block, finals)])
+            add_trials(entry.study, [finished_trial(draw, row.get(self.objective), own["sample"])
+                                     for draw, own, row in zip(handout.trials, handout.block, finals)])
             return False
         if finals is not None:
             for trial, row in zip(handout.trials, finals):
@@ -153,10 +153,10 @@ class StudySearcher(StageSearcher):
                     entry.study.tell(trial, float(value))
             return False
         requeued = False
-        for trial, unit in zip(handout.trials, handout.block):
+        for trial, own in zip(handout.trials, handout.block):
             if not paired:  # a paired draw that failed is not recorded; it runs again or stays missing
                 entry.study.tell(trial, state=TrialState.FAIL)
-            if self._retry(f"{entry.name}/{unit.get('sample', unit.get('optuna_trial'))}"):
+            if self._retry(f"{entry.name}/{own.get('sample', own.get('optuna_trial'))}"):
                 requeued = True
-                entry.todo.append(unit["sample"] if paired else None)
+                entry.todo.append(own["sample"] if paired else None)
         return requeued

@@ -204,9 +204,9 @@ def tuned_values(tune_rows) -> dict[str, dict]:
     finished = tune_rows[~tune_rows["stopped_early"].astype(bool)] if "stopped_early" in tune_rows else tune_rows
     pool = finished if len(finished) else tune_rows
     return {
-        values[0]: {"penalty_weight": float(row["penalty_weight"]), "anneal_iters": int(row["anneal_iters"]),
-                    "hparams_from": f"tune:{row['trial_key']}"}
-        for values, _, row in best_rows(pool, "train_return", "max", top=1, group_by=("method",))
+        best.group[0]: {"penalty_weight": float(best.row["penalty_weight"]), "anneal_iters": int(best.row["anneal_iters"]),
+                        "hparams_from": f"tune:{best.row['trial_key']}"}
+        for best in best_rows(pool, "train_return", "max", top=1, group_by=("method",))
     }
 
 
