@@ -30,20 +30,21 @@ def degrees(dim: int, hidden: int, hidden_layers: int, order: tuple[int, ...] | 
 
 
 @functools.lru_cache(maxsize=64)
-def _masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None) -> list[torch.Tensor]:
+def _masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None, device=None,
+           dtype=torch.float32) -> list[torch.Tensor]:
     degs = degrees(dim, hidden, hidden_layers, order)
     masks = [(d_out[None, :] >= d_in[:, None]) for d_in, d_out in zip(degs[:-1], degs[1:])]
     out = (degs[0][None, :] > degs[-1][:, None])  # (hidden, dim): strictly lower degree
     masks.append(out.repeat_interleave(channels, dim=1))  # column j*C + c
     if dim == 1:
         masks = [torch.zeros_like(m) for m in masks]
-    return [m.double() for m in masks]
+    return [m.to(device=device, dtype=dtype) for m in masks]
 
 
 def masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None = None,
           device=None, dtype=torch.float32) -> list[torch.Tensor]:
     """(in, out) 0/1 masks of the hidden_layers + 1 layers: (D, H), (H, H)..., (H, D*C)."""
-    return [m.to(device=device, dtype=dtype) for m in _masks(dim, hidden, hidden_layers, channels, order)]
+    return _masks(dim, hidden, hidden_layers, channels, order, None if device is None else torch.device(device), dtype)
 
 
 def init_made(dim: int, hidden: int, hidden_layers: int, channels: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -66,7 +67,7 @@ def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x:
     n_layers = len(layer_masks)
     for i, mask in enumerate(layer_masks):
         v, g, b = params[3 * i: 3 * i + 3]
-        w = v / v.pow(2).sum(1, keepdim=True).sqrt() * mask * g  # (K, in, out): V/||V|| per output, masked, scaled
+        w = v * mask * (g / v.pow(2).sum(1, keepdim=True).sqrt())  # (K, in, out): g V/||V|| per output, masked
         h = torch.baddbmm(b, h, w)
         if i < n_layers - 1:
             h = activation(h)

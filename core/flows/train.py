@@ -38,11 +38,10 @@ class FitResult:
 
 def clip_per_model(grads: Sequence[torch.Tensor], clip: float) -> torch.Tensor:
     """Scale each model's gradients in place to norm <= clip (clip_grad_norm_'s coefficient); returns the norms (K,)."""
-    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)
-    norms = sq.sqrt()
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads], 1)
+    norms = torch.linalg.vector_norm(norms, dim=1)  # norm of the per-tensor norms, as clip_grad_norm_
     coef = (clip / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)).to(g.dtype))
+    torch._foreach_mul_(list(grads), [coef.view((-1,) + (1,) * (g.dim() - 1)).to(g.dtype) for g in grads])
     return norms
 
 
@@ -84,7 +83,8 @@ def fit(params: list[torch.Tensor], loss_fn: Callable[[int], torch.Tensor], step
         grads = list(torch.autograd.grad(losses.sum(), params))
         if clip is not None:
             clip_per_model(grads, clip)
-        opt.step(grads, active=active)
+        all_active = bool(active.all())
+        opt.step(grads, active=None if all_active else active)  # the unmasked update is cheaper
         steps_done += active.long()
         if avg is not None:
             with torch.no_grad():
