@@ -35,7 +35,7 @@ def test_cmnist_table_paper_runs_irm_codes_published_command():
 
 def test_cmnist_model_defaults_and_search_budget_are_the_published_ones():
     """core.cmnist.train.ModelConfig defaults to IRM's command above; the thesis's random searches draw 340
-    configurations, 501 steps each (cmnist-search and rex-vs-irm paper presets)."""
+    configurations, 501 steps each (cmnist-search and rex-vs-irm paper presets); Figure 5.4's shifts p = 0, 0.1, ..., 0.5."""
     from core.cmnist.train import ModelConfig
     from pipelines.rex import cmnist_search, rex_vs_irm
 
@@ -43,6 +43,7 @@ def test_cmnist_model_defaults_and_search_budget_are_the_published_ones():
     for pipeline in (cmnist_search.PIPELINE, rex_vs_irm.PIPELINE):
         settings = resolve_settings(pipeline, "paper", [])
         assert (settings["num_samples"], settings["steps"]) == (340, 501), pipeline.name
+    assert resolve_settings(rex_vs_irm.PIPELINE, "paper", [])["ps"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
 
 
 def test_toy_sem_paper_is_the_irm_codes_synthetic_experiment():

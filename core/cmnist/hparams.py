@@ -20,6 +20,7 @@ GRAYSCALE_STEPS = 101  # the IRM code trains the grayscale oracle for 101 steps,
 STEPS = 501
 RESTARTS = 10
 SEARCH_SAMPLES = 340  # thesis: the 340-configuration random searches (cmnist-search, rex-vs-irm paper presets)
+SHIFT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # thesis Figure 5.4: the covariate shift p between training domains
 
 _PUBLISHED = {"erm": ERM, "grayscale": GRAYSCALE}
 

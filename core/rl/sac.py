@@ -28,15 +28,14 @@ hyperparameters in ``docs/experiments.md``):
 One update (:meth:`Agent.update`) takes a batch of ``batch_size`` (256)
 sequences from *each* training domain's replay buffer and, in order, steps
 the reward model, the critic (on the first ``critic_seq`` transitions of
-each sequence, 1 by default: 256 transitions per domain; mean over domains),
-the actor and temperature (on the encoder output of the critic step,
-detached), then the targets. Each loss is computed fresh and stepped in
-turn (the released code builds all losses from the same parameters and
-steps them one after the other, which newer PyTorch refuses as an in-place
-modification). Reference-code values that differ from the defaults here:
-it calls ``update`` once per domain env step (``updates_per_step=2`` with two
-domains) and feeds all 3 x 256 transitions of the sequences to the critic
-(``critic_seq=3``).
+each sequence; mean over domains), the actor and temperature (on the encoder
+output of the critic step, detached), then the targets. Each loss is
+computed fresh and stepped in turn (the released code builds all losses from
+the same parameters and steps them one after the other, which newer PyTorch
+refuses as an in-place modification). Every default of :class:`SACConfig`
+but ``method`` is the reference code's (:data:`core.rl.hparams.AGENT`): one
+``update`` per domain env step (``updates_per_step=0``) and all 3 x 256
+transitions of the sequences in the critic batch (``critic_seq=3``).
 
 Training (:class:`Trainer`): the training domains are stepped in lock-step
 (one env step in each per trainer step), uniform random actions for the first

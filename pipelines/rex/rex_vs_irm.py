@@ -63,7 +63,7 @@ SETTINGS = {
 }
 PRESETS = {
     "smoke": dict(embedded_images=MIN_EMBEDDED_IMAGES),  # each embedded source digit drawn once: minutes on 2 cores
-    "paper": dict(ps=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], num_samples=hparams.SEARCH_SAMPLES, steps=hparams.STEPS, eval_every=100),
+    "paper": dict(ps=list(hparams.SHIFT_PS), num_samples=hparams.SEARCH_SAMPLES, steps=hparams.STEPS, eval_every=100),
 }
 
 
