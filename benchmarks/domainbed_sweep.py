@@ -38,6 +38,7 @@ from core.domainbed import reference as reference_module
 from core.domainbed import train as train_module
 from core.domainbed.reference import reference_train
 from core.domainbed.train import Run, checkpoint_steps, train_block
+from core.device import resolve_device
 
 
 def _sync(device: torch.device) -> None:
@@ -155,12 +156,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps timed per run")
     parser.add_argument("--batch-size", type=int, default=64, help="DomainBed's default batch size")
     parser.add_argument("--width", type=float, default=1.0, help="ConvNet channel multiplier (1: DomainBed's)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over the cases; each case's best round counts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = measure(torch.device(args.device), data_dir=args.data_dir, steps=args.steps, batch_size=args.batch_size,
+    result = measure(resolve_device(args.device), data_dir=args.data_dir, steps=args.steps, batch_size=args.batch_size,
                      width=args.width, repeats=args.repeats, say=lambda text: print(text, flush=True))
     print(f"speedup={result['speedup']:.3f}")
 

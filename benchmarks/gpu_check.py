@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         rate, _ = rl_updates_per_second(torch.device(args.rl_worker[0]), args.quick, float(args.rl_worker[1]))
         print(rate)
         return 0
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from core.device import resolve_device
+
+    device = resolve_device(args.device)
     if args.part:  # inside a part's subprocess
         result = PARTS[args.part][0](device, args.quick, lambda text: print(text, flush=True))
         Path(args.part_out).write_text(json.dumps(result, default=str))

@@ -36,7 +36,8 @@ from core.cmnist import batched
 from core.cmnist import models
 from core.cmnist.domains import build_cmnist
 from core.data import ImageSource, load_idx_dir
-from core.cmnist.train import ModelConfig, default_device, train_block, use_batched
+from core.cmnist.train import ModelConfig, train_block, use_batched
+from core.device import resolve_device
 from tasks.cmnist import _on_device, memory_budget_bytes
 
 SEARCH_CONFIGS = 340 * 6 * 3 * 4  # §5.4.1: configurations x p values x variants x methods
@@ -214,7 +215,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     setting = {"auto": None, "on": True, "off": False}
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     source = load_idx_dir(args.data_dir) if args.data_dir else mnist_sized_source()
     measure(device, source, args.steps, args.block, args.widths, setting[args.batched], args.grouping, args.method,
             setting[args.tf32], args.peak_size)

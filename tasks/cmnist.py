@@ -22,11 +22,10 @@ CPU); ``batched`` (stacked batched kernels for a block, default on CUDA;
 see core.cmnist.train.train_block); ``block_grouping`` (pad, width or bucket);
 ``block_memory_gb`` (the activation memory one sub-block may use; a block over
 it is split into sub-blocks run one after another; default
-:func:`memory_budget_bytes`: a share of the device's memory).
+:func:`memory_budget_bytes`: a share of the trial's part of the device).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -35,13 +34,13 @@ from core.cmnist.batched import tf32_enabled
 from core.cmnist.domains import Domain, Domains, build_cmnist, hold_out
 from core.cmnist.shift import build_shifted_cmnist
 from core.data import ImageSource
-from core.cmnist.train import config_from_dict, default_device, train_block
+from core.cmnist.train import config_from_dict, train_block
+from tasks.cache import WorkerCache
+from tasks.device import block_memory_bytes, trial_device
 from tasks.report import Report, configurations, tune_reporter
 
-_DOMAIN_CACHE: OrderedDict[tuple, Domains] = OrderedDict()
-_CACHE_SIZE = 4
+_DOMAINS: WorkerCache[Domains] = WorkerCache(4)
 CPU_BLOCK_MEMORY_GB = 8.0  # default activation budget of one sub-block on CPU
-GPU_MEMORY_SHARE = 0.6  # default on CUDA: this share of the trial's part of the device (domains, allocator slack aside)
 
 
 def _shifted(source: ImageSource, variant: str, config: dict) -> Domains:
@@ -68,48 +67,20 @@ def domains_for(source: ImageSource, config: dict, device: torch.device | str = 
     variant = config.get("variant", "standard")
     holdout = float(config.get("holdout") or 0.0)
     key = (config.get("data") or source.fingerprint, variant, int(config["data_seed"]), config.get("shift_p"), holdout, str(device))
-    if key in _DOMAIN_CACHE:
-        _DOMAIN_CACHE.move_to_end(key)
-        return _DOMAIN_CACHE[key]
-    domains = DOMAIN_BUILDERS[variant](source, config)
-    if holdout > 0:
-        domains = hold_out(domains, holdout, int(config["data_seed"]))
-    if device.type != "cpu":
-        domains = _on_device(domains, device)
-    _DOMAIN_CACHE[key] = domains
-    while len(_DOMAIN_CACHE) > _CACHE_SIZE:
-        _DOMAIN_CACHE.popitem(last=False)
-    return domains
 
+    def build() -> Domains:
+        domains = DOMAIN_BUILDERS[variant](source, config)
+        if holdout > 0:
+            domains = hold_out(domains, holdout, int(config["data_seed"]))
+        return _on_device(domains, device) if device.type != "cpu" else domains
 
-def _gpu_share() -> float:
-    """The fraction of a GPU this Ray trial holds (1 outside Ray or without a fractional request)."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            share = ray.get_runtime_context().get_assigned_resources().get("GPU")
-            if share:
-                return min(1.0, float(share))
-    except Exception:  # no Ray, or not inside a worker: the whole device
-        pass
-    return 1.0
+    return _DOMAINS.get(key, build)
 
 
 def memory_budget_bytes(config: dict, device: torch.device | str) -> float:
-    """Activation memory one sub-block may use: ``block_memory_gb`` when set (> 0), else from the device.
-
-    CUDA: ``GPU_MEMORY_SHARE`` of the device's memory times the share of the
-    GPU the trial holds (fractional GPUs); CPU: ``CPU_BLOCK_MEMORY_GB``.
-    """
-    setting = config.get("block_memory_gb")
-    if setting is not None and float(setting) > 0:
-        return float(setting) * 2**30
-    device = torch.device(device)
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        return GPU_MEMORY_SHARE * total * _gpu_share()
-    return CPU_BLOCK_MEMORY_GB * 2**30
+    """Activation memory one sub-block may use: ``block_memory_gb`` when set (> 0), else
+    :func:`tasks.device.block_memory_bytes` (a share of the trial's part of a GPU; ``CPU_BLOCK_MEMORY_GB`` on CPU)."""
+    return block_memory_bytes(config, device, CPU_BLOCK_MEMORY_GB)
 
 
 def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], None]) -> list[dict]:
@@ -119,7 +90,7 @@ def run_cmnist(config: dict, source: ImageSource, report: Callable[[Report], Non
     """
     steps = int(config["steps"])
     configs = [config_from_dict(c) for c in configurations(config)]
-    device = torch.device(config["device"]) if config.get("device") else default_device()
+    device = trial_device(config)
     tf32 = tf32_enabled(device, config.get("tf32"))
 
     def on_eval(step: int, rows: list[dict]) -> None:

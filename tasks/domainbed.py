@@ -20,11 +20,11 @@ checkpoints), ``test_acc`` (the in-split accuracy of its first test
 environment there) and ``val_step``.
 
 Device keys (optional): ``device`` (default CUDA when present), ``stacked``
-(one grouped-convolution pass per group; default on CUDA), ``block_memory_gb``.
+(one grouped-convolution pass per group; default on CUDA), ``block_memory_gb``
+(default: a share of the trial's part of the device, :func:`tasks.device.block_memory_bytes`).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -32,31 +32,17 @@ import torch
 from core.data import ImageSource
 from core.domainbed import data as dbdata
 from core.domainbed.train import run_from_config, train_block
+from tasks.cache import WorkerCache
+from tasks.device import block_memory_bytes, trial_device
 from tasks.report import Report, configurations, tune_reporter
 
-_BASE_CACHE: OrderedDict[tuple, dbdata.BaseImages] = OrderedDict()
-CPU_BLOCK_MEMORY_GB = 6.0
-GPU_MEMORY_SHARE = 0.6
+_BASES: WorkerCache[dbdata.BaseImages] = WorkerCache(2)
+CPU_BLOCK_MEMORY_GB = 6.0  # default training memory of one group on CPU
 
 
 def base_for(source: ImageSource, dataset: str, device: torch.device) -> dbdata.BaseImages:
     """The dataset's base images of ``source`` on ``device``, built once per worker process (rotations included)."""
-    key = (source.fingerprint, dataset, str(device))
-    if key not in _BASE_CACHE:
-        _BASE_CACHE[key] = dbdata.base_images(source, dataset).to(device)
-        while len(_BASE_CACHE) > 2:
-            _BASE_CACHE.popitem(last=False)
-    return _BASE_CACHE[key]
-
-
-def memory_bytes(config: dict, device: torch.device) -> float:
-    """Training memory one group may use: ``block_memory_gb`` when set (> 0), else a share of the device."""
-    setting = float(config.get("block_memory_gb") or 0)
-    if setting > 0:
-        return setting * 2**30
-    if device.type == "cuda":
-        return GPU_MEMORY_SHARE * torch.cuda.get_device_properties(device).total_memory
-    return CPU_BLOCK_MEMORY_GB * 2**30
+    return _BASES.get((source.fingerprint, dataset, str(device)), lambda: dbdata.base_images(source, dataset).to(device))
 
 
 def run_summary(curve: list[dict], test_envs: list[int], n_envs: int) -> dict:
@@ -71,7 +57,7 @@ def run_domainbed(config: dict, source: ImageSource, report: Callable[[Report], 
     """Train the config's run or block; ``report`` gets a Report at every checkpoint. Returns the final rows, in order."""
     runs = [run_from_config(c) for c in configurations(config)]
     steps = int(config["steps"])
-    device = torch.device(config["device"]) if config.get("device") else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = trial_device(config)
     curves: list[list[dict]] = [[] for _ in runs]
     n_envs = len(dbdata.ENVIRONMENTS[runs[0].dataset])
 
@@ -87,7 +73,7 @@ def run_domainbed(config: dict, source: ImageSource, report: Callable[[Report], 
     train_block(
         base_for(source, runs[0].dataset, device), runs, steps=steps, checkpoint_freq=int(config["checkpoint_freq"]),
         holdout_fraction=float(config.get("holdout_fraction", dbdata.HOLDOUT_FRACTION)), width=float(config.get("width", 1.0)),
-        device=device, on_checkpoint=on_checkpoint, memory_bytes=memory_bytes(config, device), stacked=config.get("stacked"),
+        device=device, on_checkpoint=on_checkpoint, memory_bytes=block_memory_bytes(config, device, CPU_BLOCK_MEMORY_GB), stacked=config.get("stacked"),
     )
     return [{**curve[-1], **run_summary(curve, list(run.test_envs), n_envs)} for curve, run in zip(curves, runs)]
 

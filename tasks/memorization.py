@@ -22,13 +22,13 @@ One Report per epoch (or measured step) holds one metrics dict per configuration
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from core.device import default_device
 from core.memorization import data as mdata
 from core.memorization.data import ImageSet
 from core.memorization.lass import MAX_ITER, MIN_NEW
@@ -36,6 +36,7 @@ from core.memorization.models import mlp, small_cnn
 from core.memorization.seeds import init_block, train_seeds
 from core.memorization.sensitivity import gini, per_class_matrix, sgd_batches, unrolled_sensitivity_block
 from core.memorization.train import stream_seed, train
+from tasks.cache import WorkerCache
 from tasks.report import Report, configurations, tune_reporter
 
 NOISE = ("real", "randX", "randY")
@@ -61,32 +62,24 @@ class MemData:
 
 # ------------------------------------------------------------------------------------- noise data
 
-_CACHE: OrderedDict[tuple, ImageSet] = OrderedDict()
+_TRAINING_SETS: WorkerCache[ImageSet] = WorkerCache(8)
 
 
 def training_set(data: MemData, noise: str, fraction: float, data_seed: int, n_train: int = 0) -> ImageSet:
     """The first ``n_train`` (0: all) training examples with ``noise`` on a ``fraction`` of them (cached)."""
     key = (data.fingerprint, noise, float(fraction), int(data_seed), int(n_train))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    return _TRAINING_SETS.get(key, lambda: _with_noise(data, noise, fraction, data_seed, n_train))
+
+
+def _with_noise(data: MemData, noise: str, fraction: float, data_seed: int, n_train: int) -> ImageSet:
     base = data.train if not n_train else mdata.subset(data.train, torch.arange(min(n_train, len(data.train))))
     if noise == "real" or fraction == 0:
-        out = base
-    elif noise == "randX":
-        out = mdata.rand_x(base, float(fraction), int(data_seed))[0]
-    elif noise == "randY":
-        out = mdata.rand_y(base, float(fraction), int(data_seed))[0]
-    else:
-        raise ValueError(f"unknown noise {noise!r} (expected one of {NOISE})")
-    _CACHE[key] = out
-    while len(_CACHE) > 8:
-        _CACHE.popitem(last=False)
-    return out
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return base
+    if noise == "randX":
+        return mdata.rand_x(base, float(fraction), int(data_seed))[0]
+    if noise == "randY":
+        return mdata.rand_y(base, float(fraction), int(data_seed))[0]
+    raise ValueError(f"unknown noise {noise!r} (expected one of {NOISE})")
 
 
 def _model(config: dict, train_set: ImageSet, **regularizers) -> torch.nn.Module:
@@ -129,7 +122,7 @@ def run_regularizer(config: dict, data: MemData, report: Callable[[Report], None
     """One model: ``noise`` (real | randY) data, ``regularizer`` at ``value``; a Report per epoch."""
     train_set = training_set(data, config["noise"], float(config.get("fraction", 1.0)), int(config.get("data_seed", 0)))
     model_kw, train_kw = regularizer_kwargs(config["regularizer"], float(config["value"]), float(config.get("adv_dropout", 0.0)))
-    model = _model(config, train_set, **model_kw).to(_device())
+    model = _model(config, train_set, **model_kw).to(default_device())
     epochs, best = int(config["epochs"]), [0.0]
 
     def on_epoch(row: dict) -> None:
@@ -153,7 +146,7 @@ def regularizer_trainable(config: dict, data: MemData) -> None:
 def run_csr(config: dict, data: MemData, report: Callable[[Report], None]) -> list[dict]:
     """Train/val accuracy and the critical sample ratio on ``csr_examples`` validation points drawn afresh every epoch."""
     train_set = training_set(data, config["noise"], float(config["fraction"]), int(config.get("data_seed", 0)))
-    model = _model(config, train_set).to(_device())
+    model = _model(config, train_set).to(default_device())
     epochs = int(config["epochs"])
 
     def on_epoch(row: dict) -> None:
@@ -192,7 +185,7 @@ def run_easy(config: dict, data: MemData, report: Callable[[Report], None]) -> N
     epochs = int(config["epochs"])
     result = train_seeds(train_set, data.val, width=int(config["width"]), seeds=seeds, epochs=epochs,
                          batch_size=int(config["batch_size"]), lr=float(config["lr"]), depth=int(config.get("depth", 2)),
-                         device=_device())
+                         device=default_device())
     for row in result.history:
         metrics = [{"step": row["epoch"], **{k: row[k][i] for k in ("train_acc", "train_loss", "val_acc", "val_loss")},
                    "n_examples": len(train_set), "wrong_bits": "", "labels": ""} for i in range(len(seeds))]
@@ -279,7 +272,7 @@ def run_capacity(config: dict, data: MemData, report: Callable[[Report], None]) 
         train_set = training_set(data, config["noise"], float(config["fraction"]), int(config.get("data_seed", 0)), n_train)
         result = train_seeds(train_set, data.val, width=width, seeds=[int(configs[i]["seed"]) for i in members], epochs=epochs,
                              batch_size=int(config["batch_size"]), lr=float(config["lr"]), depth=int(config.get("depth", 2)),
-                             device=_device())
+                             device=default_device())
         for k, i in enumerate(members):
             best, fit = 0.0, None
             for row in result.history:
