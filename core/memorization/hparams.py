@@ -14,8 +14,12 @@ MLP = {"width": 4096, "optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "lr_step"
 CNN = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "lr_step": 15}
 CHAPTER = {"mlp": MLP, "cnn": CNN}
 
-# LASS (lass_tf.py): at most 100 iterations, stopped once an iteration finds fewer than 20 new critical points;
-# the CSR (callback_util.py): 500 validation points drawn afresh every epoch.
+# LASS (lass_tf.py): gradient-sign step alpha 0.25, noise scale beta 0.2, L_inf box radius r 0.3 (on the 0-255 pixel
+# scale), at most 100 iterations (iter_max), stopped once an iteration finds fewer than 20 new critical points
+# (converged_label_thres); the CSR (callback_util.py): 500 validation points drawn afresh every epoch.
+LASS_ALPHA = 0.25
+LASS_BETA = 0.2
+LASS_RADIUS = 0.3
 LASS_ITERS = 100
 LASS_MIN_NEW = 20
 CSR_EXAMPLES = 500

@@ -40,13 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.memorization import hparams
+
 __all__ = ["ALPHA", "BETA", "RADIUS", "MAX_ITER", "MIN_NEW", "box", "lass", "critical_sample_ratio", "adversarial_loss"]
 
-ALPHA = 0.25 / 255.0  # gradient-sign step (0.25 on the 0-255 scale)
-BETA = 0.2 / 255.0  # noise scale (0.2 on the 0-255 scale)
-RADIUS = 0.3 / 255.0  # L_inf box radius (0.3 on the 0-255 scale)
-MAX_ITER = 100  # lass_tf.py: iter_max
-MIN_NEW = 20  # lass_tf.py: converged_label_thres, the early stop of the search
+# lass_tf.py's values (core.memorization.hparams), the pixel-scale ones divided by 255 for data in [0, 1]
+ALPHA = hparams.LASS_ALPHA / 255.0  # gradient-sign step
+BETA = hparams.LASS_BETA / 255.0  # noise scale
+RADIUS = hparams.LASS_RADIUS / 255.0  # L_inf box radius
+MAX_ITER = hparams.LASS_ITERS  # iter_max
+MIN_NEW = hparams.LASS_MIN_NEW  # converged_label_thres, the early stop of the search
 
 
 def box(x: torch.Tensor, radius: float, pixel_range: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
