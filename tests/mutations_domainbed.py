@@ -74,9 +74,9 @@ M = [
  # the stacked trainer (train.py, networks.py)
  ("t1 Adam not reset at the anneal step", "core/domainbed/train.py", "reset = self.anneal == step", "reset = self.anneal < 0",
   [T + "::test_runs_equal_a_domainbed_loop"]),
- ("t2 Adam eps 1e-6", "core/domainbed/train.py", "ADAM_EPS = 1e-8", "ADAM_EPS = 1e-6", [T + "::test_runs_equal_a_domainbed_loop"]),
+ ("t2 Adam eps 1e-6", "core/optim.py", "ADAM_EPS = 1e-8", "ADAM_EPS = 1e-6", [T + "::test_runs_equal_a_domainbed_loop"]),
  ("t3 one learning rate for every model of a block", "core/domainbed/train.py",
-  "self.lr = vector([r.lr for r in self.runs], torch.float64)", "self.lr = vector([self.runs[0].lr for r in self.runs], torch.float64)",
+  "BatchedAdam(self.params, [r.lr for r in self.runs])", "BatchedAdam(self.params, [self.runs[0].lr for r in self.runs])",
   [T + "::test_block_equals_runs_alone"]),
  ("t3b one penalty weight for every model of a block", "core/domainbed/train.py",
   "self.penalty_weight = vector([r.penalty_weight for r in self.runs])",

@@ -10,7 +10,8 @@ from core.cmnist import batched
 from core.cmnist.domains import build_cmnist
 from core.cmnist.train import train_block
 
-from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS, check_batched_adam_equals_torch_adam
+from test_batched import CONFIGS as BATCHED_CONFIGS, EVAL, STEPS
+from test_optim import check_batched_adam_equals_torch_adam
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
@@ -47,7 +48,7 @@ def test_cuda_block_equals_the_cpu_block(domains):
 
 
 def test_batched_adam_on_cuda_equals_torch_adam():
-    check_batched_adam_equals_torch_adam(CUDA)
+    check_batched_adam_equals_torch_adam(CUDA, exact=False)  # torch.optim.Adam on CUDA (foreach kernels) rounds in another order
 
 
 def test_block_over_the_cuda_memory_budget_is_split_with_equal_results(domains):

@@ -6,7 +6,7 @@ one ``addmm`` per layer and model) or, here, as one set of batched kernels
 (:class:`StackedModels`): the K models' tensors stacked into (K, in, H),
 (K, 1, H), (K, H, H), (K, 1, H), (K, H, 1), (K, 1, 1) with H the widest
 padded width of the group, every layer one ``baddbmm`` over the K models, and
-Adam one update over the six stacked tensors with a (K, 1, 1) learning rate.
+Adam (:class:`core.optim.BatchedAdam`) one update over the six stacked tensors with a learning rate per model.
 
 Padding is exact (see :func:`core.cmnist.models.pad_hidden`): a model's units beyond
 its own width have zero weights and biases, hence zero activations, zero
@@ -29,9 +29,7 @@ from typing import Sequence
 import torch
 
 from core.cmnist import models
-
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
+from core.optim import BatchedAdam
 
 # Live float32 (K, N, H) tensors at the peak of one training step, counted from the graph: forward keeps
 # both hidden layers for backward (the first layer's segment products exist next to their concatenation
@@ -124,21 +122,6 @@ def plan_block(widths: Sequence[int], n: int, grouping: str = "pad", budget_byte
     return [sub for group in group_by_width(widths, grouping) for sub in split_by_memory(group, widths, n, budget_bytes)]
 
 
-def adam_update(params, grads, m_state, v_state, step: int, lr) -> None:
-    """torch.optim.Adam's update (default betas and eps, no weight decay) of ``params`` with moments ``m_state``,
-    ``v_state``; ``step`` counts from 1; ``lr`` is a number, or a (K,) tensor (one per model: the first dimension)."""
-    b1, b2 = ADAM_BETAS
-    bc1, bc2 = 1 - b1**step, 1 - b2**step
-    for p, g, m, v in zip(params, grads, m_state, v_state):
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v.sqrt() / bc2**0.5).add_(ADAM_EPS)
-        if isinstance(lr, torch.Tensor):
-            p.addcdiv_(m * (lr / -bc1).view(-1, *[1] * (p.dim() - 1)), denom)
-        else:
-            p.addcdiv_(m, denom, value=-lr / bc1)
-
-
 def stack_models(in_dim: int, hiddens: Sequence[int], seeds: Sequence[int], width: int | None = None) -> list[torch.Tensor]:
     """[W1 (K,in,H), b1 (K,1,H), W2 (K,H,H), b2 (K,1,H), W3 (K,H,1), b3 (K,1,1)]: :func:`core.cmnist.models.init_model`
     of each (hidden, seed), zero-padded to ``width`` (default: the widest padded width)."""
@@ -165,25 +148,6 @@ def stacked_forward(params: Sequence[torch.Tensor], x: models.Inputs) -> torch.T
     return torch.baddbmm(b3, h, w3)
 
 
-class BatchedAdam:
-    """torch.optim.Adam (default betas and eps) over stacked (K, ...) tensors, one learning rate per model (a (K,) tensor)."""
-
-    def __init__(self, params: Sequence[torch.Tensor], lr):
-        self.params = list(params)
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        k = self.params[0].shape[0]
-        self.lr = torch.as_tensor(lr, dtype=self.params[0].dtype).reshape(-1).expand(k).to(self.params[0].device).contiguous()
-        self.steps = 0
-
-    @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor] | None = None) -> None:
-        """One update with ``grads`` (default: each parameter's ``.grad``)."""
-        grads = grads if grads is not None else [p.grad for p in self.params]
-        self.steps += 1
-        adam_update(self.params, grads, self.m, self.v, self.steps, self.lr)
-
-
 class StackedModels:
     """K models as stacked tensors padded to one width, each layer one batched product; Adam one batched update."""
 
@@ -199,7 +163,8 @@ class StackedModels:
     def squared_norm(self) -> torch.Tensor:
         return sum(p.pow(2).sum(dim=(1, 2)) for p in self.params)
 
-    def update(self, grads, step: int) -> None:
+    def update(self, grads) -> None:
+        """One Adam step of every model with ``grads`` (one per stacked tensor)."""
         self.adam.step(grads)
 
     def unstacked(self) -> list[list[torch.Tensor]]:

@@ -27,9 +27,10 @@ from core.cmnist import batched as batched_models
 from core import memory, methods
 from core.cmnist import hparams
 from core.cmnist import models
-from core.cmnist.batched import ADAM_BETAS, ADAM_EPS, adam_update  # noqa: F401  (re-exported)
 from core.cmnist.domains import Domain, Domains
+from core.device import default_device
 from core.objectives import irm_penalty, mean_accuracy, mean_nll
+from core.optim import BatchedAdam
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,6 @@ class ModelConfig:
     seed: int = 0  # model initialisation
 
 
-def default_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def adam_step(params: list[torch.Tensor], grads, m, v, step: int, lr: float) -> None:
-    """One torch.optim.Adam update (default betas and eps) of one model's tensors."""
-    adam_update(params, grads, m, v, step, lr)
-
-
 class LoopModels:
     """K models as separate tensors, each at its own padded width, run one after another (the K = 1 path)."""
 
@@ -62,9 +53,7 @@ class LoopModels:
     def __init__(self, in_dim: int, hiddens: Sequence[int], seeds: Sequence[int], lrs: Sequence[float], device):
         self.models = [[p.to(device).requires_grad_() for p in params] for params in models.init_block(in_dim, list(hiddens), list(seeds))]
         self.params = [p for params in self.models for p in params]
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.lrs = [float(lr) for lr in lrs]
+        self.adams = [BatchedAdam([p.detach().unsqueeze(0) for p in params], [float(lr)]) for params, lr in zip(self.models, lrs)]
 
     def forward(self, x: models.Inputs) -> torch.Tensor:
         return models.forward(self.models, x)
@@ -72,12 +61,11 @@ class LoopModels:
     def squared_norm(self) -> torch.Tensor:
         return models.squared_norm(self.models)
 
-    @torch.no_grad()
-    def update(self, grads, step: int) -> None:
+    def update(self, grads) -> None:
+        """One Adam step of every model with ``grads`` (one per tensor of :attr:`params`), each model its own Adam."""
         n = len(self.models[0])
-        for i, lr in enumerate(self.lrs):
-            part = slice(i * n, (i + 1) * n)
-            adam_step(self.params[part], grads[part], self.m[part], self.v[part], step, lr)
+        for i, adam in enumerate(self.adams):
+            adam.step([g.unsqueeze(0) for g in grads[i * n:(i + 1) * n]])
 
 
 def _domain_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -248,7 +236,7 @@ def _group_step(group, step, method, reduction, x_train, y_train, sizes, tests, 
         metrics["min_acc"] = torch.stack(domain_accs).min(0).values
         rows = _rows(metrics, k)
 
-    block.update(grads, step + 1)
+    block.update(grads)
     return rows
 
 

@@ -42,9 +42,8 @@ from core.domainbed import model as cnn
 from core.domainbed.data import CHANNELS, ENVIRONMENTS, NUM_CLASSES, BaseImages, environments
 from core.domainbed.hparams import HOLDOUT_FRACTION, seed_hash
 from core.objectives import irm_split_penalty
+from core.optim import BatchedAdam
 
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 EVAL_EXAMPLES = 2048  # examples (summed over the models of a group) per evaluation forward pass
 
 
@@ -130,15 +129,12 @@ class _Group:
         self.tables = _Tables(base, self.runs, holdout_fraction, device)
         init = [cnn.init_params(CHANNELS[dataset], NUM_CLASSES[dataset], r.seed, width) for r in self.runs]
         self.params = [p.to(device, dtype).requires_grad_() for p in cnn.stack_params(init)]
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
+        self.adam = BatchedAdam(self.params, [r.lr for r in self.runs])
         k = len(self.runs)
         vector = lambda values, kind=dtype: torch.tensor(values, dtype=kind, device=device)
-        self.lr = vector([r.lr for r in self.runs], torch.float64)
         self.penalty_weight = vector([r.penalty_weight for r in self.runs])
         self.anneal = vector([r.anneal_iters for r in self.runs], torch.long)
         self.eta = vector([r.eta for r in self.runs])
-        self.adam_steps = torch.zeros(k, dtype=torch.float64, device=device)
         self.train_envs = torch.tensor([r.train_envs() for r in self.runs], device=device)  # (K, E)
         self.n_in = torch.tensor([[self.tables.n_in[e] for e in r.train_envs()] for r in self.runs], dtype=torch.float32)
         self.q = torch.ones(k, self.train_envs.shape[1], device=device, dtype=dtype) if self.method.groupdro else None
@@ -171,11 +167,8 @@ class _Group:
             if self.method.resets_adam:  # Adam re-created at the anneal step (before this step's update)
                 reset = self.anneal == step
                 if bool(reset.any()):
-                    for m, v in zip(self.m, self.v):
-                        m[reset] = 0
-                        v[reset] = 0
-                    self.adam_steps[reset] = 0
-            self._adam(grads)
+                    self.adam.reset(reset)
+            self.adam.step(grads)
             self.sums += torch.stack([loss.detach(), risks.detach().mean(-1), penalty.detach()]).double()
             self.count += 1
 
@@ -184,19 +177,6 @@ class _Group:
         if self.stacked or len(self.runs) == 1:
             return cnn.stacked_forward(self.params, x)
         return torch.cat([cnn.stacked_forward([p[i:i + 1] for p in self.params], x[:, i:i + 1]) for i in range(len(self.runs))])
-
-    def _adam(self, grads: Sequence[torch.Tensor]) -> None:
-        """torch.optim.Adam's update (default betas and eps, no weight decay), with each model's lr and step count."""
-        b1, b2 = ADAM_BETAS
-        self.adam_steps += 1
-        step_size = (self.lr / (1 - b1**self.adam_steps)).to(self.dtype)
-        bc2_sqrt = torch.sqrt(1 - b2**self.adam_steps).to(self.dtype)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(ADAM_EPS)
-            p.addcdiv_(m * -step_size.view(shape), denom)
 
     @torch.no_grad()
     def evaluate(self, base: BaseImages) -> list[dict[str, float]]:

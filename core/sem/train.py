@@ -28,8 +28,9 @@ to its epsilon); reg = 0 (pure penalty) is w = inf, i.e. loss = penalty. By
 default (``penalty_weight < 0``) the reference's grid reg in {0, 1e-5, 1e-4,
 1e-3, 1e-2, 1e-1} is trained and the model with the lowest validation MSE is
 kept (first in grid order on ties); the grid's models are trained together as
-one stacked block with element-wise Adam (torch.optim.Adam, default betas
-and eps, as the reference), so they never interact. Any registry method with
+one stacked block with :class:`core.optim.BatchedAdam` (torch.optim.Adam's
+update, default betas and eps, as the reference; element-wise, so they never
+interact, and equal to a torch.optim.Adam over the stacked tensor). Any registry method with
 a penalty fits this way; unpenalized ones (ERM) are solved in closed form.
 
 Risks are computed from per-domain second moments (R_e(beta) = beta^T A_e beta
@@ -48,6 +49,7 @@ import torch
 
 from core import methods
 from core.sem import hparams
+from core.optim import BatchedAdam
 from core.sem.data import Domain
 
 METHODS = tuple(methods.names(input="full", penalized=True))  # the penalized methods; plus ERM in closed form
@@ -223,7 +225,7 @@ def _fit_penalized(
         param = torch.eye(p, dtype=DTYPE).repeat(g, 1, 1).requires_grad_()  # Phi; beta = Phi @ ones
     else:
         param = torch.ones(g, p, dtype=DTYPE).requires_grad_()  # beta itself
-    optimizer = torch.optim.Adam([param], lr=float(config.lr))  # element-wise: the block's models stay independent
+    optimizer = BatchedAdam([param], float(config.lr))
 
     def forward(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         beta = param.sum(dim=-1) if method == "irm" else param
@@ -238,9 +240,7 @@ def _fit_penalized(
     steps, every = int(config.steps), max(1, int(config.eval_every))
     for step in range(steps):
         _, loss, _ = forward(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
+        optimizer.step(torch.autograd.grad(loss.sum(), [param]))
         done = step + 1
         if on_eval is not None and done % every == 0 and done != steps:
             beta, _, penalty = forward(done)
