@@ -77,6 +77,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core import methods
+from core.device import resolve_device
 from core.objectives import irm_penalty_mse
 from core.rl.hparams import AGENT
 from core.rl.seeding import derive_seed
@@ -147,12 +148,6 @@ def reward_objective(config: SACConfig, risks: torch.Tensor, irm: torch.Tensor |
         penalty_weight=config.penalty_weight, anneal_iters=config.anneal_iters,
         reduction=config.reduction, irm_reduction=config.irm_reduction,
     )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def mlp(inputs: int, hidden: int, outputs: int, depth: int = 2, output_activation: nn.Module | None = None) -> nn.Sequential:
