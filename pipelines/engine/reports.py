@@ -36,20 +36,29 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
+def figure(*args, **kwargs):
+    """``(fig, axes)`` of ``matplotlib.pyplot.subplots(*args, **kwargs)``, drawn by the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+    """Lay ``fig`` out tightly, write it to ``path`` (parent folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
 
 def bar_figure(rows, path: str, title: str) -> None:
     """Grouped bars of ours vs paper train/test accuracy; rows = (name, ours_train, ours_test, paper_train, paper_test)."""
-    plt = _pyplot()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = figure(figsize=(9, 4.5))
     x = np.arange(len(rows))
     series = [("train (ours)", 1, "#4c72b0", None), ("test (ours)", 2, "#dd8452", None), ("train (paper)", 3, "#4c72b0", "//"), ("test (paper)", 4, "#dd8452", "//")]
     for i, (label, index, color, hatch) in enumerate(series):
@@ -63,16 +72,12 @@ def bar_figure(rows, path: str, title: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(ncol=4, fontsize=8, loc="upper center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def curves_figure(curves, group: str, metrics: list[str], path: str, title: str) -> None:
     """Mean (over trials) of each metric vs step, one line per value of ``group``, one panel per metric."""
-    plt = _pyplot()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    fig, axes = figure(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, frame in curves.groupby(group):
             series = frame.groupby("step")[metric].mean()
@@ -82,6 +87,4 @@ def curves_figure(curves, group: str, metrics: list[str], path: str, title: str)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

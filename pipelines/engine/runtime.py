@@ -8,17 +8,22 @@ import socket
 from pipelines.engine.spec import GensweepError
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast with a clear message when ``host:port`` (or ``ray://host:port``) does not answer."""
+def check_reachable(host: str, port: int, what: str, timeout: float = 5.0) -> None:
+    """Fail fast with one line, ``cannot reach <what>: <reason>``, when nothing answers at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise GensweepError(f"cannot reach {what}: {exc.strerror or exc}") from None
+
+
+def _ray_host_port(address: str) -> tuple[str, int]:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``."""
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
         raise GensweepError(f"bad Ray address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise GensweepError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+    return host, int(port)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -36,7 +41,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     common = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     if address:
         if address != "auto":
-            _check_reachable(address)
+            check_reachable(*_ray_host_port(address), f"Ray at {address}")
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:

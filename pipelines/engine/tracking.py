@@ -15,7 +15,6 @@ run takes its three REST calls.
 """
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipelines.engine.runtime import check_reachable
 from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
 # MLflow 3 opens an experiment without this tag on its GenAI overview (traces, judges); tagged as model training,
@@ -37,17 +37,12 @@ def default_tracking_uri(results: str) -> str:
     return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
 
 
-def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with one clear line when an http(s) tracking server does not answer."""
+def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with one clear line when an http(s) tracking server does not answer (other URIs: nothing to probe)."""
     parsed = urlparse(tracking_uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise GensweepError(f"cannot reach MLflow tracking server {tracking_uri}: {exc.strerror or exc}") from None
+    if parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        check_reachable(parsed.hostname, port, f"MLflow tracking server {tracking_uri}", timeout)
 
 
 @dataclass
@@ -78,7 +73,7 @@ class MlflowSweep:
     def __init__(self, tracking_uri: str, pipeline: str, sweep: str, settings: dict, tags: dict | None = None):
         from mlflow.tracking import MlflowClient
 
-        check_reachable(tracking_uri)
+        check_server(tracking_uri)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.pipeline, self.sweep = pipeline, sweep

@@ -105,11 +105,10 @@ def summaries(frame) -> list[dict]:
 
 
 def report(frame, curves, out_dir: str) -> str:
-    plt = common.pyplot()
     noise, budget = frame["noise"].iloc[0], int(frame["epochs"].max())
     parts = [p for p in PARTS if p in set(frame["part"])]
     table = summaries(frame)
-    fig, axes = plt.subplots(1, 1 + len(parts), figsize=(5 * (1 + len(parts)), 4), squeeze=False)
+    fig, axes = reports.figure(1, 1 + len(parts), figsize=(5 * (1 + len(parts)), 4), squeeze=False)
     axes = list(axes[0])
     for i, fraction in enumerate(sorted({r["fraction"] for r in table})):
         color, name = f"C{i}", f"noise {fraction:g}"
@@ -139,7 +138,7 @@ def report(frame, curves, out_dir: str) -> str:
         ax.set_title(f"time to fit vs {'capacity' if part == 'width' else 'dataset size'} (Fig 3.6)")
     for ax in axes:
         ax.legend(fontsize=7)
-    common.save(fig, f"{out_dir}/capacity.png")
+    reports.save_figure(fig, f"{out_dir}/capacity.png", dpi=110)
     rows = [[r["part"], f"{r['fraction']:g}", r["value"], reports.pm(100 * r["best_val_acc_mean"], 100 * r["best_val_acc_std"]),
              reports.pm(100 * r["val_acc_mean"], 100 * r["val_acc_std"]), f"{100 * r['train_acc_mean']:.1f}",
              ("≥ " if r["fit"]["censored"] else "") + reports.pm(r["fit"]["mean"], r["fit"]["std"]),

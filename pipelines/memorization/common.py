@@ -6,7 +6,6 @@ from pathlib import Path
 
 from core.data import DataError
 from core.memorization import data as mdata
-from pipelines.engine import reports
 from core.memorization import hparams
 from pipelines.engine.spec import Setting
 from tasks.memorization import MemData
@@ -123,17 +122,6 @@ def curve_columns(frame, curves, keys: list[str]):
     """The curves joined with the trial columns ``keys`` (by trial_key)."""
     keep = ["trial_key"] + [k for k in keys if k in frame]
     return curves.merge(frame[keep], on="trial_key")
-
-
-def pyplot():
-    return reports._pyplot()
-
-
-def save(fig, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
 
 
 def noise_label(noise: str, fraction: float) -> str:

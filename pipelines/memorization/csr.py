@@ -104,7 +104,6 @@ def _band(ax, stats, column: str, style: str, color: str, label: str | None) -> 
 
 
 def report(frame, curves, out_dir: str) -> str:
-    plt = common.pyplot()
     runs = run_summaries(frame, curves)
     pm = lambda values, scale=1.0, digits=1: reports.pm(*reports.mean_std(np.asarray(values, dtype=float) * scale), digits=digits)
     rows = []
@@ -114,7 +113,7 @@ def report(frame, curves, out_dir: str) -> str:
                      pm(group["csr"], digits=3), pm(group["mean_csr"], digits=3), len(group)])
     merged = common.curve_columns(frame, curves, ["noise", "fraction"])
     kinds = [n for n in ("randX", "randY") if n in set(merged["noise"])] or ["real"]
-    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 3.8 * len(kinds)), squeeze=False)
+    fig, axes = reports.figure(len(kinds), 2, figsize=(11, 3.8 * len(kinds)), squeeze=False)
     for (ax_acc, ax_csr), kind in zip(axes, kinds):
         part = merged[(merged["noise"] == kind) | (merged["noise"] == "real")]
         for i, (fraction, sub) in enumerate(sorted(part.groupby("fraction"), key=lambda kv: kv[0])):
@@ -129,7 +128,7 @@ def report(frame, curves, out_dir: str) -> str:
         for ax in (ax_acc, ax_csr):
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
-    common.save(fig, f"{out_dir}/csr.png")
+    reports.save_figure(fig, f"{out_dir}/csr.png", dpi=110)
     first = frame.iloc[0]
     seeds = int(frame.groupby(["noise", "fraction"]).size().max())
     table = reports.markdown_table(["data", "final train acc (%)", "final val acc (%)", "peak val acc (%)", "peak epoch",

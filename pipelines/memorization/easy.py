@@ -104,8 +104,7 @@ def spread(rate: np.ndarray, labels: np.ndarray, runs: int) -> dict:
 
 
 def report(frame, curves, out_dir: str) -> str:
-    plt = common.pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = reports.figure(figsize=(6.5, 4.5))
     rows, colors = [], {"real": "C0", "randX": "C1", "randY": "C2"}
     for noise in [n for n in NOISE if n in set(frame["noise"])]:
         group = frame[frame["noise"] == noise]
@@ -131,7 +130,7 @@ def report(frame, curves, out_dir: str) -> str:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Easy examples after one epoch (thesis Fig 3.1)")
     ax.legend(fontsize=7)
-    common.save(fig, f"{out_dir}/easy_examples.png")
+    reports.save_figure(fig, f"{out_dir}/easy_examples.png", dpi=110)
     table = reports.markdown_table(["data", "runs", "train acc (%)", "mean rate", "std of rates", "within-class std",
                                     "within-class std if Binomial per class", "between-class std", "share rate <= 0.1 (easy)",
                                     "share rate >= 0.9 (hard)"], rows)

@@ -121,14 +121,13 @@ def _pct(mean: float, std: float) -> str:
 
 def report(frame, curves, out_dir: str) -> str:
     """Fig 3.10 (randY final train acc vs real best val acc per regularizer), Fig 3.11 training-loss curves, and a table."""
-    plt = common.pyplot()
     table_points = points(frame)
     rows = [[NAMES.get(p["regularizer"], p["regularizer"]), f"{p['value']:g}" + (f" (dropout {p['adv_dropout']:g})" if p["regularizer"] == "adversarial" else ""),
              _pct(p["randy_train"], p["randy_train_std"]), _pct(p["real_best_val"], p["real_best_val_std"]),
              _pct(p["real_val"], p["real_val_std"]), p["seeds"]] for p in table_points]
     if table_points:
         base = next((p for p in table_points if p["regularizer"] == "none"), None)
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        fig, ax = reports.figure(figsize=(6.5, 4.5))
         for i, reg in enumerate(sorted({p["regularizer"] for p in table_points} - {"none"})):
             pts = sorted((p for p in table_points if p["regularizer"] == reg), key=lambda p: (p["value"], p["adv_dropout"]))
             pts = ([base] if base is not None else []) + pts
@@ -141,11 +140,11 @@ def report(frame, curves, out_dir: str) -> str:
         ax.set_ylabel("best validation accuracy on real data")
         ax.set_title("Regularizers vs memorization (thesis Fig 3.10)")
         ax.legend(fontsize=7)
-        common.save(fig, f"{out_dir}/regularizers.png")
+        reports.save_figure(fig, f"{out_dir}/regularizers.png", dpi=110)
     if not curves.empty:
         merged = common.curve_columns(frame, curves, ["noise"] + KEY)
         noises = [n for n in ("randY", "real") if n in set(merged["noise"])]
-        fig, axes = plt.subplots(1, len(noises), figsize=(6 * len(noises), 4.2), squeeze=False)
+        fig, axes = reports.figure(1, len(noises), figsize=(6 * len(noises), 4.2), squeeze=False)
         for ax, noise in zip(axes[0], noises):
             part = merged[merged["noise"] == noise]
             for i, reg in enumerate(sorted(set(part["regularizer"]))):
@@ -162,7 +161,7 @@ def report(frame, curves, out_dir: str) -> str:
             ax.set_yscale("log")
             ax.set_title(f"training loss on {noise} (thesis Fig 3.11)")
             ax.legend(fontsize=6)
-        common.save(fig, f"{out_dir}/curves.png")
+        reports.save_figure(fig, f"{out_dir}/curves.png", dpi=110)
     table = reports.markdown_table(["regularizer", "value", "randY final train acc (%)", "real best val acc (%)",
                                     "real final val acc (%)", "seeds"], rows)
     first = frame.iloc[0]

@@ -67,7 +67,6 @@ def load_data(settings: dict, data_dir: str | None):
 
 
 def report(frame, curves, out_dir: str) -> str:
-    plt = common.pyplot()
     rows = []
     for (inputs, labels), group in frame.groupby(["inputs", "labels"]):
         rows.append([inputs, labels, reports.pm(*reports.mean_std(group["gini"]), digits=3),
@@ -75,7 +74,7 @@ def report(frame, curves, out_dir: str) -> str:
     if not curves.empty:
         merged = common.curve_columns(frame, curves, ["inputs", "labels"])
         labels = [lab for lab in ("normal", "oneclass") if lab in set(merged["labels"])]
-        fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4), squeeze=False)
+        fig, axes = reports.figure(1, len(labels), figsize=(5.5 * len(labels), 4), squeeze=False)
         for ax, lab in zip(axes[0], labels):
             for inputs, color in (("real", "C0"), ("random", "C3")):
                 part = merged[(merged["labels"] == lab) & (merged["inputs"] == inputs)]
@@ -89,12 +88,12 @@ def report(frame, curves, out_dir: str) -> str:
             ax.set_title("normal labels" if lab == "normal" else "one class per example")
             ax.legend(fontsize=8)
         fig.suptitle("Loss-sensitivity concentration (thesis Fig 3.3)")
-        common.save(fig, f"{out_dir}/gini.png")
+        reports.save_figure(fig, f"{out_dir}/gini.png", dpi=110)
     matrices = frame[(frame["labels"] == "normal") & frame["class_matrix"].fillna("").astype(bool)] if "class_matrix" in frame else frame.iloc[0:0]
     diag_notes = []
     if not matrices.empty:
         kinds = [k for k in ("real", "random") if k in set(matrices["inputs"])]
-        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), squeeze=False)
+        fig, axes = reports.figure(1, len(kinds), figsize=(5 * len(kinds), 4.2), squeeze=False)
         for ax, kind in zip(axes[0], kinds):
             m = np.mean([np.array(json.loads(t)) for t in matrices[matrices["inputs"] == kind]["class_matrix"]], axis=0)
             image = ax.imshow(np.log10(np.maximum(m, 1e-12)), cmap="viridis")
@@ -105,7 +104,7 @@ def report(frame, curves, out_dir: str) -> str:
             off = m[~np.eye(len(m), dtype=bool)].mean()
             diag_notes.append(f"{kind}: diagonal / off-diagonal mean = {np.diag(m).mean() / off:.2f}")
         fig.suptitle("Per-class loss-sensitivity (thesis Fig 3.4)")
-        common.save(fig, f"{out_dir}/class_matrix.png")
+        reports.save_figure(fig, f"{out_dir}/class_matrix.png", dpi=110)
     table = reports.markdown_table(["inputs", "labels", "Gini of g_bar_x (end)", "Gini of g^t_x (last step)", "seeds"], rows)
     notes = ("\n\nPer-class matrix: " + "; ".join(diag_notes) + ".") if diag_notes else ""
     return ("Loss-sensitivity of 2-layer MLPs on 14x14 images, mean ± std over seeds: a higher Gini means the loss "

@@ -83,17 +83,14 @@ def _describe(row) -> str:
 
 
 def _scatter(frame, path: str) -> None:
-    plt = reports._pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = reports.figure(figsize=(5, 4))
     points = ax.scatter(100 * frame["train_acc"], 100 * frame["test_acc"], c=frame["penalty_weight"].astype(float), cmap="viridis", norm="log")
     fig.colorbar(points, label="penalty weight")
     ax.axhline(50, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("train accuracy (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Colored MNIST random search")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 PIPELINE = Pipeline(

@@ -127,9 +127,8 @@ def _methods(frame) -> list[str]:
 
 
 def _figure_5_4(frame, path: str) -> str:
-    plt = reports._pyplot()
     variants = [v for v in VARIANTS if v in set(frame["variant"])]
-    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
+    fig, axes = reports.figure(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
     rows = []
     for ax, variant in zip(axes[0], variants):
         part = frame[frame["variant"] == variant]
@@ -146,18 +145,15 @@ def _figure_5_4(frame, path: str) -> str:
         ax.set_xlim(-0.02, 0.52)
         ax.set_ylim(0, 100)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
     return reports.markdown_table(["variant", "p", "method", "test acc"], rows)
 
 
 def _chance_table(frame, path: str) -> str:
-    plt = reports._pyplot()
     methods = _methods(frame)
     rows = []
     variants = [v for v in VARIANTS if v in set(frame["variant"])]
-    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
+    fig, axes = reports.figure(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
     for ax, variant in zip(axes[0], variants):
         part = frame[frame["variant"] == variant]
         for p, group in part.groupby("shift_p"):
@@ -180,9 +176,7 @@ def _chance_table(frame, path: str) -> str:
         ax.set_xlim(-0.02, 0.52)
         ax.set_ylim(-2, 102)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
     note = "Each cell: share of configurations with test accuracy > 50% (count), and the test accuracy (%) of the configuration selected on min(train, test) accuracy.\n\n"
     return note + reports.markdown_table(["variant", "p"] + [NAMES[m] for m in methods], rows)
 

@@ -302,8 +302,7 @@ def _hparams_table(runs) -> str:
 
 def _curves(frame, path: str, task: str) -> None:
     """Return vs steps, one colour per method, solid = training domain, dashed = test domain, shaded ± std."""
-    plt = reports._pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = reports.figure(figsize=(6, 4))
     for i, (method, group) in enumerate(frame.groupby("method")):
         color = f"C{i}"
         for column, style, where in (("train_return", "-", "train"), ("test_return", "--", "test")):
@@ -317,9 +316,7 @@ def _curves(frame, path: str, task: str) -> None:
     ax.set_ylabel("episode return")
     ax.set_title(f"{task}: training (solid) vs test (dashed) domain")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 PIPELINE = Pipeline(

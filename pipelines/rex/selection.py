@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,13 +208,12 @@ def selection_figure(sweeps: dict[str, pd.DataFrame], env_names: dict[str, tuple
     """Bars: test-domain accuracy (Avg over test environments; s.e. over trials of the trial averages) per selection
     rule and algorithm, one panel per dataset and per entry of ``extra_envs`` (dataset -> one test environment);
     DomainBed's published values as black marks."""
-    plt = reports._pyplot()
     published = published or {}
     panels = [(d, None) for d in env_names if any(d in set(s["dataset"]) for s in sweeps.values())]
     panels += [(d, e) for d, e in (extra_envs or {}).items() if any(d in set(s["dataset"]) for s in sweeps.values())]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = reports.figure(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     rules = list(RULES)
     for ax, (dataset, env) in zip(axes[0], panels):
         present = [m for m in methods if any(m in set(s.loc[s["dataset"] == dataset, "method"]) for s in sweeps.values())]
@@ -244,7 +242,4 @@ def selection_figure(sweeps: dict[str, pd.DataFrame], env_names: dict[str, tuple
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.text(0.01, 0.01, "black marks: DomainBed's published values (2020_10_06_7df6f06)", fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)

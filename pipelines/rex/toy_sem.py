@@ -13,7 +13,6 @@ over repetitions, and a bar plot of both.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -127,11 +126,9 @@ def report(frame, curves, out_dir: str) -> str:
 
 def errors_figure(rows: list[dict], path: str) -> None:
     """Two panels (causal, non-causal error): grouped bars per setting, one bar per method, log scale, ± std."""
-    plt = reports._pyplot()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     codes = [s.code for s in SEM_SETTINGS if any(r["setting"] == s.code for r in rows)]
     names = [m for m in methods.METHODS if any(r["method"] == m for r in rows)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = reports.figure(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(1, len(names))
     for ax, key, title in zip(axes, ("causal", "noncausal"), ("causal (x) coefficients", "non-causal (z) coefficients")):
         for i, method in enumerate(names):
@@ -149,9 +146,7 @@ def errors_figure(rows: list[dict], path: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Toy SEMs: coefficient error (mean ± std over repetitions)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 def _label(config: dict) -> str:
