@@ -14,6 +14,7 @@ configuration, the last ``final``:
 - :func:`sinewave_trainable` (naf-sinewave): ``mode_mass_0.6/1.2/1.8`` and ``kl_nats`` by quadrature over q's noise.
 - :func:`tabular_trainable` (naf-tabular): ``test_ll_nats`` of the best-validation checkpoint, its ± 2 s.e. over
   test points, ``entropy_gap_nats`` where the density is known, epochs to best.
+- :func:`vae_trainable` (naf-vae): test ``elbo`` and ``iw_bound`` of the best-validation-ELBO checkpoint.
 """
 from __future__ import annotations
 
@@ -296,3 +297,58 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
 def tabular_trainable(config: dict, data) -> None:
     """Ray Tune function trainable for naf-tabular; ``data`` maps dataset name -> core.naf.data.Tabular."""
     tabular_run(config, data.sets[str(config["dataset"])], tune_reporter())
+
+
+# ============================================================================ naf-vae
+
+
+def vae_run(config: dict, data, report) -> list[dict]:
+    """Train VAEs with a flow posterior (core.naf.vae) on dynamically binarised images; best-validation-ELBO checkpoint,
+    then the test ELBO and importance-weighted bound (``iw_samples`` samples)."""
+    from core.naf import vae as nv
+
+    start = time.time()
+    seeds = seeds_of(config)
+    z_dim, posterior = int(config["z_dim"]), str(config["transformer"])
+    spec = None if posterior == "gaussian" else FlowSpec(
+        dim=z_dim, transformer=posterior, flows=int(config["flows"]), hidden=int(config["flow_hidden"]), hidden_layers=1,
+        ds_dim=int(config["ds_dim"]), ds_layers=int(config["ds_layers"]))
+    model = nv.init_vae(seeds, z_dim, int(config["hidden"]), spec)
+    params = nv.all_params(model)
+    sizes = [len(model["enc"]), len(model["dec"]), len(model["flow"])]
+    train, val, test = data.train, data.val, data.test
+    batch = int(config["batch"])
+    per_epoch = max(1, len(train) // batch)
+    gens = [torch.Generator().manual_seed(1_000_003 * s + 53) for s in seeds]
+    order: list[torch.Tensor] = []
+
+    def as_model(tensors: list[torch.Tensor]) -> dict:
+        a, b = sizes[0], sizes[0] + sizes[1]
+        return {"enc": tensors[:a], "dec": tensors[a:b], "flow": tensors[b:]}
+
+    def loss_fn(step: int) -> torch.Tensor:
+        i = step % per_epoch
+        if i == 0:
+            order[:] = [torch.stack([torch.randperm(len(train), generator=g) for g in gens])]
+        idx = order[0][:, i * batch:(i + 1) * batch]
+        x = torch.stack([torch.bernoulli(train[idx[k]], generator=g) for k, g in enumerate(gens)])
+        log_px, kl = nv.elbo_terms(model, spec, x, noise(gens, x.shape[1], z_dim))
+        w = nv.anneal(step, int(config["anneal_steps"]), float(config["anneal_start"]))
+        return -log_px.mean(1) + torch.clamp(w * kl.mean(1), min=float(config["free_bits"]))
+
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        report(Report(step=(step + 1) // per_epoch, final=False, metrics=[{"val_elbo": -float(v)} for v in metric]))
+
+    result = fit(params, loss_fn, int(config["epochs"]) * per_epoch, float(config["lr"]), clip=float(config["clip"]),
+                 polyak=float(config.get("polyak", 0.0)), on_eval=on_eval, eval_every=per_epoch,
+                 eval_fn=lambda: -nv.bounds(model, spec, val, z_dim, 1, torch.Generator().manual_seed(5))[0])
+    elbo, iw = nv.bounds(as_model(result.best_params), spec, test, z_dim, int(config["iw_samples"]), torch.Generator().manual_seed(11))
+    rows = [{"elbo": float(elbo[k]), "iw_bound": float(iw[k]), "val_elbo_best": -float(result.best_metric[k]),
+             "epochs_to_best": float(int(result.best_step[k]) // per_epoch + 1), "wall_s": time.time() - start} for k in range(len(seeds))]
+    report(Report(step=int(config["epochs"]), final=True, metrics=rows))
+    return rows
+
+
+def vae_trainable(config: dict, data) -> None:
+    """Ray Tune function trainable for naf-vae; ``data`` is a core.naf.vae.VaeImages."""
+    vae_run(config, data, tune_reporter())
