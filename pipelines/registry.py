@@ -8,7 +8,7 @@ from pipelines.engine.spec import GensweepError, Pipeline
 STUDIES: dict[str, tuple[str, ...]] = {
     "rex": ("cmnist_table", "cmnist_search", "rex_vs_irm", "toy_sem", "rl_spurious", "domainbed"),  # thesis chapter 5
     "memorization": ("regularizers", "csr", "easy", "sensitivity", "capacity"),  # thesis chapter 3
-    "naf": ("toy", "sinewave", "tabular", "vae"),  # Neural Autoregressive Flows (thesis §1.4.2)
+    "naf": ("toy", "sinewave", "tabular", "vae"),  # Neural Autoregressive Flows (the thesis's NAF article; motivated in §1.4.2)
 }
 
 

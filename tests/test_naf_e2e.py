@@ -23,7 +23,7 @@ def test_tiny_sweep_and_report(module, ray_session, tmp_path):
     overrides, total = TINY[module]
     settings = resolve_settings(module.PIPELINE, "smoke", overrides)
     summary = run_sweep(Sweep(module.PIPELINE, "smoke", settings, str(tmp_path), quiet=True, num_cpus=2))
-    assert summary["complete"] and summary["failed"] == 0 and summary["total"] == total
+    assert summary.complete and summary.failed == 0 and summary.total == total
     store = ResultStore.open(str(tmp_path))
     trials = store.read("trials", module.PIPELINE.name)
     curves = store.read("curves", module.PIPELINE.name)
