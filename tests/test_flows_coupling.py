@@ -46,10 +46,12 @@ def test_logdet_equals_autograd(name, dim):
 
 
 def test_init_is_bhns():
-    """Coupling at init ~ identity with scale exp(0) + 0.001; linear flow scale exp(-7) + 0.001."""
+    """Coupling and IAF at init ~ identity with scale exp(0) + 0.001; linear flow scale exp(-7) + 0.001."""
     x = torch.randn(1, 4, 4)
     y, ld = coupling.coupling_forward(coupling.init_coupling(4, 5, [0], dtype=torch.float64), x)
     assert torch.allclose(y[..., 2:], 1.001 * x[..., 2:], atol=1e-6) and torch.allclose(ld, torch.full((1, 4), 2 * torch.log(torch.tensor(1.001))), atol=1e-6)
+    y, ld = coupling.iaf_forward(coupling.init_iaf(4, 8, [0], dtype=torch.float64), x)  # std = exp(~0) + 0.001
+    assert torch.allclose(y, 1.001 * x, atol=1e-5) and torch.allclose(ld, torch.full((1, 4), 4 * torch.log(torch.tensor(1.001))), atol=1e-5)
     w, b = coupling.init_linear(3, [0], dtype=torch.float64)
     y, ld = coupling.linear_forward([w, b], x[..., :3])
     assert abs(w.mean().item() + 7) < 0.05 and torch.allclose(ld, torch.log(torch.exp(w) + 0.001).sum().expand(1, 4))
