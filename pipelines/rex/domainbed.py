@@ -48,8 +48,8 @@ SETTINGS = {
     "n_trials": Setting(1, "trial seeds (the in/out splits and the draws)", ge=1),
     "loo_datasets": Setting(["ColoredMNIST"], "datasets whose sweep adds every pair of test environments "
                             "(needed by leave-one-domain-out; DomainBed's default for all)", choices=DATASETS),
-    "steps": Setting(101, "training steps per run (DomainBed: 5001)", ge=1),
-    "checkpoint_freq": Setting(50, "steps between checkpoints (every split evaluated; DomainBed: 100)", ge=1),
+    "steps": Setting(101, f"training steps per run (DomainBed: {dbh.STEPS})", ge=1),
+    "checkpoint_freq": Setting(50, f"steps between checkpoints (every split evaluated; DomainBed: {dbh.CHECKPOINT_FREQ})", ge=1),
     "holdout_fraction": Setting(dbh.HOLDOUT_FRACTION, "share of each environment held out as its out-split", gt=0, le=0.9),
     "width": Setting(0.125, "channel multiplier of the ConvNet (1: DomainBed's 64/128/128/128)", gt=0, le=4),
     "anneal_scale": Setting(0.02, "anneal step used = int(drawn x anneal_scale) (1: DomainBed's; shorter trainings "
