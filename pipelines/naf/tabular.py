@@ -112,8 +112,12 @@ def report(frame, curves, out_dir: str) -> str:
         h, se = ndata.mixture6_entropy()
         truth = (f"\nmixture6's true entropy: {h:.4f} nats (Monte Carlo over {ndata.MIXTURE6_ENTROPY_SAMPLES:,} samples, s.e. {se:.4f}): "
                  f"a perfect model's expected test LL is {-h:.3f}; the gap column is true minus model LL on the same test points.\n")
-    if curves is not None and len(curves) and "val_nll" in curves:
-        curves = curves.assign(flow=[f"{d} {t} x{f}" for d, t, f in zip(curves["dataset"], curves["transformer"], curves["flows"])])
+    if curves is not None and len(curves) and "val_nll" in curves and "trial_key" in curves:
+        names = {r.trial_key: f"{r.dataset} {r.transformer} x{int(r.flows)}" for r in frame.itertuples()}
+        curves = curves[curves["val_nll"].notna() & curves["trial_key"].isin(names)]
+        curves = curves.assign(flow=curves["trial_key"].map(names))
+        if "step" not in curves:  # one curve row per evaluation (epoch), in order
+            curves = curves.assign(step=curves.groupby("trial_key").cumcount() + 1)
         reports.curves_figure(curves, "flow", ["val_nll"], f"{out_dir}/naf_tabular_curves.png", "validation NLL per epoch (mean over seeds)")
         truth += "\n![learning curves](naf_tabular_curves.png)\n"
     return ("Mean test log-likelihood (nats, higher is better) of the best-validation checkpoint; ± s.e. over seeds, and the mean "
