@@ -81,6 +81,13 @@ M = [
  ("f30 coupling log-det of the shift", CO, "return torch.cat([x1, s * x2 + m], -1), torch.log(s).sum(-1)",
   "return torch.cat([x1, s * x2 + m], -1), torch.log(s).sum(-1) + m.sum(-1)", [C]),
  ("f31 IAF std without exp", CO, "std = torch.exp(out[..., 1]) + BHN_DELTA", "std = out[..., 1].abs() + BHN_DELTA", [C]),
+ # context (torchkit/nn.py CWNlinear: cscale(c) * (x W) + cbias(c))
+ ("f32 context weights of scale and bias swapped", MA,
+  "h = torch.addcmul(torch.baddbmm(b, context, wb), torch.bmm(h, w), torch.baddbmm(g, context, ws))",
+  "h = torch.addcmul(torch.baddbmm(b, context, ws), torch.bmm(h, w), torch.baddbmm(g, context, wb))", [F]),
+ ("f33 context left out of the scale", MA, "torch.bmm(h, w), torch.baddbmm(g, context, ws))", "torch.bmm(h, w), g)", [F]),
+ ("f34 missing context read as zeros, not ones", MO, "        return torch.ones(k, n, spec.context, dtype=like.dtype, device=like.device)",
+  "        return torch.zeros(k, n, spec.context, dtype=like.dtype, device=like.device)", [F]),
 ]
 
 # ---- the naf study around the flow core (helper G, issue 30): data, sine-wave quadrature, KL directions, presets, reports ----

@@ -185,3 +185,38 @@ def test_sample_log_q_is_the_change_of_variables():
     ref, _ = autograd_logdet(spec, params, eps)
     assert torch.allclose(z, model.forward(spec, params, eps)[0])
     assert torch.allclose(log_q, -0.5 * (eps ** 2).sum(-1) - math.log(2 * math.pi) - ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS)
+def test_context_conditioned_logdet_and_dependence(transformer):
+    """cMADE with a context (K, N, c): log|det dz/dx| still equals autograd's, and z depends on the context."""
+    spec = FlowSpec(dim=3, transformer=transformer, flows=2, hidden=9, ds_dim=3, context=4)
+    params = perturbed(spec, [1, 2])
+    g = torch.Generator().manual_seed(6)
+    x, ctx = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 4, generator=g)
+    jac = torch.autograd.functional.jacobian(lambda v: model.forward(spec, params, v, ctx)[0], x)
+    blocks = torch.stack([torch.stack([jac[i, j, :, i, j, :] for j in range(4)]) for i in range(2)])
+    assert torch.allclose(model.forward(spec, params, x, ctx)[1], torch.linalg.slogdet(blocks)[1], atol=1e-5, rtol=0)
+    assert (model.forward(spec, params, x, ctx)[0] - model.forward(spec, params, x, 2 * ctx)[0]).abs().min() > 0
+    with pytest.raises(ValueError):
+        model.forward(FlowSpec(dim=3, transformer=transformer), model.init_block(FlowSpec(dim=3, transformer=transformer), [0]), x[:1], ctx[:1])
+
+
+def test_context_of_ones_is_scale_and_bias_summed():
+    """context = 1 fed ones (torchkit's sampling) computes the context-free flow with g + Ws and b + Wb."""
+    with_ctx = FlowSpec(dim=3, transformer="dsf", flows=2, hidden=9, ds_dim=3, context=1)
+    plain = FlowSpec(**{**with_ctx.__dict__, "context": 0})
+    params = perturbed(with_ctx, [3, 4])
+    summed, per = [], 5 * (with_ctx.hidden_layers + 1)
+    for f in range(with_ctx.flows):
+        p = params[f * model.params_per_flow(with_ctx):(f + 1) * model.params_per_flow(with_ctx)]
+        for i in range(0, per, 5):
+            v, gs, bs, ws, wb = p[i:i + 5]
+            summed += [v, gs + ws, bs + wb]
+        summed += p[per:]
+    summed += params[with_ctx.flows * model.params_per_flow(with_ctx):]
+    x = torch.randn(2, 5, 3)
+    a, b = model.forward(with_ctx, params, x), model.forward(plain, summed, x)
+    assert torch.allclose(a[0], b[0], atol=1e-12) and torch.allclose(a[1], b[1], atol=1e-12)
+    ones = model.forward(with_ctx, params, x, torch.ones(5, 1))
+    assert torch.equal(ones[0], a[0])

@@ -14,10 +14,16 @@ only the dropped surplus differs; we keep the cycle deterministic, shared by the
 of degree <= its own, output feature j sees hidden units of degree < order[j]. Output unit ``j*C + c`` is channel
 c of feature j (torchkit's ``view(-1, dim, num_outlayers)``). D = 1: every mask is zero (torchkit), the
 outputs are the biases: an unconditional transformer.
+
+With a context (FlowSpec.context = c > 0) each layer also holds CWNlinear's context weights Ws, Wb (K, c, out):
+scale g + ctx Ws and bias b + ctx Wb per example. torchkit's energy fitting samples with context = ones (c = 1,
+BaseFlow.sample): then g and Ws (b and Wb) are two parameters whose sum acts, as there (Adam moves the sum twice as
+fast as one parameter would); the density experiments' context = zeros is FlowSpec.context = 0.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -47,28 +53,42 @@ def masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple
     return _masks(dim, hidden, hidden_layers, channels, order, None if device is None else torch.device(device), dtype)
 
 
-def init_made(dim: int, hidden: int, hidden_layers: int, channels: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """One model's [V, g, b] per layer (float64, unstacked), torchkit's CWNlinear init: V ~ N(0, 0.001),
-    g = cscale.bias and b = cbias.bias ~ U(-1, 1) (nn.Linear(1, out)'s default bias init)."""
+def init_made(dim: int, hidden: int, hidden_layers: int, channels: int, gen: torch.Generator, context: int = 0
+              ) -> list[torch.Tensor]:
+    """One model's [V, g, b] (+ [Ws, Wb] with a context) per layer (float64, unstacked), torchkit's CWNlinear init:
+    V ~ N(0, 0.001); g = cscale.bias and b = cbias.bias ~ U(-1/sqrt(c), 1/sqrt(c)) (nn.Linear(c, out)'s default bias
+    init, c = max(context, 1)); Ws = cscale.weight and Wb = cbias.weight (c, out) ~ N(0, 0.001)."""
     sizes = [dim] + [hidden] * hidden_layers + [dim * channels]
+    bound = 1.0 / math.sqrt(max(context, 1))
     params = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         v = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64) * 0.001
-        g = torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1
-        b = torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1
+        g = (torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        b = (torch.rand(1, n_out, generator=gen, dtype=torch.float64) * 2 - 1) * bound
         params += [v, g, b]
+        if context:
+            params += [torch.randn(context, n_out, generator=gen, dtype=torch.float64) * 0.001 for _ in range(2)]
     return params
 
 
-def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x: torch.Tensor, activation=F.elu
-                 ) -> torch.Tensor:
-    """x (K, N, D) -> (K, N, D*C): masked weight-normed layers, ``activation`` (ELU) between them (not after the last)."""
+def made_forward(params: list[torch.Tensor], layer_masks: list[torch.Tensor], x: torch.Tensor, activation=F.elu,
+                 context: torch.Tensor | None = None) -> torch.Tensor:
+    """x (K, N, D) -> (K, N, D*C): masked weight-normed layers, ``activation`` (ELU) between them (not after the last).
+
+    With a context c (K, N, ctx) (params hold [V, g, b, Ws, Wb] per layer) each layer is CWNlinear's
+    ``(g + c Ws) * (x @ W) + (b + c Wb)``, W = V/||V|| masked; without one, ``x @ (g W) + b``."""
     h = x
     n_layers = len(layer_masks)
+    per = len(params) // n_layers
     for i, mask in enumerate(layer_masks):
-        v, g, b = params[3 * i: 3 * i + 3]
-        w = v * mask * (g / v.pow(2).sum(1, keepdim=True).sqrt())  # (K, in, out): g V/||V|| per output, masked
-        h = torch.baddbmm(b, h, w)
+        v, g, b = params[per * i: per * i + 3]
+        if context is None:
+            w = v * mask * (g / v.pow(2).sum(1, keepdim=True).sqrt())  # (K, in, out): g V/||V|| per output, masked
+            h = torch.baddbmm(b, h, w)
+        else:
+            ws, wb = params[per * i + 3: per * i + 5]
+            w = v * mask / v.pow(2).sum(1, keepdim=True).sqrt()
+            h = torch.addcmul(torch.baddbmm(b, context, wb), torch.bmm(h, w), torch.baddbmm(g, context, ws))
         if i < n_layers - 1:
             h = activation(h)
     return h

@@ -4,7 +4,7 @@ torchkit's density model (NAF maf_experiments.MAF): ``spec.flows`` x [MADE-condi
 then LinearFlow, base N(0, I). :func:`forward` is the x -> z map (MAF direction, used for density estimation);
 IAF use (energy fitting, the VAE posterior) applies the same map to noise (:func:`sample`).
 
-Parameter list, per flow: MADE [V, g, b] x (hidden_layers + 1) (made.py); for dsf/ddsf the per-feature 1x1 map
+Parameter list, per flow: MADE [V, g, b] (+ [Ws, Wb] with spec.context > 0) x (hidden_layers + 1) (made.py); for dsf/ddsf the per-feature 1x1 map
 ``out_to_dsparams`` [W (K, C, P), c (K, 1, P)] (torchkit's Conv1d with kernel 1: one (C -> P) map shared by the
 features); for ddsf the unconditional [u_ (K, d, in), w_ (K, out, d)] per DDSF layer. Then LinearFlow [m (K, 1, D),
 s (K, 1, D)]: z = m + (softplus(s) + delta) x, a documented simpler equivalent of torchkit's context-fed ResLinear
@@ -27,9 +27,14 @@ from core.flows.spec import FlowSpec, ddsf_dims
 LOG_2PI = math.log(2 * math.pi)
 
 
+def made_params(spec: FlowSpec) -> int:
+    """How many tensors one flow's MADE holds: [V, g, b] (+ [Ws, Wb] with a context) per layer."""
+    return (5 if spec.context else 3) * (spec.hidden_layers + 1)
+
+
 def params_per_flow(spec: FlowSpec) -> int:
     """How many tensors one flow holds in the parameter list."""
-    n = 3 * (spec.hidden_layers + 1)
+    n = made_params(spec)
     if spec.transformer in ("dsf", "ddsf"):
         n += 2
     if spec.transformer == "ddsf":
@@ -42,12 +47,15 @@ def _init_one(spec: FlowSpec, seed: int) -> list[torch.Tensor]:
     uniform = lambda shape, lo, hi: torch.rand(*shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo
     out: list[torch.Tensor] = []
     for _ in range(spec.flows):
-        p = made.init_made(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, gen)
+        p = made.init_made(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, gen, spec.context)
         if spec.transformer in ("maf", "affine-gated"):
-            p[-2].zero_()  # output scale (cscale.bias) 0
-            p[-1].zero_()  # output bias 0 ...
+            last = p[-5:] if spec.context else p[-3:]  # the output layer's [V, g, b, (Ws, Wb)]
+            last[1].zero_()  # output scale (cscale.bias) 0
+            last[2].zero_()  # output bias 0 ...
             if spec.transformer == "affine-gated":
-                p[-1][0, 1::2] = 2.0  # ... the gate's 2.0 (torchkit IAF, realify=sigmoid)
+                last[2][0, 1::2] = 2.0  # ... the gate's 2.0 (torchkit IAF, realify=sigmoid)
+            for w in last[3:]:  # cscale.weight, cbias.weight ~ U(-0.001, 0.001)
+                w.copy_(uniform(w.shape, -0.001, 0.001))
         out += p
         if spec.transformer in ("dsf", "ddsf"):
             w = uniform((spec.channels, spec.ds_params), -0.001, 0.001)
@@ -72,17 +80,30 @@ def init_block(spec: FlowSpec, seeds: list[int], device=None, dtype=torch.float3
     return [torch.stack(ts).to(device=device, dtype=dtype).requires_grad_() for ts in zip(*per_model)]
 
 
-def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (K, N, D) -> (z (K, N, D), log|det dz/dx| (K, N))."""
+def _context(spec: FlowSpec, context: torch.Tensor | None, k: int, n: int, like: torch.Tensor) -> torch.Tensor | None:
+    if not spec.context:
+        if context is not None:
+            raise ValueError("a context was given to a FlowSpec with context=0")
+        return None
+    if context is None:  # torchkit BaseFlow.sample's default context: ones
+        return torch.ones(k, n, spec.context, dtype=like.dtype, device=like.device)
+    return context.expand(k, *context.shape) if context.dim() == 2 else context
+
+
+def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (K, N, D) -> (z (K, N, D), log|det dz/dx| (K, N)); ``context`` (N, c) or (K, N, c) when spec.context = c
+    (None: ones, as torchkit's BaseFlow.sample)."""
     k, n, dim = x.shape
+    context = _context(spec, context, k, n, x)
     layer_masks = made.masks(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, device=x.device, dtype=x.dtype)
     logdet = torch.zeros(k, n, dtype=x.dtype, device=x.device)
     per = params_per_flow(spec)
-    n_made = 3 * (spec.hidden_layers + 1)
+    n_made = made_params(spec)
     h = x
     for f in range(spec.flows):
         p = params[f * per:(f + 1) * per]
-        out = made.made_forward(p[:n_made], layer_masks, h)  # (K, N, D*C)
+        out = made.made_forward(p[:n_made], layer_masks, h, context=context)  # (K, N, D*C)
         if spec.transformer in ("maf", "affine-gated"):
             out = out.view(k, n, dim, 2)
             h, ld = (transformers.maf if spec.transformer == "maf" else transformers.affine_gated)(h, out)
@@ -109,18 +130,19 @@ def log_normal(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
-def log_prob(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def log_prob(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context: torch.Tensor | None = None
+             ) -> torch.Tensor:
     """log p(x) (K, N) = log N(forward(x).z) + log|det|; x (N, D) is shared by the K models, (K, N, D) is not."""
     if x.dim() == 2:
         x = x.expand(params[0].shape[0], *x.shape)
-    z, logdet = forward(spec, params, x)
+    z, logdet = forward(spec, params, x, context)
     return log_normal(z) + logdet
 
 
-def sample(spec: FlowSpec, params: list[torch.Tensor], n: int, generator: torch.Generator | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def sample(spec: FlowSpec, params: list[torch.Tensor], n: int, generator: torch.Generator | None = None,
+           context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """IAF use: eps ~ N(0, I) (K, n, D), z = forward(eps).z, log q(z) = log N(eps) - log|det| (K, n)."""
     p0 = params[0]
     eps = torch.randn(p0.shape[0], n, spec.dim, generator=generator, dtype=p0.dtype, device=p0.device)
-    z, logdet = forward(spec, params, eps)
+    z, logdet = forward(spec, params, eps, context)
     return z, log_normal(eps) - logdet

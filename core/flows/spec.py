@@ -2,7 +2,11 @@
 
 Matches torchkit/flows.py's density model (NAF maf_experiments.MAF): ``flows`` x (MADE-conditioned transformer,
 then FlipFlow), then LinearFlow. ``hidden_layers`` is maf_experiments' ``num_hid_layers`` (cMADE gets
-``num_layers = hidden_layers + 1``); ``ds_dim`` / ``ds_layers`` are ``num_ds_dim`` / ``num_ds_layers``.
+``num_layers = hidden_layers + 1``); ``ds_dim`` / ``ds_layers`` are ``num_ds_dim`` / ``num_ds_layers``; ``context`` is
+cMADE's ``context_dim`` when the context matters (0: none, the density experiments' zero context). torchkit's N1
+energy fitting (model_iaf_toy.py: one IAF_DSF, ``sample`` with context ones, no FlipFlow, no LinearFlow) is
+``FlowSpec(2, "dsf", flows=1, hidden=64, hidden_layers=3, ds_dim=5, ds_layers=2, flip=False, final_linear=False,
+context=1)``.
 """
 from __future__ import annotations
 
@@ -26,12 +30,13 @@ class FlowSpec:
     flip: bool = True
     final_linear: bool = True
     ds_multiplier: int = 3  # torchkit IAF_DSF num_ds_multiplier
+    context: int = 0  # cMADE context_dim: 0 = the density experiments' zero context; 1 with context None = ones (N1)
 
     def __post_init__(self):
         if self.transformer not in TRANSFORMERS:
             raise ValueError(f"transformer {self.transformer!r} not in {TRANSFORMERS}")
-        if min(self.dim, self.flows, self.hidden, self.hidden_layers, self.ds_dim, self.ds_layers) < 1:
-            raise ValueError(f"every size of {self} must be >= 1")
+        if min(self.dim, self.flows, self.hidden, self.hidden_layers, self.ds_dim, self.ds_layers) < 1 or self.context < 0:
+            raise ValueError(f"every size of {self} must be >= 1 (context >= 0)")
         if self.transformer in ("dsf", "ddsf") and self.hidden < self.dim:
             raise ValueError("dsf/ddsf need hidden >= dim (the conditioner emits ds_multiplier*(hidden//dim) channels per feature)")
 
