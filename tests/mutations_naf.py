@@ -50,7 +50,7 @@ M = [
   "logdet = logdet - torch.log(std).sum(-1).expand(k, n)", [F]),
  ("f14 DSF a-bias init on the b slice", MO, "c[0, 3 * spec.ds_dim * i: 3 * spec.ds_dim * i + spec.ds_dim] = transformers.SOFTPLUS_INV_ONE",
   "c[0, 3 * spec.ds_dim * i + spec.ds_dim: 3 * spec.ds_dim * i + 2 * spec.ds_dim] = transformers.SOFTPLUS_INV_ONE", [F]),
- ("f15 gate bias 2.0 on the mean channel", MO, "p[-1][0, 1::2] = 2.0", "p[-1][0, 0::2] = 2.0", [F]),
+ ("f15 gate bias 2.0 on the mean channel", MO, "last[2][0, 1::2] = 2.0", "last[2][0, 0::2] = 2.0", [F]),
  ("f16 every configuration from the first seed", MO, "per_model = [_init_one(spec, s) for s in seeds]",
   "per_model = [_init_one(spec, seeds[0]) for s in seeds]", [F]),
  # trainer (torchkit/optim.py Adam polyak + swap; maf_experiments.py clip, patience)
