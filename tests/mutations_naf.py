@@ -88,6 +88,9 @@ M = [
  ("f33 context left out of the scale", MA, "torch.bmm(h, w), torch.baddbmm(g, context, ws))", "torch.bmm(h, w), g)", [F]),
  ("f34 missing context read as zeros, not ones", MO, "        return torch.ones(k, n, spec.context, dtype=like.dtype, device=like.device)",
   "        return torch.zeros(k, n, spec.context, dtype=like.dtype, device=like.device)", [F]),
+ # base density (maf_experiments.MAF.density: utils.log_normal(z, 0, log_var=1.0))
+ ("f35 base log-variance ignored by log_prob", MO, "return log_normal(z, spec.base_log_var) + logdet", "return log_normal(z) + logdet", [F]),
+ ("f36 base variance inverted", MO, "(z * z).sum(-1) * math.exp(-log_var)", "(z * z).sum(-1) * math.exp(log_var)", [F]),
 ]
 
 # ---- the naf study around the flow core (helper G, issue 30): data, sine-wave quadrature, KL directions, presets, reports ----

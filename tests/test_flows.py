@@ -220,3 +220,16 @@ def test_context_of_ones_is_scale_and_bias_summed():
     assert torch.allclose(a[0], b[0], atol=1e-12) and torch.allclose(a[1], b[1], atol=1e-12)
     ones = model.forward(with_ctx, params, x, torch.ones(5, 1))
     assert torch.equal(ones[0], a[0])
+
+
+def test_base_log_var_is_the_references_n0e_base():
+    """base_log_var = 1.0: log_prob scores z under N(0, e I) (torchkit utils.log_normal(z, 0, 1.0), without its 1e-5),
+    still a normalised density."""
+    spec = FlowSpec(dim=1, transformer="dsf", flows=1, hidden=4, ds_dim=3, final_linear=False, base_log_var=1.0)
+    params = perturbed(spec, [0], scale=0.3)
+    x = torch.randn(1, 6, 1)
+    z, logdet = model.forward(spec, params, x)
+    ref = -z[..., 0] ** 2 / (2 * math.e) - 0.5 - 0.5 * math.log(2 * math.pi) + logdet
+    assert torch.allclose(model.log_prob(spec, params, x), ref, atol=1e-12)
+    grid = torch.linspace(-200, 200, 200001)[:, None]
+    assert abs(model.log_prob(spec, params, grid).exp().sum().item() * (400 / 200000) - 1) < 1e-4

@@ -125,23 +125,25 @@ def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context
     return h, logdet
 
 
-def log_normal(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dim."""
-    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
+def log_normal(z: torch.Tensor, log_var: float = 0.0) -> torch.Tensor:
+    """log N(z; 0, e^log_var I) summed over the last dim."""
+    return -0.5 * (z * z).sum(-1) * math.exp(-log_var) - 0.5 * z.shape[-1] * (LOG_2PI + log_var)
 
 
 def log_prob(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context: torch.Tensor | None = None
              ) -> torch.Tensor:
-    """log p(x) (K, N) = log N(forward(x).z) + log|det|; x (N, D) is shared by the K models, (K, N, D) is not."""
+    """log p(x) (K, N) = log N(forward(x).z; 0, e^spec.base_log_var I) + log|det|; x (N, D) is shared by the K models,
+    (K, N, D) is not."""
     if x.dim() == 2:
         x = x.expand(params[0].shape[0], *x.shape)
     z, logdet = forward(spec, params, x, context)
-    return log_normal(z) + logdet
+    return log_normal(z, spec.base_log_var) + logdet
 
 
 def sample(spec: FlowSpec, params: list[torch.Tensor], n: int, generator: torch.Generator | None = None,
            context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """IAF use: eps ~ N(0, I) (K, n, D), z = forward(eps).z, log q(z) = log N(eps) - log|det| (K, n)."""
+    """IAF use: eps ~ N(0, I) (K, n, D), z = forward(eps).z, log q(z) = log N(eps) - log|det| (K, n) (torchkit
+    BaseFlow.sample draws standard normal noise whatever the density code's base)."""
     p0 = params[0]
     eps = torch.randn(p0.shape[0], n, spec.dim, generator=generator, dtype=p0.dtype, device=p0.device)
     z, logdet = forward(spec, params, eps, context)

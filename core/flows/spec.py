@@ -6,7 +6,10 @@ then FlipFlow), then LinearFlow. ``hidden_layers`` is maf_experiments' ``num_hid
 cMADE's ``context_dim`` when the context matters (0: none, the density experiments' zero context). torchkit's N1
 energy fitting (model_iaf_toy.py: one IAF_DSF, ``sample`` with context ones, no FlipFlow, no LinearFlow) is
 ``FlowSpec(2, "dsf", flows=1, hidden=64, hidden_layers=3, ds_dim=5, ds_layers=2, flip=False, final_linear=False,
-context=1)``.
+context=1)``. ``base_log_var``: the density experiments (maf_experiments.MAF.density, naf_examples DensityEstimator,
+model_maf_toy.py) score z with ``utils.log_normal(z, 0, log_var=1.0)``, a N(0, e I) base (a proper density; with the
+final LinearFlow the same model family as N(0, I), but a different start and parametrisation): ``base_log_var=1.0``
+reproduces it (without torchkit's 1e-5 in the variance denominator, so the density stays normalised).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class FlowSpec:
     final_linear: bool = True
     ds_multiplier: int = 3  # torchkit IAF_DSF num_ds_multiplier
     context: int = 0  # cMADE context_dim: 0 = the density experiments' zero context; 1 with context None = ones (N1)
+    base_log_var: float = 0.0  # log_prob's base N(0, e^v I); the references' density code passes log_var = 1.0
 
     def __post_init__(self):
         if self.transformer not in TRANSFORMERS:
