@@ -212,3 +212,13 @@ def test_sinewave_and_tabular_reports(tmp_path):
     assert "| power | DDSF | 5 | 100 | 0.510 ± 0.006 |" in text and "0.62 ± 0.01 [V]" in text
     assert "| NAF DDSF (5) | V | 0.62 ± 0.01 | 11.91 ± 0.13 | -15.09 ± 0.40 | -8.86 ± 0.15 | 157.73 ± 0.04 |" in text
     assert "| FFJORD | V | 0.46 |" in text and "| B-NAF | R |" in text
+
+
+def test_mode_coverage_counts_modes_with_half_their_mass():
+    truth = toy.truth_grid("mog4")
+    assert toy.mode_coverage("mog4", truth, truth) == 1.0
+    points, _ = tasks.grid_points(tasks.toy_box("mog4"))
+    one = truth * ((((points - np.array([0.0, 5.0])) ** 2).sum(1) <= 2.5 ** 2).reshape(truth.shape))
+    assert toy.mode_coverage("mog4", one / one.sum(), truth) == 0.25
+    u4 = toy.truth_grid("U4")
+    assert toy.mode_coverage("U4", u4, u4) == 1.0 and toy.mode_coverage("grid10", toy.truth_grid("grid10"), toy.truth_grid("grid10")) == 1.0
