@@ -227,3 +227,21 @@ def test_q_metrics_are_reverse_kl_and_window_masses():
     assert rows[0]["kl_nats"] == pytest.approx(direct, rel=2e-4)
     for c in sw.MODES:
         assert rows[0][f"mode_mass_{c}"] == pytest.approx(0.1, abs=2e-4)
+
+
+def test_download_maf_uci_extracts_the_archive(tmp_path, fake_archive):
+    """gensweep download maf-uci: fetch data.tar.gz (here a file:// URL), extract it, the loaders find data/."""
+    import tarfile
+
+    archive = tmp_path / "zenodo" / "data.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(fake_archive / "data", arcname="data")
+    target = tmp_path / "maf"
+    root = nd.download_maf_uci(target, url=archive.as_uri())
+    assert root == target / "data" and nd.load_tabular("miniboone", target).dim == 43
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "data.tar.gz").write_bytes(b"\x1f\x8b not a tar")
+    with pytest.raises(DataError, match="cannot extract"):
+        nd.download_maf_uci(bad, url=archive.as_uri())
