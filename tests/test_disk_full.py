@@ -57,11 +57,10 @@ def small_disk(tmp_path):
 def _fill(directory) -> str:
     """Write a file until the device is full; its path."""
     path = os.path.join(directory, f"filler-{uuid.uuid4().hex}")
-    with open(path, "wb") as out:
+    with open(path, "wb", buffering=0) as out:  # unbuffered: nothing is left to flush (and fail) at close
         try:
             while True:
                 out.write(b"\0" * (1 << 20))
-                out.flush()
         except OSError:
             pass
     return path
