@@ -97,13 +97,13 @@ def test_cli_compact(tmp_path, capsys):
 
 
 def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_path):
-    from pipelines.engine.store import PART_MIN_ROWS, TrialResult
+    from pipelines.engine.store import PART_MIN_ROWS, ConfigurationResult
 
     single, batched = ResultStore.open(str(tmp_path / "single")), ResultStore.open(str(tmp_path / "batched"))
     items = []
     for i in range(PART_MIN_ROWS + 2):
         row = {"method": "irm", "seed": i, "test_acc": 0.01 * i, **({"late": 1.5} if i % 3 == 0 else {})}
-        items.append(TrialResult(f"key{i:02d}", row, [{"step": s, "test_acc": s + i} for s in range(2)]))
+        items.append(ConfigurationResult(f"key{i:02d}", row, [{"step": s, "test_acc": s + i} for s in range(2)]))
     for item in items:
         single.write_trial("p", "s1", item.key, item.row, item.curve)
     batched.write_trials("p", "s1", items)
@@ -117,10 +117,10 @@ def test_a_large_write_batch_is_one_part_file_and_reads_like_single_files(tmp_pa
 
 
 def test_a_curves_part_without_its_trials_part_is_ignored(tmp_path):
-    from pipelines.engine.store import PART_MIN_ROWS, TrialResult
+    from pipelines.engine.store import PART_MIN_ROWS, ConfigurationResult
 
     store = ResultStore.open(str(tmp_path))
-    items = [TrialResult(f"k{i}", {"test_acc": 0.5}, [{"step": 0, "test_acc": 0.5}]) for i in range(PART_MIN_ROWS)]
+    items = [ConfigurationResult(f"k{i}", {"test_acc": 0.5}, [{"step": 0, "test_acc": 0.5}]) for i in range(PART_MIN_ROWS)]
     real_write = store._write
 
     def crash_after_curves(path, table):

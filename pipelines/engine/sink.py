@@ -22,7 +22,7 @@ from ray import tune
 from pipelines.engine.progress import Progress, format_value
 from pipelines.engine.searchers import StageSearcher
 from pipelines.engine.spec import GensweepError, Stage, disk_full_error, is_disk_full, trial_key
-from pipelines.engine.store import ResultStore, TrialResult
+from pipelines.engine.store import ConfigurationResult, ResultStore
 from pipelines.engine.tracking import TrialLog
 from tasks.report import FINAL, Report, configurations
 
@@ -73,12 +73,12 @@ def _release(trial) -> None:
 
 
 @dataclass
-class Finished:
+class FinishedTrial:
     """A finished trial waiting for the next write batch: its configurations for MLflow and Parquet, and for the progress line."""
 
     trial_id: str
     logs: list[TrialLog]
-    results: list[TrialResult]
+    results: list[ConfigurationResult]
     finals: list[dict]  # each configuration's final metrics, for the searcher
     text: str  # the block's best configuration, labelled
     value: float | None  # its metric
@@ -100,7 +100,7 @@ class ResultSink(tune.Callback):
         self.fatal: GensweepError | None = None
         self.curves: dict[str, dict[int, Report]] = {}
         self.ran = 0
-        self.pending: list[Finished] = []  # oldest first
+        self.pending: list[FinishedTrial] = []  # oldest first
         self.pending_rows = 0
         self.oldest = 0.0
 
@@ -140,12 +140,12 @@ class ResultSink(tune.Callback):
                 wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"),
                 node_id=final.node_id, stopped_early=bool(stopped),
             )
-            results.append(TrialResult(key, row, list(curve)))
+            results.append(ConfigurationResult(key, row, list(curve)))
         best = _best_index([m.get(stage.metric) for m in final.metrics], stage.mode)  # the block's best shows
         text = stage.label(trained[best]) + (f" (+{len(trained) - 1} in block)" if len(trained) > 1 else "")
         if not self.pending:
             self.oldest = time.time()
-        self.pending.append(Finished(trial.trial_id, logs, results, list(final.metrics), text, final.metrics[best].get(stage.metric)))
+        self.pending.append(FinishedTrial(trial.trial_id, logs, results, list(final.metrics), text, final.metrics[best].get(stage.metric)))
         self.pending_rows += len(results)
         others = any(t is not trial and t.status in ("RUNNING", "PENDING") for t in trials)
         if self.pending_rows >= self.flush_rows or time.time() - self.oldest >= self.flush_s or not others:

@@ -83,7 +83,7 @@ def _row_table(key: str, row: dict) -> pa.Table:
 
 
 @dataclass(frozen=True)
-class TrialResult:
+class ConfigurationResult:
     """One finished configuration as the store writes it: its trial key, its row (config, metrics, core columns), its curve."""
 
     key: str
@@ -149,7 +149,7 @@ class ResultStore:
             self._write(f"{self._dir('curves', pipeline, sweep)}/{key}.parquet", _curve_table(key, curve))
         self._write(f"{self._dir('trials', pipeline, sweep)}/{key}.parquet", _row_table(key, row))
 
-    def write_trials(self, pipeline: str, sweep: str, items: list[TrialResult]) -> None:
+    def write_trials(self, pipeline: str, sweep: str, items: list[ConfigurationResult]) -> None:
         """Write finished configurations: one file each, or one part file per table for a large batch."""
         if len(items) < PART_MIN_ROWS:
             for item in items:
