@@ -1,14 +1,3 @@
-def test_the_cli_and_the_runner_import_no_ray_until_a_stage_runs():
-    """The Tune searchers and the sink subclass Ray types: the runner imports them only in a stage run."""
-    import subprocess
-    import sys
-
-    code = ("import sys, pipelines.cli, pipelines.engine.runner, pipelines.engine.studies, pipelines.registry as r; r.pipelines(); "
-            "print(sorted(m for m in sys.modules if m == \"ray\" or m.startswith(\"ray.\")))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
 """Parquet store (unified schemas, one file per configuration) and settings parsing / naming."""
 import pytest
 
@@ -71,6 +60,17 @@ def test_the_runner_imports_no_core_module():
     import sys
 
     code = "import sys, pipelines.engine.runner; print(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_cli_and_the_runner_import_no_ray_until_a_stage_runs():
+    """The Tune searchers and the sink subclass Ray types: the runner imports them only in a stage run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.cli, pipelines.engine.runner, pipelines.engine.studies, pipelines.registry as r; r.pipelines(); "
+            "print(sorted(m for m in sys.modules if m == \"ray\" or m.startswith(\"ray.\")))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
