@@ -11,6 +11,9 @@ s (K, 1, D)]: z = m + (softplus(s) + delta) x, a documented simpler equivalent o
 LinearFlow under zero context (there it is a constant mean ~ 1e-3 and a constant pre-std ~ softplus^-1(1 - delta);
 here m ~ U(-0.001, 0.001), s = softplus^-1(1 - delta), std = 1).
 
+``spec.context`` > 0 conditions every MADE layer on a context (CWNlinear); ``spec.base_log_var`` is log_prob's base
+N(0, e^v I) (the references' density code uses v = 1).
+
 Initialisation per configuration from its own seed (float64 draws, then cast), as torchkit's reset_parameters:
 affine output layer scale 0 and bias 0 (gated: the gate's bias 2.0, s ~ 0.88); out_to_dsparams W ~ U(-0.001, 0.001),
 bias 0 except DSF's a-slices at softplus^-1(1 - delta) (a = 1); DDSF's u_, w_ ~ U(-0.001, 0.001).
