@@ -91,6 +91,8 @@ M = [
  # base density (maf_experiments.MAF.density: utils.log_normal(z, 0, log_var=1.0))
  ("f35 base log-variance ignored by log_prob", MO, "return log_normal(z, spec.base_log_var) + logdet", "return log_normal(z) + logdet", [F]),
  ("f36 base variance inverted", MO, "(z * z).sum(-1) * math.exp(-log_var)", "(z * z).sum(-1) * math.exp(log_var)", [F]),
+ ("f37 FlowSpec.order ignored", MO, "spec.hidden_layers, spec.channels, spec.order, x.device, x.dtype)",
+  "spec.hidden_layers, spec.channels, None, x.device, x.dtype)", [F]),
 ]
 
 # ---- the naf study around the flow core (helper G, issue 30): data, sine-wave quadrature, KL directions, presets, reports ----

@@ -94,6 +94,17 @@ def test_made_jacobian_is_triangular_and_the_flip_reverses_it(transformer):
     assert out.shape[-2] == 4 and dep[:, ~upper].max() == 0 and (dep[:, upper] > 0).all()  # z_j sees x_>j only
 
 
+def test_spec_order_reverses_the_autoregressive_direction():
+    """FlowSpec(order=(2, 1, 0)): z_i depends on x_i and x_>i only (upper triangle), every allowed dependence there."""
+    spec = FlowSpec(dim=3, transformer="dsf", flows=1, hidden=9, ds_dim=3, flip=False, final_linear=False, order=(2, 1, 0))
+    params = perturbed(spec, [0])
+    _, jac = autograd_logdet(spec, params, torch.randn(1, 3, 3, generator=torch.Generator().manual_seed(2)))
+    lower = torch.tril(torch.ones(3, 3, dtype=torch.bool), -1)
+    assert jac[..., lower].abs().max() == 0 and (jac[..., ~lower].abs() > 1e-9).all()
+    with pytest.raises(ValueError):
+        FlowSpec(dim=3, order=(0, 0, 1))
+
+
 def test_made_masks_match_degrees():
     """Hidden units see inputs of degree <= theirs, output j sees hidden degree < j; D = 1 gives zero masks."""
     m0, m1 = made.masks(3, 5, 1, 2, dtype=torch.float64)

@@ -99,7 +99,7 @@ def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context
     (None: ones, as torchkit's BaseFlow.sample)."""
     k, n, dim = x.shape
     context = _context(spec, context, k, n, x)
-    layer_masks = made.masks(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, device=x.device, dtype=x.dtype)
+    layer_masks = made.masks(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, spec.order, x.device, x.dtype)
     logdet = torch.zeros(k, n, dtype=x.dtype, device=x.device)
     per = params_per_flow(spec)
     n_made = made_params(spec)

@@ -9,7 +9,10 @@ energy fitting (model_iaf_toy.py: one IAF_DSF, ``sample`` with context ones, no 
 context=1)``. ``base_log_var``: the density experiments (maf_experiments.MAF.density, naf_examples DensityEstimator,
 model_maf_toy.py) score z with ``utils.log_normal(z, 0, log_var=1.0)``, a N(0, e I) base (a proper density; with the
 final LinearFlow the same model family as N(0, I), but a different start and parametrisation): ``base_log_var=1.0``
-reproduces it (without torchkit's 1e-5 in the variance denominator, so the density stays normalised).
+reproduces it (without torchkit's 1e-5 in the variance denominator, so the density stays normalised). ``order``:
+every flow's MADE input degrees, shared by the block; None is torchkit's ``fixed_order=True`` (natural order, NAF's
+density experiments); ``fixed_order=False`` (IAF_DSF's default, N1) draws a random order per model, which a block
+reproduces by grouping configurations by their drawn order (for D = 2: (0, 1) or (1, 0)).
 """
 from __future__ import annotations
 
@@ -35,12 +38,17 @@ class FlowSpec:
     ds_multiplier: int = 3  # torchkit IAF_DSF num_ds_multiplier
     context: int = 0  # cMADE context_dim: 0 = the density experiments' zero context; 1 with context None = ones (N1)
     base_log_var: float = 0.0  # log_prob's base N(0, e^v I); the references' density code passes log_var = 1.0
+    order: tuple[int, ...] | None = None  # MADE input degrees (a permutation of range(dim)); None: natural (fixed_order)
 
     def __post_init__(self):
         if self.transformer not in TRANSFORMERS:
             raise ValueError(f"transformer {self.transformer!r} not in {TRANSFORMERS}")
         if min(self.dim, self.flows, self.hidden, self.hidden_layers, self.ds_dim, self.ds_layers) < 1 or self.context < 0:
             raise ValueError(f"every size of {self} must be >= 1 (context >= 0)")
+        if self.order is not None:
+            object.__setattr__(self, "order", tuple(int(i) for i in self.order))  # hashable (a JSON list is welcome)
+        if self.order is not None and sorted(self.order) != list(range(self.dim)):
+            raise ValueError(f"order {self.order} is not a permutation of range({self.dim})")
         if self.transformer in ("dsf", "ddsf") and self.hidden < self.dim:
             raise ValueError("dsf/ddsf need hidden >= dim (the conditioner emits ds_multiplier*(hidden//dim) channels per feature)")
 
