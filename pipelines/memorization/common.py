@@ -64,7 +64,7 @@ def protocol(row, expected: dict | None = None, varied: tuple[str, ...] = ()) ->
     ``varied`` names what the sweep varies (the capacity study's width), neither printed from the row nor checked.
     Keys a row lacks count as the trainables' defaults (an MLP, SGD, no momentum, a constant learning rate).
     """
-    get = lambda key, default=None: row[key] if key in row and row[key] == row[key] else default  # noqa: E731  (NaN: absent)
+    get = lambda key, default=None: row[key] if key in row and row[key] == row[key] else default  # NaN: absent
     model = str(get("model", "mlp"))
     used = {"width": get("width"), "optimizer": get("optimizer", "sgd"), "lr": get("lr"), "momentum": get("momentum", 0.0),
             "lr_step": get("lr_step", 0), "epochs": get("epochs")}
