@@ -192,7 +192,7 @@ def test_toy_report_table_checks_and_figure(tmp_path):
     text = toy.report(fake_toy_frame(), None, str(tmp_path))
     assert "| U1 | DSF | 1 | 64 | reverse KL | 0.030 ± 0.006 |" in text
     assert "- U1: DSF KL 0.030 vs affine-gated 1.100: lower by 1.070 nats, seed ranges apart → yes" in text
-    assert "- U1: DSF reverse KL ≤ 0.05 on every seed (max 0.040) → yes" in text
+    assert "- U1: DSF reverse KL ≤ 0.05: mean 0.030 → yes; every seed (max 0.040) → yes" in text
     assert "- mog4: DSF KL 0.600 vs affine-gated 0.650: lower by 0.050 nats, seed ranges overlap → no" in text
     assert (tmp_path / "naf_toy_heatmaps.png").stat().st_size > 1000
 
