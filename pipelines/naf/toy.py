@@ -183,7 +183,7 @@ def heatmaps(frame, path: str) -> None:
             axes[i][j].imshow(decode_grid(first["heat"]), origin="lower", extent=extent, cmap="viridis")
             kl = first["kl_nats"] if np.isfinite(first["kl_nats"]) else first.get("test_nll_nats", float("nan"))
             name = "KL" if np.isfinite(first["kl_nats"]) else "NLL"
-            axes[i][j].set_title(f"{common.DISPLAY[key[1]].split(' (')[0]} ×{key[2]}/{key[3]}\n{name} {kl:.2f}", fontsize=7)
+            axes[i][j].set_title(f"{key[1]} ×{key[2]}/{key[3]}\n{name} {kl:.2f}", fontsize=7)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
