@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.data import ImageSource, load_digits_source
 
@@ -76,3 +77,12 @@ class _Absent(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _Absent())
 """
+
+
+@pytest.fixture
+def float64():
+    """Make float64 torch's default dtype for one test, then restore it (never set it at import: it leaks into other modules)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

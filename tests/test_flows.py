@@ -8,7 +8,7 @@ import torch
 from core.flows import made, model, transformers
 from core.flows.spec import DELTA, TRANSFORMERS, FlowSpec
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 for exact log-dets, restored after each test
 
 
 def perturbed(spec: FlowSpec, seeds: list[int], scale: float = 0.5, seed: int = 0) -> list[torch.Tensor]:

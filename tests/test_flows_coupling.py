@@ -5,7 +5,7 @@ import torch
 
 from core.flows import coupling
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 for exact log-dets, restored after each test
 
 
 def moved(params, seed=0, scale=0.7):

@@ -19,7 +19,7 @@ from core.flows.spec import DELTA
 pyro_transforms = pytest.importorskip("pyro.distributions.transforms", reason="pyro-ppl not installed: pip install -e '.[flows]'")
 zuko = pytest.importorskip("zuko", reason="zuko not installed: pip install -e '.[flows]'")
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 for exact log-dets, restored after each test
 
 
 class FixedARN(torch.nn.Module):

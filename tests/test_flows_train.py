@@ -3,20 +3,21 @@ early stopping included), a block equal to its configurations trained alone, per
 (bayes.md §d.9 NAF 4)."""
 import itertools
 
+import pytest
 import torch
 
 from core.flows import model, reference, train
 from core.flows.spec import FlowSpec
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")  # float64 for exact log-dets, restored after each test
 
 SPEC = FlowSpec(dim=2, transformer="dsf", flows=2, hidden=8, ds_dim=3)
 
 
 def mog(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    centres = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
-    return centres[torch.randint(0, 3, (n,), generator=g)] + 0.5 * torch.randn(n, 2, generator=g)
+    centres = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    return centres[torch.randint(0, 3, (n,), generator=g)] + 0.5 * torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
 TRAIN, VALID = mog(250, 0), mog(100, 1)
