@@ -103,10 +103,11 @@ def report(frame, curves, out_dir: str) -> str:
             published = f"{value[0]:.2f} ± {value[1]:.2f} [{hparams.UCI_TAG}]" if value else "–"
         gap = common.cell(list(g["entropy_gap_nats"])) if g["entropy_gap_nats"].notna().any() else "–"
         rows.append([name, common.DISPLAY.get(transformer, transformer), int(flows), int(hidden), common.cell(list(g["test_ll_nats"])),
-                     f"± {g['test_ll_2se'].mean():.3f}", gap, f"{g['epochs_to_best'].mean():.0f}", f"{g['wall_s'].mean():.0f}", len(g), published])
+                     f"± {g['test_ll_2se'].mean():.3f}", gap, f"{g['epochs_to_best'].mean():.0f}", f"{g['wall_s'].mean():.0f}", len(g),
+                     int(g["test_nonfinite"].sum()) if "test_nonfinite" in g else "–", published])
     table = reports.markdown_table(["data", "transformer", "flows", "hidden", "test LL (nats) ± s.e. over seeds",
                                     "± 2 s.e. over test points", "gap to truth (nats)", "epochs to best", "block wall (s)",
-                                    "seeds", "published"], rows)
+                                    "seeds", "non-finite test points", "published"], rows)
     truth = ""
     if "mixture6" in set(frame["dataset"]):
         h, se = ndata.mixture6_entropy()
