@@ -40,7 +40,14 @@ def spec_of(config: dict, dim: int) -> FlowSpec:
     """The block's FlowSpec from a config's shape keys."""
     return FlowSpec(dim=dim, transformer=str(config["transformer"]), flows=int(config["flows"]), hidden=int(config["hidden"]),
                     hidden_layers=int(config.get("hidden_layers", 1)), ds_dim=int(config.get("ds_dim", 16)),
-                    ds_layers=int(config.get("ds_layers", 1)))
+                    ds_layers=int(config.get("ds_layers", 1)), flip=bool(config.get("flip", True)),
+                    final_linear=bool(config.get("final_linear", True)), context=int(config.get("context", 0)),
+                    base_log_var=float(config.get("base_log_var", 0.0)))
+
+
+def clip_of(config: dict) -> float | None:
+    """The gradient-norm clip; 0 or absent: none."""
+    return float(config["clip"]) if config.get("clip") else None
 
 
 def seeds_of(config: dict) -> list[int]:
@@ -111,7 +118,7 @@ def _energy_run(config: dict, report) -> list[dict]:
             report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
 
     evals = [torch.Generator().manual_seed(7_000_001 * s + 5) for s in seeds]
-    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"), eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024),
+    fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config), eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024),
         eval_every=every, on_eval=on_eval)
     log_z = float(energies.log_z(target))
     return _energy_metrics(spec, params, u, log_z, seeds, int(config["eval_samples"]), ENERGY_BOX)  # the last weights
@@ -156,7 +163,7 @@ def _density_run(config: dict, report) -> list[dict]:
         if step < steps - 1:
             report(Report(step=step + 1, final=False, metrics=[{"val_nll": float(v)} for v in metric]))
 
-    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"),
+    fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config),
         eval_fn=lambda: -flow.log_prob(spec, params, val).mean(1), eval_every=every, on_eval=on_eval)
     return _density_metrics(spec, params, target, int(config["eval_samples"]))  # the last weights, as naf_examples
 
@@ -225,7 +232,7 @@ def sinewave_run(config: dict, report) -> list[dict]:
         if step < steps - 1:
             report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
 
-    fit(params, loss_fn, steps, float(config["lr"]), clip=config.get("clip"), eval_fn=lambda: loss_fn(steps), eval_every=every,
+    fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config), eval_fn=lambda: loss_fn(steps), eval_every=every,
         on_eval=on_eval)
     with torch.no_grad():  # the last weights, as sf_sinewave.py plots them
         eps, weights = sw.eps_grid()
@@ -274,7 +281,7 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
         epoch = (step + 1) // per_epoch
         report(Report(step=epoch, final=False, metrics=[{"val_nll": float(v)} for v in metric]))
 
-    result = fit(params, loss_fn, int(config["max_epochs"]) * per_epoch, float(config["lr"]), clip=float(config["clip"]),
+    result = fit(params, loss_fn, int(config["max_epochs"]) * per_epoch, float(config["lr"]), clip=clip_of(config),
                  polyak=float(config.get("polyak", 0.0)), eval_fn=lambda: -mean_log_prob(params, val).mean(1),
                  eval_every=per_epoch, patience=int(config["patience"]), on_eval=on_eval)
     with torch.no_grad():  # in float64: an exp-scale (maf) flow can overflow float32 on a heavy-tailed test point
@@ -341,7 +348,7 @@ def vae_run(config: dict, data, report) -> list[dict]:
     def on_eval(step: int, metric: torch.Tensor) -> None:
         report(Report(step=(step + 1) // per_epoch, final=False, metrics=[{"val_elbo": -float(v)} for v in metric]))
 
-    result = fit(params, loss_fn, int(config["epochs"]) * per_epoch, float(config["lr"]), clip=float(config["clip"]),
+    result = fit(params, loss_fn, int(config["epochs"]) * per_epoch, float(config["lr"]), clip=clip_of(config),
                  polyak=float(config.get("polyak", 0.0)), on_eval=on_eval, eval_every=per_epoch,
                  eval_fn=lambda: -nv.bounds(model, spec, val, z_dim, 1, torch.Generator().manual_seed(5))[0])
     elbo, iw = nv.bounds(as_model(result.best_params), spec, test, z_dim, int(config["iw_samples"]), torch.Generator().manual_seed(11))

@@ -41,10 +41,13 @@ def test_toy_presets():
     e = hparams.TOY_ENERGY
     assert (u1["task"], u1["flows"], u1["hidden"], u1["hidden_layers"], u1["ds_dim"], u1["ds_layers"], u1["lr"], u1["steps"], u1["batch"]) == \
         ("energy", 1, 64, 3, 5, 2, 5e-4, 10_000, 64) == ("energy", e["flows"], e["hidden"], e["hidden_layers"], e["ds_dim"], e["ds_layers"], e["lr"], e["steps"], e["batch"])
+    assert (u1["flip"], u1["final_linear"], u1["context"], u1["clip"]) == (False, False, 1, 0.0)  # model_iaf_toy.py's one IAF_DSF
+    assert tasks.clip_of(u1) is None and tasks.spec_of(u1, 2).context == 1
     deep = [c for c in cpu if c["target"] == "U1" and c["flows"] == 3]
     assert len(deep) == 1 and deep[0]["transformer"] == "affine-gated" and deep[0]["hidden"] == 128 and deep[0]["hidden_layers"] == 2
     mog = [c for c in cpu if c["target"] == "mog4" and c["transformer"] == "ddsf"][0]
     assert (mog["task"], mog["flows"], mog["hidden_layers"], mog["ds_dim"], mog["lr"], mog["steps"]) == ("density", 2, 2, 16, 5e-3, 2_000)
+    assert mog["base_log_var"] == 1.0 and tasks.spec_of(mog, 2).base_log_var == 1.0 and tasks.clip_of(mog) == 5.0
     assert sorted(c["seed"] for c in rows([mog])) == [0, 1, 2]
 
 
@@ -69,6 +72,7 @@ BAD = {
     "unknown target": (toy.PIPELINE, ["targets=U1,U99"], "bad value for targets: 'U99'"),
     "unknown transformer": (toy.PIPELINE, ["transformers=dsf,realnvp"], "bad value for transformers: 'realnvp'"),
     "zero flows": (toy.PIPELINE, ["energy_flows=0"], "bad value for energy_flows: 0 (must be >= 1)"),
+    "negative clip": (toy.PIPELINE, ["density_clip=-1"], "bad value for density_clip: -1.0 (must be >= 0)"),
     "zero ds_dim": (toy.PIPELINE, ["density_ds_dim=0"], "bad value for density_ds_dim: 0 (must be >= 1)"),
     "toy hidden below dim": (toy.PIPELINE, ["density_hidden=1"], "bad value for density_hidden: 1 (must be >= 2)"),
     "sinewave zero flows": (sinewave.PIPELINE, ["flows=1,0"], "bad value for flows: 0 (must be >= 1)"),

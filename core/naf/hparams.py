@@ -9,11 +9,12 @@ from __future__ import annotations
 
 # ------------------------------------------------------------------ N1: toy energy fitting (torchkit model_iaf_toy.py) [C]
 # one IAF_DSF(2, hid 64, context 1, num_layers 4, num_ds_dim 5, num_ds_layers 2): one flow, cMADE num_layers 4 = 3 hidden
-TOY_ENERGY = dict(hidden=64, hidden_layers=3, flows=1, ds_dim=5, ds_layers=2, batch=64, lr=5e-4, steps=10_000)
+TOY_ENERGY = dict(hidden=64, hidden_layers=3, flows=1, ds_dim=5, ds_layers=2, batch=64, lr=5e-4, steps=10_000,
+                  flip=False, final_linear=False, context=1, clip=0.0)  # sampled with context ones, no flip / LinearFlow, no clipping
 TOY_ENERGY_AFFINE_DEEP = dict(hidden=128, flows=3)  # the commented affine comparator: 3 x IAF(2, 128, 1, 3) (2 hidden layers)
 
 # ------------------------------------------------------------------ N2: toy density estimation (naf_examples DensityEstimator) [C]
-TOY_DENSITY = dict(hidden=64, hidden_layers=2, flows=2, ds_dim=16, ds_layers=1, batch=64, lr=5e-3, steps=2_000)
+TOY_DENSITY = dict(hidden=64, hidden_layers=2, flows=2, ds_dim=16, ds_layers=1, batch=64, lr=5e-3, steps=2_000, base_log_var=1.0)
 MOG4 = dict(weights=(0.1, 0.3, 0.4, 0.2), means=((-5.0, 0.0), (5.0, 0.0), (0.0, 5.0), (0.0, -5.0)))  # model_maf_toy.py, unit cov
 SWISSROLL_NOISE = 0.5  # naf_examples SwissRoll: sklearn make_swiss_roll(noise 0.5) columns (0, 2) / 3
 
@@ -24,7 +25,7 @@ SINEWAVE_MODES = (0.6, 1.2, 1.8)  # the three frequencies that pass the 3 points
 
 # ------------------------------------------------------------------ N5: NAF's maf_experiments.py defaults [C]
 NAF_TABULAR = dict(hidden=100, hidden_layers=1, flows=5, ds_dim=16, ds_layers=1, lr=1e-4, batch=100, clip=5.0,
-                   max_epochs=400, patience=30, polyak=0.0, seed=1993)
+                   max_epochs=400, patience=30, polyak=0.0, seed=1993, base_log_var=1.0)  # density base N(0, e I): utils.log_normal(z, 0, 1)
 # MAF's MADE widths per dataset (gpapamak/maf run_experiments.py) [C]; BSDS300 also 1024
 MAF_HIDDEN = {"power": 100, "gas": 100, "hepmass": 512, "miniboone": 512, "bsds300": 512}
 MAF_SPLITS = {  # (train, valid, test) [R], consistent with the loaders' 10 % splits

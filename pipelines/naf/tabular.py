@@ -40,6 +40,7 @@ SETTINGS = {
     "clip": Setting(N["clip"], "per-model gradient-norm clip (N5: 5)", gt=0),
     "mixture6_train": Setting(ndata.MIXTURE6_SPLITS[0], "mixture6 training points (validation 5k, test 20k)", ge=100),
     "maf_widths": Setting(False, "maf rows on MAF's sets use MAF's per-dataset MADE widths (100 / 512)"),
+    "base_log_var": Setting(N["base_log_var"], "log-variance of the N(0, e^v I) base (maf_experiments: 1.0)"),
 }
 PRESETS = {
     "smoke": dict(hidden=64, max_epochs=20, mixture6_train=5_000),
@@ -59,7 +60,7 @@ def check(settings: dict) -> None:
 
 
 def configs(settings: dict) -> list[dict]:
-    keys = ("hidden_layers", "ds_dim", "ds_layers", "lr", "batch", "max_epochs", "patience", "polyak", "clip")
+    keys = ("hidden_layers", "ds_dim", "ds_layers", "lr", "batch", "max_epochs", "patience", "polyak", "clip", "base_log_var")
     shared = []
     for name in settings["datasets"]:
         for transformer in settings["transformers"]:

@@ -46,7 +46,9 @@ SETTINGS = {
     "density_ds_layers": Setting(D["ds_layers"], "DSF/DDSF blocks of the density model", ge=1),
     "density_lr": Setting(D["lr"], "Adam learning rate on densities", gt=0),
     "batch": Setting(E["batch"], "samples per step (N1, N2: 64)", ge=1),
-    "clip": Setting(5.0, "per-model gradient-norm clip (torchkit optim)", gt=0),
+    "energy_clip": Setting(E["clip"], "gradient-norm clip on energies (0: none, as model_iaf_toy.py)", ge=0),
+    "density_clip": Setting(5.0, "gradient-norm clip on densities (0: none)", ge=0),
+    "faithful": Setting(True, "N1's exact form (context ones, no flip, no final LinearFlow) and N2's N(0, e I) base"),
     "deep_affine": Setting(False, "add N1's affine comparator (3 affine-gated flows, MADE 128 x 2) on the energies"),
     "eval_samples": Setting(100_000, "fresh samples for the final KL / NLL", ge=1000),
     "eval_every": Setting(500, "steps between progress reports", ge=1),
@@ -71,9 +73,12 @@ def shapes(settings: dict, task: str) -> list[dict]:
     p = "energy_" if task == "energy" else "density_"
     base = dict(flows=settings[p + "flows"], hidden=settings[p + "hidden"], hidden_layers=settings[p + "hidden_layers"],
                 ds_dim=settings[p + "ds_dim"], ds_layers=settings[p + "ds_layers"], lr=settings[p + "lr"], steps=settings[p + "steps"])
+    base["clip"] = settings[p + "clip"]
+    if settings["faithful"]:
+        base.update({k: E[k] for k in ("flip", "final_linear", "context")} if task == "energy" else {"base_log_var": D["base_log_var"]})
     out = [dict(base, transformer=t) for t in settings["transformers"]]
     if task == "energy" and settings["deep_affine"]:
-        out.append(dict(base, transformer="affine-gated", **hparams.TOY_ENERGY_AFFINE_DEEP, hidden_layers=2))
+        out.append(dict(base, transformer="affine-gated", **hparams.TOY_ENERGY_AFFINE_DEEP, hidden_layers=2, flip=True))  # "with flips"
     return out
 
 
@@ -82,7 +87,7 @@ def configs(settings: dict) -> list[dict]:
     for target in settings["targets"]:
         task = "energy" if target in ENERGY_TARGETS else "density"
         for shape in shapes(settings, task):
-            shared.append(dict(shape, task=task, target=target, batch=settings["batch"], clip=settings["clip"],
+            shared.append(dict(shape, task=task, target=target, batch=settings["batch"],
                                eval_samples=settings["eval_samples"], eval_every=settings["eval_every"]))
     return common.block_configs(shared, settings["seeds"], settings["block_size"])
 
