@@ -56,6 +56,7 @@ def test_sinewave_and_tabular_presets():
     assert len(rows(smoke)) == 4 and {c["transformer"] for c in smoke} == {"maf", "dsf"}
     cpu = expand(sinewave.PIPELINE, "cpu")
     assert len(rows(cpu)) == 2 * 2 * 5 and {(c["steps"], c["batch"], c["lr"], c["ds_dim"]) for c in cpu} == {(20_000, 320, 0.01, 24)}
+    assert {(c["final_linear"], tasks.clip_of(c)) for c in cpu} == {(False, None)} and not tasks.spec_of(cpu[0], 1).final_linear
     t_smoke = expand(tabular.PIPELINE, "smoke")
     assert len(t_smoke) == 2 and len(rows(t_smoke)) == 4 and {c["flows"] for c in t_smoke} == {2}
     t_cpu = expand(tabular.PIPELINE, "cpu")

@@ -2,8 +2,9 @@
 
 Varies: transformer of the 1-D flow q (dsf = the reference's one SigmoidFlow, d = 24; maf = affine: a Gaussian
 then 2σ), flows, seed. Fixed (N3): Adam 0.01, batch 320, energy annealing w = min(1, 0.2 + it / (0.8·total)),
-20,000 iterations (smoke 2,000). One flow on N(0, 1) noise, then f = 2σ(h); in 1-D the MADE has no inputs, so
-its outputs are free parameters (an unconditional transformer), plus core.flows' final elementwise affine.
+20,000 iterations (smoke 2,000), no gradient clipping. One flow on N(0, 1) noise, then f = 2σ(h); in 1-D the MADE
+has no inputs, so its outputs are free parameters (an unconditional transformer); ``faithful`` drops core.flows'
+final elementwise affine, which sf_sinewave.py does not have.
 Metrics (exact by quadrature over q's noise; the true posterior by 1-D quadrature on (0, 2)): ``kl_nats`` =
 KL(q‖p), ``mode_mass_0.6/1.2/1.8`` = q's mass within ±0.1 of each mode, ``mass_near_0`` (f < 0.1, the boundary mode).
 Report: table with the true masses, the issue's checks, histograms of q's samples over the true posterior.
@@ -34,7 +35,8 @@ SETTINGS = {
     "ds_dim": Setting(S["ds_dim"], "sigmoid units of the DSF (N3: 24)", ge=1),
     "ds_layers": Setting(1, "DSF blocks per flow", ge=1),
     "hidden": Setting(8, "MADE width (1-D: only sets the channels into the DSF parameters)", ge=1),
-    "clip": Setting(5.0, "per-model gradient-norm clip", gt=0),
+    "clip": Setting(0.0, "per-model gradient-norm clip (0: none, as sf_sinewave.py)", ge=0),
+    "faithful": Setting(True, "sf_sinewave.py's q: the flow alone, no final elementwise affine (core.flows' LinearFlow)"),
     "eval_every": Setting(1000, "steps between progress reports", ge=1),
 }
 PRESETS = {
@@ -51,7 +53,8 @@ PRESET_HELP = {
 
 def configs(settings: dict) -> list[dict]:
     keys = ("steps", "batch", "lr", "ds_dim", "ds_layers", "hidden", "clip", "eval_every")
-    shared = [dict({k: settings[k] for k in keys}, target="sinewave", transformer=t, flows=f, hidden_layers=1)
+    shared = [dict({k: settings[k] for k in keys}, target="sinewave", transformer=t, flows=f, hidden_layers=1,
+                   **({"final_linear": False} if settings["faithful"] else {}))
               for t in settings["transformers"] for f in settings["flows"]]
     return common.block_configs(shared, settings["seeds"], settings["block_size"])
 
