@@ -58,6 +58,19 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'memorization-capacity/smoke': ('smoke-7328f7f666', {'runs': (54, '623463d0792e')}),
     'memorization-capacity/paper': ('paper-654b567617', {'runs': (150, '2bebd3258ad7')}),
     'memorization-capacity/mnist': ('mnist-9b8b4842de', {'runs': (42, '3f61be723ab2')}),
+    # the naf study, pinned when it landed (issue 30), not from d77c172
+    'naf-toy/smoke': ('smoke-3ea077e21b', {'fits': (16, '6b43ca5f3f00')}),
+    'naf-toy/cpu': ('cpu-ac9d7982f0', {'fits': (96, 'e23198621336')}),
+    'naf-toy/paper': ('paper-86192beb59', {'fits': (260, '5c7bccaf491d')}),
+    'naf-sinewave/smoke': ('smoke-83e65f9f2a', {'fits': (4, 'f9fa18199b20')}),
+    'naf-sinewave/cpu': ('cpu-c43db45f04', {'fits': (20, 'e005f630d25d')}),
+    'naf-sinewave/paper': ('paper-c43db45f04', {'fits': (20, 'e005f630d25d')}),
+    'naf-tabular/smoke': ('smoke-46fc489227', {'fits': (4, '93d58670326a')}),
+    'naf-tabular/cpu': ('cpu-30d7e2644e', {'fits': (24, 'd2173a5e7450')}),
+    'naf-tabular/paper': ('paper-a85498c9c7', {'fits': (150, 'afd96954c5d3')}),
+    'naf-vae/smoke': ('smoke-dec9258f1e', {'fits': (3, 'a57ec63f7ec0')}),
+    'naf-vae/cpu': ('cpu-a79e316e70', {'fits': (8, 'f407bff45b40')}),
+    'naf-vae/paper': ('paper-79d9349d80', {'fits': (20, '9817fd0b58fd')}),
 }
 
 
