@@ -220,7 +220,7 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
     assert marker.exists(), "the worker was never killed"
     assert summary.complete and summary.failed == 0
     baseline = run_sweep(Sweep(clean, "smoke", resolve_settings(clean, "smoke", [f"marker={tmp_path / 'unused'}"]), results, quiet=True))
-    assert baseline["complete"]
+    assert baseline.complete
 
     steps, returns = _curve(results, "rl-killed")
     clean_steps, clean_returns = _curve(results, "rl-clean")
