@@ -82,6 +82,27 @@ def grid_points(box: float, bins: int = HEAT_BINS) -> tuple[np.ndarray, float]:
     return np.stack([gx.reshape(-1), gy.reshape(-1)], 1), float((edges[1] - edges[0]) ** 2)
 
 
+def step_progress(report, key: str, steps: int):
+    """``on_eval`` for :func:`core.flows.train.fit`: a non-final Report of ``key`` per evaluation before the last step."""
+    def on_eval(step: int, metric: torch.Tensor) -> None:
+        if step < steps - 1:
+            report(Report(step=step + 1, final=False, metrics=[{key: float(v)} for v in metric]))
+    return on_eval
+
+
+def epoch_minibatches(n: int, batch: int, generators: list[torch.Generator]):
+    """step -> (K, batch) indices into n examples: each model's own permutation, drawn anew at every epoch's first step."""
+    per_epoch = max(1, n // batch)
+    order: list[torch.Tensor] = []
+
+    def indices(step: int) -> torch.Tensor:
+        i = step % per_epoch
+        if i == 0:
+            order[:] = [torch.stack([torch.randperm(n, generator=g) for g in generators])]
+        return order[0][:, i * batch:(i + 1) * batch]
+    return indices
+
+
 def sample_histogram(z: np.ndarray, box: float, bins: int = HEAT_BINS) -> np.ndarray:
     """Share of samples z (n, 2) per cell of [−box, box]² (rows = y)."""
     hist, _, _ = np.histogram2d(z[:, 1], z[:, 0], bins=bins, range=[[-box, box], [-box, box]])
@@ -109,17 +130,10 @@ def _energy_run(config: dict, report) -> list[dict]:
     gens = [torch.Generator().manual_seed(1_000_003 * s + 17) for s in seeds]
     steps, batch, every = int(config["steps"]), int(config["batch"]), int(config.get("eval_every", 1000))
 
-    def loss_fn(step: int) -> torch.Tensor:
-        z, log_q = sample_block(spec, params, noise(gens, batch, 2))
-        return (log_q - u(z)).mean(1)
-
-    def on_eval(step: int, metric: torch.Tensor) -> None:
-        if step < steps - 1:
-            report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
-
     evals = [torch.Generator().manual_seed(7_000_001 * s + 5) for s in seeds]
-    fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config), eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024),
-        eval_every=every, on_eval=on_eval)
+    fit(params, lambda step: _energy_loss(spec, params, u, gens, batch), steps, float(config["lr"]), clip=clip_of(config),
+        eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024), eval_every=every,
+        on_eval=step_progress(report, "train_loss", steps))
     log_z = float(energies.log_z(target))
     return _energy_metrics(spec, params, u, log_z, seeds, int(config["eval_samples"]), ENERGY_BOX)  # the last weights
 
@@ -159,12 +173,8 @@ def _density_run(config: dict, report) -> list[dict]:
     def loss_fn(step: int) -> torch.Tensor:
         return -flow.log_prob(spec, params, pool[:, step * batch:(step + 1) * batch]).mean(1)
 
-    def on_eval(step: int, metric: torch.Tensor) -> None:
-        if step < steps - 1:
-            report(Report(step=step + 1, final=False, metrics=[{"val_nll": float(v)} for v in metric]))
-
     fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config),
-        eval_fn=lambda: -flow.log_prob(spec, params, val).mean(1), eval_every=every, on_eval=on_eval)
+        eval_fn=lambda: -flow.log_prob(spec, params, val).mean(1), eval_every=every, on_eval=step_progress(report, "val_nll", steps))
     return _density_metrics(spec, params, target, int(config["eval_samples"]))  # the last weights, as naf_examples
 
 
@@ -228,12 +238,8 @@ def sinewave_run(config: dict, report) -> list[dict]:
         f, log_q = log_q_f(noise(gens, batch, 1))
         return (log_q - sw.annealing(step, steps) * sw.log_likelihood(f)).mean(1)
 
-    def on_eval(step: int, metric: torch.Tensor) -> None:
-        if step < steps - 1:
-            report(Report(step=step + 1, final=False, metrics=[{"train_loss": float(v)} for v in metric]))
-
     fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config), eval_fn=lambda: loss_fn(steps), eval_every=every,
-        on_eval=on_eval)
+        on_eval=step_progress(report, "train_loss", steps))
     with torch.no_grad():  # the last weights, as sf_sinewave.py plots them
         eps, weights = sw.eps_grid()
         f, log_q = log_q_f(eps.float().view(1, -1, 1).expand(len(seeds), -1, -1).contiguous())
@@ -264,15 +270,10 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
     train, val, test = (torch.from_numpy(np.ascontiguousarray(p)) for p in (data.train, data.val, data.test))
     batch = int(config["batch"])
     per_epoch = max(1, len(train) // batch)
-    gens = [torch.Generator().manual_seed(1_000_003 * s + 41) for s in seeds]
-    order: list[torch.Tensor] = []
+    minibatch = epoch_minibatches(len(train), batch, [torch.Generator().manual_seed(1_000_003 * s + 41) for s in seeds])
 
     def loss_fn(step: int) -> torch.Tensor:
-        i = step % per_epoch
-        if i == 0:
-            order[:] = [torch.stack([torch.randperm(len(train), generator=g) for g in gens])]
-        idx = order[0][:, i * batch:(i + 1) * batch]
-        return -flow.log_prob(spec, params, train[idx]).mean(1)
+        return -flow.log_prob(spec, params, train[minibatch(step)]).mean(1)
 
     def mean_log_prob(p, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([flow.log_prob(spec, p, x[i:i + EVAL_CHUNK]).double() for i in range(0, len(x), EVAL_CHUNK)], 1)
@@ -329,17 +330,14 @@ def vae_run(config: dict, data, report) -> list[dict]:
     batch = int(config["batch"])
     per_epoch = max(1, len(train) // batch)
     gens = [torch.Generator().manual_seed(1_000_003 * s + 53) for s in seeds]
-    order: list[torch.Tensor] = []
+    minibatch = epoch_minibatches(len(train), batch, gens)
 
     def as_model(tensors: list[torch.Tensor]) -> dict:
         a, b = sizes[0], sizes[0] + sizes[1]
         return {"enc": tensors[:a], "dec": tensors[a:b], "flow": tensors[b:]}
 
     def loss_fn(step: int) -> torch.Tensor:
-        i = step % per_epoch
-        if i == 0:
-            order[:] = [torch.stack([torch.randperm(len(train), generator=g) for g in gens])]
-        idx = order[0][:, i * batch:(i + 1) * batch]
+        idx = minibatch(step)
         x = torch.stack([torch.bernoulli(train[idx[k]], generator=g) for k, g in enumerate(gens)])
         log_px, kl = nv.elbo_terms(model, spec, x, noise(gens, x.shape[1], z_dim))
         w = nv.anneal(step, int(config["anneal_steps"]), float(config["anneal_start"]))
