@@ -275,6 +275,15 @@ def _split_tail(data: np.ndarray, fraction: float = 0.1) -> tuple[np.ndarray, np
     return data[:-n], data[-n:]
 
 
+def _split_standardised(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MAF's POWER / MINIBOONE tail: 10 % test, 10 % of the rest validation, standardised with train+val moments."""
+    rest, test = _split_tail(data)
+    train, val = _split_tail(rest)
+    both = np.vstack((train, val))
+    mu, s = both.mean(axis=0), both.std(axis=0)
+    return (train - mu) / s, (val - mu) / s, (test - mu) / s
+
+
 def _maf_power(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """maf/datasets/power.py: shuffle (RandomState 42), drop columns 3 and 1, jitter, 10 % test, 10 % val, train+val moments."""
     rng = np.random.RandomState(42)
@@ -288,11 +297,7 @@ def _maf_power(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sm_noise = rng.rand(n, 3)
     time_noise = np.zeros((n, 1))
     data = data + np.hstack((gap_noise, voltage_noise, sm_noise, time_noise))
-    rest, test = _split_tail(data)
-    train, val = _split_tail(rest)
-    both = np.vstack((train, val))
-    mu, s = both.mean(axis=0), both.std(axis=0)
-    return (train - mu) / s, (val - mu) / s, (test - mu) / s
+    return _split_standardised(data)
 
 
 def _maf_gas(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -338,11 +343,7 @@ def _maf_hepmass(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _maf_miniboone(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """maf/datasets/miniboone.py: the pre-cleaned data.npy, 10 % test, 10 % val, train+val moments."""
     data = np.load(_need(root / "miniboone" / "data.npy"))
-    rest, test = _split_tail(data)
-    train, val = _split_tail(rest)
-    both = np.vstack((train, val))
-    mu, s = both.mean(axis=0), both.std(axis=0)
-    return (train - mu) / s, (val - mu) / s, (test - mu) / s
+    return _split_standardised(data)
 
 
 def _maf_bsds300(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
