@@ -34,8 +34,7 @@ def cell(values, digits: int = 3) -> str:
     array = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
     if len(array) == 0:
         return "–"
-    mean, sem = reports.mean_sem(array)
-    return f"{mean:.{digits}f} ± {sem:.{digits}f}" + (f" (n={len(array)})" if len(array) != len(values) else "")
+    return reports.pm(*reports.mean_sem(array), digits) + (f" (n={len(array)})" if len(array) != len(values) else "")
 
 
 def shape_label(row) -> str:
