@@ -153,6 +153,12 @@ M += [
   [NP + "::test_sinewave_and_tabular_reports"]),
  ("g20 VAE KL direction", "core/naf/vae.py", "    return log_px, log_q - log_pz", "    return log_px, log_pz - log_q",
   ["tests/test_naf_vae.py::test_gaussian_posterior_kl_is_kl_q_to_prior"]),
+ ("g21 epoch minibatches: one permutation for every epoch", "tasks/naf.py", "        if i == 0:\n            order[:]",
+  "        if step == 0:\n            order[:]", [NP + "::test_epoch_minibatches_cover_each_epoch_once_and_redraw_per_model"]),
+ ("g22 epoch minibatches: every model on the first model's permutation", "tasks/naf.py",
+  "torch.stack([torch.randperm(n, generator=g) for g in generators])",
+  "torch.randperm(n, generator=generators[0]).expand(len(generators), n)",
+  [NP + "::test_epoch_minibatches_cover_each_epoch_once_and_redraw_per_model"]),
 ]
 
 if __name__ == "__main__":

@@ -227,3 +227,14 @@ def test_mode_coverage_counts_modes_with_half_their_mass():
     assert toy.mode_coverage("mog4", one / one.sum(), truth) == 0.25
     u4 = toy.truth_grid("U4")
     assert toy.mode_coverage("U4", u4, u4) == 1.0 and toy.mode_coverage("grid10", toy.truth_grid("grid10"), toy.truth_grid("grid10")) == 1.0
+
+
+def test_epoch_minibatches_cover_each_epoch_once_and_redraw_per_model():
+    gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]
+    batches = tasks.epoch_minibatches(10, 3, gens(0, 1))  # 3 batches of 3 per epoch (the last example sits out)
+    epochs = [torch.cat([batches(step) for step in range(e * 3, e * 3 + 3)], dim=1) for e in range(2)]
+    for epoch in epochs:
+        assert epoch.shape == (2, 9) and all(len(set(row.tolist())) == 9 for row in epoch)  # no example twice in an epoch
+    assert not torch.equal(epochs[0], epochs[1])  # a new permutation every epoch
+    alone = tasks.epoch_minibatches(10, 3, gens(1))
+    assert torch.equal(torch.cat([alone(step) for step in range(6)], 1), torch.cat([e[1:] for e in epochs], 1))  # block-invariant
