@@ -167,13 +167,10 @@ def cmd_compact(args) -> int:
     from pipelines.engine.store import ResultStore
 
     store = ResultStore.open(args.results)
-    frame = store.read("trials", args.pipeline, args.sweep if args.pipeline else None)
-    if frame.empty:
+    pairs = [(p, s) for p, s in store.pairs() if args.pipeline in (None, p) and args.sweep in (None, s)]
+    if not pairs:
         raise GensweepError(f"no results to compact in {args.results}")
-    pairs = frame[["pipeline", "sweep"]].drop_duplicates()
-    if args.sweep:
-        pairs = pairs[pairs["sweep"] == args.sweep]
-    for pipeline, sweep in pairs.itertuples(index=False):
+    for pipeline, sweep in pairs:  # sweep by sweep: each pipeline (and sweep) has its own columns
         merged = store.compact(pipeline, sweep)
         rows = len(store.read("trials", pipeline, sweep))
         print(f"{pipeline} {sweep}: {rows} rows; merged {merged['trials']} trial files, {merged['curves']} curve files")
@@ -244,10 +241,14 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.engine.runtime import TERMINATED, handle_sigterm
+
     _quiet_libraries()
     args = build_parser().parse_args(argv)
+    handle_sigterm()  # SIGTERM stops as Ctrl+C does, and exits 143
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        return 128 + TERMINATED["signum"] if TERMINATED["signum"] else code
     except (GensweepError, DataError) as exc:
         print(f"gensweep: error: {exc}", file=sys.stderr)
         return 2
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("gensweep: interrupted; re-run the same command (or gensweep resume RESULTS) to resume", file=sys.stderr)
-        return 130
+        return 128 + (TERMINATED["signum"] or 2)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,35 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 
 from pipelines.engine.spec import GensweepError
+
+TERMINATED: dict = {"signum": None}  # set when SIGTERM stopped this process (the CLI then exits 143)
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (``timeout``, systemd, batch schedulers) stops a sweep as Ctrl+C does.
+
+    The SIGINT handler in force is called: Ray Tune's ends the Tuner cleanly
+    (what finished is recorded); Python's raises KeyboardInterrupt. A SIGINT
+    that is ignored (a background job) still stops the sweep.
+    """
+    TERMINATED["signum"] = signum
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not _on_sigterm:
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def handle_sigterm() -> None:
+    """Route SIGTERM to the SIGINT handler (see :func:`_on_sigterm`); again after ``ray.init``, which installs its own."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def check_reachable(host: str, port: int, what: str, timeout: float = 5.0) -> None:
@@ -49,6 +75,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         # "local": a new runtime even when `ray start` left one on this machine (address=None would join it).
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **common)
+    handle_sigterm()  # Ray's driver handler exits at once (its C++ core then aborts, exit 134): stop cleanly instead
 
 
 def trial_resources(cpus: float, gpus: float) -> dict:

@@ -82,6 +82,25 @@ def _row_table(key: str, row: dict) -> pa.Table:
     return table
 
 
+def _unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for ``schemas`` (types promoted, e.g. int to float); a column whose types cannot merge is read as text."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for f in schema:
+            if f.name not in fields:
+                fields[f.name] = f
+                continue
+            try:
+                fields[f.name] = pa.unify_schemas([pa.schema([fields[f.name]]), pa.schema([f])], promote_options="permissive")[0]
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                fields[f.name] = pa.field(f.name, pa.string())
+    return pa.schema(list(fields.values()))
+
+
 @dataclass(frozen=True)
 class ConfigurationResult:
     """One finished configuration as the store writes it: its trial key, its row (config, metrics, core columns), its curve."""
@@ -253,19 +272,43 @@ class ResultStore:
         base = self._dir(table)
         dataset = ds.dataset(files, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
         schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
-        unified = pa.unify_schemas(schemas + [PARTITIONING.schema], promote_options="permissive")
+        unified = _unify(schemas + [PARTITIONING.schema])
         return ds.dataset(files, schema=unified, filesystem=self.fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
 
     def read(self, table: str = "trials", pipeline: str | None = None, sweep: str | None = None) -> pd.DataFrame:
-        """All rows of ``table`` (optionally one pipeline / sweep) with ``pipeline`` and ``sweep`` columns."""
+        """All rows of ``table`` (optionally one pipeline / sweep) with ``pipeline`` and ``sweep`` columns.
+
+        Without ``pipeline`` each pipeline is read on its own and the frames
+        concatenated: pipelines may give one column name different types
+        (``hidden``: a width in one, a flag in another), which no one Arrow
+        schema holds.
+        """
+        if pipeline is None:
+            names = sorted({name for name, _ in self.pairs(table)})
+            frames = [self.read(table, name, sweep) for name in names]
+            frames = [f for f in frames if not f.empty]
+            return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
         files = self.files(table, pipeline, sweep)
         if not files:
             return pd.DataFrame()
         return self._dataset(table, files).to_table().to_pandas()
 
+    def pairs(self, table: str = "trials") -> list[tuple[str, str]]:
+        """(pipeline, sweep) of every sweep folder holding ``table`` files, from the folder names alone (no file is read)."""
+        selector = pafs.FileSelector(self._dir(table), recursive=True, allow_not_found=True)
+        found = set()
+        for info in self.fs.get_file_info(selector):
+            if not info.path.endswith(".parquet"):
+                continue
+            parts = dict(part.split("=", 1) for part in info.path.split("/")[-3:-1] if "=" in part)
+            if "pipeline" in parts and "sweep" in parts:
+                found.add((parts["pipeline"], parts["sweep"]))
+        return sorted(found)
+
     def sweeps(self, pipeline: str) -> list[str]:
         """Sweep ids of ``pipeline`` that have results, most recently finished last."""
-        frame = self.read("trials", pipeline)
-        if frame.empty:
+        files = self.files("trials", pipeline)
+        if not files:
             return []
+        frame = self._dataset("trials", files).to_table(columns=["sweep", "finished_at"]).to_pandas()
         return list(frame.groupby("sweep")["finished_at"].max().sort_values().index)

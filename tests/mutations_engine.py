@@ -1,0 +1,27 @@
+"""Deliberate mistakes in the engine's edge cases (issue 33: storage, signals, settings): make each in this checkout,
+run the tests that must catch it, revert. Not collected by pytest; run it on a clean checkout (it edits files while
+it runs and restores them):
+
+    python tests/mutations_engine.py [NAME-PREFIX ...]
+
+Prints CAUGHT or MISSED per mistake, with the tests that failed.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mutation_runner import main
+
+ST, CLI = "pipelines/engine/store.py", "pipelines/cli.py"
+ES = "tests/test_edge_storage.py"
+M = [
+ ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
+  [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
+ ("e2 every pipeline read as one dataset", ST, "        if pipeline is None:\n            names", "        if False:\n            names",
+  [ES + "::test_reading_every_pipeline_keeps_each_pipelines_types"]),
+ ("e3 compact: a sweep filter ignored", CLI, "args.sweep in (None, s)]", "True]",
+  [ES + "::test_compact_without_pipeline_merges_each_pipeline_on_its_own"]),
+]
+
+if __name__ == "__main__":
+    main(M)
