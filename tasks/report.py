@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 FINAL = "final"  # not "done": Tune sets its own ``done`` on the last result
+REPORTED_AT = "reported_at"
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,16 @@ def configurations(config: dict) -> list[dict]:
 
 
 def tune_reporter() -> Callable[[Report], None]:
-    """``tune.report`` for Reports, stamping this trial's Ray node id (looked up once)."""
+    """``tune.report`` for Reports, stamping this trial's Ray node id (looked up once) and the time of the report
+    (``reported_at``, seconds since the epoch on the trial's node: a row's ``finished_at`` is its final report's)."""
+    import time
+
     import ray
     from ray import tune
 
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(r: Report, checkpoint=None) -> None:
-        tune.report({**r.to_tune(), "node_id": node_id}, checkpoint=checkpoint)
+        tune.report({**r.to_tune(), "node_id": node_id, REPORTED_AT: time.time()}, checkpoint=checkpoint)
 
     return report

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from ray import tune
 
@@ -24,7 +25,7 @@ from pipelines.engine.searchers import StageSearcher
 from pipelines.engine.spec import GensweepError, Stage, disk_full_error, is_disk_full, trial_key
 from pipelines.engine.store import ConfigurationResult, ResultStore
 from pipelines.engine.tracking import TrialLog
-from tasks.report import FINAL, Report, configurations
+from tasks.report import FINAL, REPORTED_AT, Report, configurations
 
 FLUSH_ROWS = 256  # configurations per write batch
 FLUSH_S = 5.0  # the longest a finished configuration waits for its batch
@@ -130,6 +131,8 @@ class ResultSink(tune.Callback):
         trained = configurations(dict(trial.config))
         final = reports[-1]
         _release(trial)
+        reported = last.get(REPORTED_AT)  # when the trial's node sent its last report (not when this batch is written)
+        finished_at = datetime.fromtimestamp(reported, timezone.utc) if isinstance(reported, (int, float)) else None
         curves = list(zip(*[r.metrics for r in reports]))
         logs, results = [], []
         for configuration, metrics, curve in zip(trained, final.metrics, curves):
@@ -138,7 +141,7 @@ class ResultSink(tune.Callback):
             row = {**configuration, **metrics, "label": label, "config_json": json.dumps(configuration, sort_keys=True, default=str)}
             row.update(
                 wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"),
-                node_id=final.node_id, stopped_early=bool(stopped),
+                node_id=final.node_id, stopped_early=bool(stopped), finished_at=finished_at,
             )
             results.append(ConfigurationResult(key, row, list(curve)))
         best = _best_index([m.get(stage.metric) for m in final.metrics], stage.mode)  # the block's best shows
