@@ -54,8 +54,9 @@ class Hypernet(nn.Module):
         self.posterior = "mean-field" if posterior == "mean-field" or (coupling == 0 and posterior != "linear") else posterior
         self.coupling = 0 if self.posterior == "mean-field" else int(coupling)
         gen = torch.Generator().manual_seed(int(seed))
+        dtype = torch.get_default_dtype()  # parameters in the default dtype (float64 under tests' float64 fixture)
         seeds = lambda: [int(torch.randint(0, 2**31 - 1, (1,), generator=gen))]
-        self.linear = _params(cf.init_linear(self.dim, seeds()))  # [w (1, 1, P), b (1, 1, P)]
+        self.linear = _params(cf.init_linear(self.dim, seeds(), dtype=dtype))  # [w (1, 1, P), b (1, 1, P)]
         self.flows = nn.ParameterList()
         self.dsf_spec: FlowSpec | None = None
         perms = []
@@ -63,7 +64,7 @@ class Hypernet(nn.Module):
             if self.dim < 2:
                 raise ValueError("realnvp needs dim >= 2")
             for c in range(self.coupling):
-                self.flows.extend(_params(cf.init_coupling(self.dim, flow_hidden, seeds())))
+                self.flows.extend(_params(cf.init_coupling(self.dim, flow_hidden, seeds(), dtype=dtype)))
                 if c > 0:
                     perm = torch.randperm(self.dim, generator=gen)
                     while torch.equal(perm, torch.arange(self.dim)):  # PermuteLayer redraws the identity
@@ -71,13 +72,13 @@ class Hypernet(nn.Module):
                     perms.append(perm)
         elif self.posterior == "iaf":
             for _ in range(self.coupling):
-                self.flows.extend(_params(cf.init_iaf(self.dim, flow_hidden, seeds())))
+                self.flows.extend(_params(cf.init_iaf(self.dim, flow_hidden, seeds(), dtype=dtype)))
         elif self.posterior == "dsf":
             self.dsf_spec = FlowSpec(self.dim, "dsf", flows=self.coupling, hidden=max(flow_hidden, self.dim),
                                      hidden_layers=1, ds_dim=DSF_DIM, ds_layers=1, flip=True, final_linear=False)
-            self.flows.extend(_params(flow_model.init_block(self.dsf_spec, seeds())))
+            self.flows.extend(_params(flow_model.init_block(self.dsf_spec, seeds(), dtype=dtype)))
         elif self.posterior == "linear":
-            self.flows.append(nn.Parameter(torch.eye(self.dim)))
+            self.flows.append(nn.Parameter(torch.eye(self.dim, dtype=dtype)))
         self.register_buffer("perms", torch.stack(perms) if perms else torch.zeros(0, self.dim, dtype=torch.long))
 
     def transform(self, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

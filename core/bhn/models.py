@@ -170,5 +170,5 @@ def init_model(spec: BHNSpec, x_init: torch.Tensor | None, seed: int) -> BHNMode
     reference's reinit 0)."""
     model = BHNModel(spec, seed)
     if x_init is not None:
-        data_dependent_init(model, x_init.float())
+        data_dependent_init(model, x_init.to(model.nets[0].biases[0].dtype))
     return model

@@ -63,7 +63,7 @@ def elbo_loss(model: bm.BHNModel, x: torch.Tensor, y: torch.Tensor, n_train: int
         nll = -log_lik
     penalty = sum((p * p).sum() for p in model.parameters()) * spec.l2 if spec.l2 else torch.zeros(())
     loss = nll + penalty
-    return loss, {"loss": loss.item(), "nll": -log_lik.mean().item(), "l2": float(penalty)}
+    return loss, {"loss": loss.item(), "nll": -log_lik.mean().item(), "l2": float(penalty.detach())}
 
 
 @torch.no_grad()

@@ -69,7 +69,7 @@ class WNNet(nn.Module):
         self.biases = nn.ParameterList()
         for s in self.shapes:
             shape = (s.n_out, s.n_in) if s.kind == "dense" else (s.n_out, s.n_in, s.kernel, s.kernel)
-            self.directions.append(nn.Parameter(torch.randn(*shape, generator=generator, dtype=torch.float64).float() * V_STD))
+            self.directions.append(nn.Parameter((torch.randn(*shape, generator=generator, dtype=torch.float64) * V_STD).to(torch.get_default_dtype())))
             self.biases.append(nn.Parameter(torch.zeros(s.n_out)))
 
     @property
