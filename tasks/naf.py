@@ -5,7 +5,7 @@ Every trainable takes ``(config, data)``; ``config`` holds the shared keys (targ
 and a ``block`` of per-configuration entries (``seed``; see :func:`tasks.report.configurations`). The K flows are
 one stacked core.flows block; configuration k's initial weights, noise and data order come from its own seed only,
 so a block of K equals K runs alone. One :class:`~tasks.report.Report` per evaluation, one metrics dict per
-configuration, the last ``final``:
+configuration, the last ``final``; the metrics themselves are core.naf.metrics (usable without a trainable):
 
 - :func:`toy_trainable` (naf-toy): ``kl_nats`` = reverse KL(q‖p) = E_q[log q − U] + log Z for the energies U1..
   (log Z by quadrature, core.flows.energies.log_z), forward KL E_p[log p − log q] on fresh samples for ``mog4`` /
@@ -18,8 +18,6 @@ configuration, the last ``final``:
 """
 from __future__ import annotations
 
-import base64
-import math
 import time
 
 import numpy as np
@@ -29,11 +27,10 @@ from core.flows import model as flow
 from core.flows.spec import FlowSpec
 from core.flows.train import fit
 from core.naf import data as ndata
+from core.naf import metrics
 from core.naf import sinewave as sw
+from core.naf.metrics import noise, sample_block
 from tasks.report import Report, configurations, tune_reporter
-
-HEAT_BINS = 64
-EVAL_CHUNK = 20_000
 
 
 def spec_of(config: dict, dim: int) -> FlowSpec:
@@ -52,34 +49,6 @@ def clip_of(config: dict) -> float | None:
 
 def seeds_of(config: dict) -> list[int]:
     return [int(c["seed"]) for c in configurations(config)]
-
-
-def noise(generators: list[torch.Generator], n: int, dim: int, dtype=torch.float32) -> torch.Tensor:
-    """(K, n, dim) standard normal noise, row k from generator k (block-invariant)."""
-    return torch.stack([torch.randn(n, dim, generator=g) for g in generators]).to(dtype)
-
-
-def sample_block(spec: FlowSpec, params: list[torch.Tensor], eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """IAF use on given noise: z = forward(eps), log q(z) = log N(eps) − log|det| (K, n)."""
-    z, logdet = flow.forward(spec, params, eps)
-    return z, flow.log_normal(eps) - logdet
-
-
-def encode_grid(mass: np.ndarray) -> str:
-    """A (B, B) grid of masses as base64 float16 (rows of the parquet stay small)."""
-    return base64.b64encode(np.asarray(mass, dtype=np.float16).tobytes()).decode()
-
-
-def decode_grid(text: str, bins: int = HEAT_BINS) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float64).reshape(bins, -1)
-
-
-def grid_points(box: float, bins: int = HEAT_BINS) -> tuple[np.ndarray, float]:
-    """Cell centres (bins², 2) of [−box, box]², x fastest then y (image rows = y), and the cell area."""
-    edges = np.linspace(-box, box, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    gx, gy = np.meshgrid(centres, centres)
-    return np.stack([gx.reshape(-1), gy.reshape(-1)], 1), float((edges[1] - edges[0]) ** 2)
 
 
 def step_progress(report, key: str, steps: int):
@@ -103,20 +72,7 @@ def epoch_minibatches(n: int, batch: int, generators: list[torch.Generator]):
     return indices
 
 
-def sample_histogram(z: np.ndarray, box: float, bins: int = HEAT_BINS) -> np.ndarray:
-    """Share of samples z (n, 2) per cell of [−box, box]² (rows = y)."""
-    hist, _, _ = np.histogram2d(z[:, 1], z[:, 0], bins=bins, range=[[-box, box], [-box, box]])
-    return hist / len(z)
-
-
 # ============================================================================ naf-toy
-
-TOY_BOX = {"mog4": 8.0, "grid10": 6.5, "swissroll": 5.0}
-ENERGY_BOX = 4.0
-
-
-def toy_box(target: str) -> float:
-    return TOY_BOX.get(target, ENERGY_BOX)
 
 
 def _energy_run(config: dict, report) -> list[dict]:
@@ -135,30 +91,12 @@ def _energy_run(config: dict, report) -> list[dict]:
         eval_fn=lambda: _energy_loss(spec, params, u, evals, 1024), eval_every=every,
         on_eval=step_progress(report, "train_loss", steps))
     log_z = float(energies.log_z(target))
-    return _energy_metrics(spec, params, u, log_z, seeds, int(config["eval_samples"]), ENERGY_BOX)  # the last weights
+    return metrics.energy_metrics(spec, params, u, log_z, seeds, int(config["eval_samples"]))  # the last weights
 
 
 def _energy_loss(spec, params, u, gens, n) -> torch.Tensor:
     z, log_q = sample_block(spec, params, noise(gens, n, 2))
     return (log_q - u(z)).mean(1)
-
-
-@torch.no_grad()
-def _energy_metrics(spec, params, u, log_z: float, seeds: list[int], n: int, box: float) -> list[dict]:
-    """Reverse KL = E_q[log q − U] + log Z on n fresh samples (its s.e.), and the sample histogram."""
-    gens = [torch.Generator().manual_seed(99_991 * s + 3) for s in seeds]
-    gaps, zs = [], []
-    for start in range(0, n, EVAL_CHUNK):
-        z, log_q = sample_block(spec, params, noise(gens, min(EVAL_CHUNK, n - start), 2, params[0].dtype))
-        gaps.append((log_q - u(z)).double())
-        zs.append(z.double())
-    gap, z = torch.cat(gaps, 1), torch.cat(zs, 1).numpy()
-    rows = []
-    for k in range(len(seeds)):
-        g = gap[k][torch.isfinite(gap[k])]
-        rows.append({"kl_nats": float(g.mean()) + log_z, "kl_se": float(g.std() / math.sqrt(len(g))), "log_z": log_z,
-                     "heat": encode_grid(sample_histogram(z[k], box)), "nonfinite": float(n - len(g))})
-    return rows
 
 
 def _density_run(config: dict, report) -> list[dict]:
@@ -175,28 +113,7 @@ def _density_run(config: dict, report) -> list[dict]:
 
     fit(params, loss_fn, steps, float(config["lr"]), clip=clip_of(config),
         eval_fn=lambda: -flow.log_prob(spec, params, val).mean(1), eval_every=every, on_eval=step_progress(report, "val_nll", steps))
-    return _density_metrics(spec, params, target, int(config["eval_samples"]))  # the last weights, as naf_examples
-
-
-@torch.no_grad()
-def _density_metrics(spec, params, target: str, n: int) -> list[dict]:
-    """Test NLL −E_p log q on n fresh samples; forward KL E_p[log p − log q] for exact targets; q's mass on the grid."""
-    x = ndata.toy_sample(target, n, 31_337)
-    dtype = params[0].dtype
-    log_q = torch.cat([flow.log_prob(spec, params, torch.from_numpy(x[i:i + EVAL_CHUNK]).to(dtype)).double() for i in range(0, n, EVAL_CHUNK)], 1)
-    log_p = torch.from_numpy(ndata.toy_log_prob(target, x)) if target in ndata.EXACT_DENSITIES else None
-    points, area = grid_points(toy_box(target))
-    grid_q = flow.log_prob(spec, params, torch.from_numpy(points).to(dtype)).double().exp().numpy() * area
-    rows = []
-    for k in range(log_q.shape[0]):
-        nll = -log_q[k]
-        row = {"test_nll_nats": float(nll.mean()), "test_nll_se": float(nll.std() / math.sqrt(n)),
-               "heat": encode_grid(grid_q[k].reshape(HEAT_BINS, HEAT_BINS)), "kl_nats": float("nan"), "kl_se": float("nan")}
-        if log_p is not None:
-            diff = log_p - log_q[k]
-            row.update(kl_nats=float(diff.mean()), kl_se=float(diff.std() / math.sqrt(n)))
-        rows.append(row)
-    return rows
+    return metrics.density_metrics(spec, params, target, int(config["eval_samples"]))  # the last weights, as naf_examples
 
 
 def run_toy(config: dict, report) -> list[dict]:
@@ -216,8 +133,6 @@ def toy_trainable(config: dict, data=None) -> None:
 
 
 # ============================================================================ naf-sinewave
-
-SINE_HIST_BINS = 100
 
 
 def sinewave_run(config: dict, report) -> list[dict]:
@@ -246,9 +161,8 @@ def sinewave_run(config: dict, report) -> list[dict]:
         rows = sw.q_metrics(f, log_q, weights, sw.log_z())
         samples, _ = log_q_f(noise([torch.Generator().manual_seed(4242 + s) for s in seeds], 20_000, 1))
     for k, row in enumerate(rows):
-        hist, _ = np.histogram(samples[k].double().numpy(), bins=SINE_HIST_BINS, range=(0.0, sw.P["f_max"]))
-        row.update(hist=encode_grid(hist / hist.sum()), wall_s=time.time() - start,
-                   mass_near_0=float((weights * (f[k].double() < sw.HALF_WIDTH)).sum()))
+        row.update(metrics.sine_sample_metrics(samples[k].double().numpy(), f[k], weights, sw.P["f_max"], sw.HALF_WIDTH),
+                   wall_s=time.time() - start)
     report(Report(step=steps, final=True, metrics=rows))
     return rows
 
@@ -276,7 +190,8 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
         return -flow.log_prob(spec, params, train[minibatch(step)]).mean(1)
 
     def mean_log_prob(p, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([flow.log_prob(spec, p, x[i:i + EVAL_CHUNK]).double() for i in range(0, len(x), EVAL_CHUNK)], 1)
+        return torch.cat([flow.log_prob(spec, p, x[i:i + metrics.EVAL_CHUNK]).double()
+                          for i in range(0, len(x), metrics.EVAL_CHUNK)], 1)
 
     def on_eval(step: int, metric: torch.Tensor) -> None:
         epoch = (step + 1) // per_epoch
@@ -288,18 +203,10 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
     with torch.no_grad():  # in float64: an exp-scale (maf) flow can overflow float32 on a heavy-tailed test point
         ll = mean_log_prob([p.double() for p in result.best_params], test.double())
     true_ll = torch.from_numpy(ndata.mixture6_log_prob(data.test)) if data.name == "mixture6" else None
-    rows = []
-    for k in range(len(seeds)):
-        finite = torch.isfinite(ll[k])
-        row = {"test_ll_nats": float(ll[k].mean()), "test_ll_2se": float(2 * ll[k].std() / math.sqrt(ll.shape[1])),
-               "test_nonfinite": float((~finite).sum()),  # points whose log q overflowed even in float64 (test LL is then nan)
-               "val_nll_best": float(result.best_metric[k]), "epochs_to_best": float(int(result.best_step[k]) // per_epoch + 1),
-               "epochs_run": float(int(result.steps_done[k]) / per_epoch), "wall_s": time.time() - start,
-               "entropy_gap_nats": float("nan")}
-        if true_ll is not None:
-            row["entropy_gap_nats"] = float((true_ll - ll[k]).mean())  # forward KL on the test points
-            row["true_test_ll_nats"] = float(true_ll.mean())
-        rows.append(row)
+    rows = metrics.tabular_ll_metrics(ll, true_ll)
+    for k, row in enumerate(rows):
+        row.update(val_nll_best=float(result.best_metric[k]), epochs_to_best=float(int(result.best_step[k]) // per_epoch + 1),
+                   epochs_run=float(int(result.steps_done[k]) / per_epoch), wall_s=time.time() - start)
     report(Report(step=int(config["max_epochs"]), final=True, metrics=rows))
     return rows
 

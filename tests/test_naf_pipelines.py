@@ -14,6 +14,7 @@ from core.data import DataError
 from core.flows import model as flow
 from core.flows.spec import FlowSpec
 from core.naf import hparams
+from core.naf import metrics
 from pipelines.engine.spec import GensweepError, resolve_settings
 from pipelines.naf import sinewave, tabular, toy
 from tasks import naf as tasks
@@ -125,10 +126,10 @@ def test_reverse_kl_of_a_gaussian_q():
     params = flow.init_block(spec, [0, 1], dtype=torch.float64)
     mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
     u = lambda z: -0.5 * ((z - mu) ** 2).sum(-1)
-    out = tasks._energy_metrics(spec, params, u, math.log(2 * math.pi), [0, 1], 40_000, 4.0)
+    out = metrics.energy_metrics(spec, params, u, math.log(2 * math.pi), [0, 1], 40_000, 4.0)
     for row in out:
         assert row["kl_nats"] == pytest.approx(0.5 * float((mu ** 2).sum()), abs=0.01)
-        assert tasks.decode_grid(row["heat"]).sum() == pytest.approx(1.0, abs=0.02)
+        assert metrics.decode_grid(row["heat"]).sum() == pytest.approx(1.0, abs=0.02)
 
 
 def test_forward_kl_on_mog4_of_a_gaussian_q():
@@ -137,7 +138,7 @@ def test_forward_kl_on_mog4_of_a_gaussian_q():
 
     spec = FlowSpec(dim=2, transformer="maf", flows=1, hidden=8)
     params = flow.init_block(spec, [0], dtype=torch.float64)
-    out = tasks._density_metrics(spec, params, "mog4", 40_000)[0]
+    out = metrics.density_metrics(spec, params, "mog4", 40_000)[0]
     x = nd.toy_sample("mog4", 200_000, 5).astype(np.float64)
     direct = np.mean(nd.toy_log_prob("mog4", x) + 0.5 * (x ** 2).sum(1) + math.log(2 * math.pi))
     assert out["kl_nats"] == pytest.approx(direct, rel=0.02) and out["kl_nats"] > 5
@@ -160,7 +161,7 @@ def test_sinewave_trainable_reports_masses():
     assert reports[-1].final and not reports[0].final and [r.step for r in reports] == [10, 20, 30]
     masses = [out[k] for k in sinewave.MODE_KEYS] + [out["mass_near_0"]]
     assert all(0 <= m <= 1 for m in masses) and sum(masses) <= 1 + 1e-6 and math.isfinite(out["kl_nats"]) and out["kl_nats"] > 0
-    assert tasks.decode_grid(out["hist"], 1).sum() == pytest.approx(1.0, abs=0.01)
+    assert metrics.decode_grid(out["hist"], 1).sum() == pytest.approx(1.0, abs=0.01)
 
 
 def test_tabular_trainable_best_checkpoint_and_gap():
@@ -183,7 +184,7 @@ def test_tabular_trainable_best_checkpoint_and_gap():
 
 def fake_toy_frame() -> pd.DataFrame:
     recs = []
-    heat = tasks.encode_grid(np.full((tasks.HEAT_BINS, tasks.HEAT_BINS), 1 / tasks.HEAT_BINS ** 2))
+    heat = metrics.encode_grid(np.full((metrics.HEAT_BINS, metrics.HEAT_BINS), 1 / metrics.HEAT_BINS ** 2))
     for target, kls in (("U1", {"dsf": [0.02, 0.03, 0.04], "affine-gated": [1.0, 1.1, 1.2]}),
                         ("mog4", {"dsf": [0.5, 0.6, 0.7], "affine-gated": [0.55, 0.65, 0.75]})):
         for transformer, values in kls.items():
@@ -203,7 +204,7 @@ def test_toy_report_table_checks_and_figure(tmp_path):
 
 
 def test_sinewave_and_tabular_reports(tmp_path):
-    hist = tasks.encode_grid(np.full((1, tasks.SINE_HIST_BINS), 0.01))
+    hist = metrics.encode_grid(np.full((1, metrics.SINE_HIST_BINS), 0.01))
     frame = pd.DataFrame([dict(transformer=t, flows=1, seed=s, kl_nats=0.1, hist=hist, mass_near_0=0.1,
                                **dict(zip(sinewave.MODE_KEYS, (0.3, 0.3, 0.3) if t == "dsf" else (0.95, 0.0, 0.0))))
                           for t in ("dsf", "maf") for s in range(5)])
@@ -220,13 +221,13 @@ def test_sinewave_and_tabular_reports(tmp_path):
 
 
 def test_mode_coverage_counts_modes_with_half_their_mass():
-    truth = toy.truth_grid("mog4")
-    assert toy.mode_coverage("mog4", truth, truth) == 1.0
-    points, _ = tasks.grid_points(tasks.toy_box("mog4"))
+    truth = metrics.truth_grid("mog4")
+    assert metrics.mode_coverage("mog4", truth, truth) == 1.0
+    points, _ = metrics.grid_points(metrics.toy_box("mog4"))
     one = truth * ((((points - np.array([0.0, 5.0])) ** 2).sum(1) <= 2.5 ** 2).reshape(truth.shape))
-    assert toy.mode_coverage("mog4", one / one.sum(), truth) == 0.25
-    u4 = toy.truth_grid("U4")
-    assert toy.mode_coverage("U4", u4, u4) == 1.0 and toy.mode_coverage("grid10", toy.truth_grid("grid10"), toy.truth_grid("grid10")) == 1.0
+    assert metrics.mode_coverage("mog4", one / one.sum(), truth) == 0.25
+    u4 = metrics.truth_grid("U4")
+    assert metrics.mode_coverage("U4", u4, u4) == 1.0 and metrics.mode_coverage("grid10", metrics.truth_grid("grid10"), metrics.truth_grid("grid10")) == 1.0
 
 
 def test_epoch_minibatches_cover_each_epoch_once_and_redraw_per_model():

@@ -19,7 +19,8 @@ from core.naf import sinewave as sw
 from pipelines.engine import reports
 from pipelines.engine.spec import Grid, NoData, Pipeline, Setting, Stage
 from pipelines.naf import common
-from tasks.naf import SINE_HIST_BINS, decode_grid, sinewave_trainable
+from core.naf.metrics import SINE_HIST_BINS, decode_grid
+from tasks.naf import sinewave_trainable
 
 S = hparams.SINEWAVE
 MODE_KEYS = [f"mode_mass_{c}" for c in sw.MODES]

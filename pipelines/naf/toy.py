@@ -17,10 +17,11 @@ import numpy as np
 from core.flows import energies
 from core.naf import data as ndata
 from core.naf import hparams
+from core.naf.metrics import MODES, decode_grid, mode_coverage, toy_box, truth_grid
 from pipelines.engine import reports
 from pipelines.engine.spec import Grid, NoData, Pipeline, Setting, Stage
 from pipelines.naf import common
-from tasks.naf import decode_grid, grid_points, toy_box, toy_trainable
+from tasks.naf import toy_trainable
 
 ENERGY_TARGETS = tuple(energies.ENERGIES)
 TARGETS = (*ENERGY_TARGETS, *ndata.TOY_DENSITIES)
@@ -132,44 +133,6 @@ def checks(frame) -> list[str]:
             lines.append(f"- {target}: DSF reverse KL ≤ 0.05: mean {mean:.3f} → {'yes' if mean <= 0.05 else 'no'}; "
                          f"every seed (max {worst:.3f}) → {'yes' if worst <= 0.05 else 'no'}")
     return lines
-
-
-def truth_grid(target: str) -> np.ndarray:
-    """The target's mass per heat-map cell (energies: exp U normalised on the box; swissroll: a 10⁵-sample histogram)."""
-    import torch
-
-    from tasks.naf import HEAT_BINS, sample_histogram
-
-    box = toy_box(target)
-    points, area = grid_points(box)
-    if target in ENERGY_TARGETS:
-        u = energies.ENERGIES[target](torch.from_numpy(points)).double().numpy()
-        mass = np.exp(u - u.max())
-        return (mass / mass.sum()).reshape(HEAT_BINS, HEAT_BINS)
-    if target in ndata.EXACT_DENSITIES:
-        return (np.exp(ndata.toy_log_prob(target, points)) * area).reshape(HEAT_BINS, HEAT_BINS)
-    return sample_histogram(ndata.toy_sample(target, 100_000, 5), box)
-
-
-MODES = {  # mode centres and the radius that assigns heat-map cells to them (mode coverage)
-    "mog4": (np.array(hparams.MOG4["means"]), 2.5),
-    "grid10": (None, 0.5),
-    "U4": (np.array(hparams.MOG4["means"]) / 2, 1.25),  # U4 is the mog4 mixture on 2z
-}
-
-
-def mode_coverage(target: str, heat: np.ndarray, truth: np.ndarray, share: float = 0.5) -> float:
-    """Fraction of the target's modes whose q-mass (cells within the radius) is at least ``share`` of the true mass."""
-    from core.naf.data import toy_modes
-
-    centres, radius = MODES[target]
-    centres = toy_modes(target) if centres is None else centres
-    points, _ = grid_points(toy_box(target))
-    covered = 0
-    for c in centres:
-        near = (((points - c) ** 2).sum(1) <= radius ** 2).reshape(heat.shape)
-        covered += heat[near].sum() >= share * truth[near].sum()
-    return covered / len(centres)
 
 
 def heatmaps(frame, path: str) -> None:
