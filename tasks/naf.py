@@ -39,7 +39,7 @@ def spec_of(config: dict, dim: int) -> FlowSpec:
                     hidden_layers=int(config.get("hidden_layers", 1)), ds_dim=int(config.get("ds_dim", 16)),
                     ds_layers=int(config.get("ds_layers", 1)), flip=bool(config.get("flip", True)),
                     final_linear=bool(config.get("final_linear", True)), context=int(config.get("context", 0)),
-                    base_log_var=float(config.get("base_log_var", 0.0)))
+                    base_log_var=float(config.get("base_log_var", 0.0)), order=config.get("order"))
 
 
 def clip_of(config: dict) -> float | None:

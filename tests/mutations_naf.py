@@ -159,6 +159,18 @@ M += [
   "torch.stack([torch.randperm(n, generator=g) for g in generators])",
   "torch.randperm(n, generator=generators[0]).expand(len(generators), n)",
   [NP + "::test_epoch_minibatches_cover_each_epoch_once_and_redraw_per_model"]),
+ # N1's random MADE order (torchkit iaf_modules.get_masks_all, fixed_order=False) behind naf-toy's energy_order
+ ("g23 random order not random", "core/flows/made.py", "return tuple(int(i) for i in torch.randperm(dim, generator=gen))",
+  "return tuple(range(dim))", [F + "::test_random_order_is_a_seeded_uniform_permutation",
+                               NP + "::test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids"]),
+ ("g24 the config's order not read into the FlowSpec", "tasks/naf.py", 'order=config.get("order"))', "order=None)",
+  [NP + "::test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids", NP + "::test_toy_random_order_block_equals_runs_alone"]),
+ ("g25 random-order blocks mix seeds of different orders", "pipelines/naf/toy.py",
+  "by_order.setdefault(random_order(2, s), []).append(s)", "by_order.setdefault(random_order(2, 0), []).append(s)",
+  [NP + "::test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids"]),
+ ("g26 energy_order defaults to random (recorded ids change)", "pipelines/naf/toy.py",
+  '"energy_order": Setting("natural",', '"energy_order": Setting("random",',
+  [NP + "::test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids"]),
 ]
 
 if __name__ == "__main__":

@@ -105,6 +105,15 @@ def test_spec_order_reverses_the_autoregressive_direction():
         FlowSpec(dim=3, order=(0, 0, 1))
 
 
+def test_random_order_is_a_seeded_uniform_permutation():
+    """torchkit's fixed_order=False (get_rank(dx, dx)): a permutation of range(dim), from the seed alone, both D = 2
+    orders drawn about equally often (N1's IAF_DSF)."""
+    assert made.random_order(5, 3) == made.random_order(5, 3) and sorted(made.random_order(5, 3)) == list(range(5))
+    draws = [made.random_order(2, s) for s in range(200)]
+    assert 70 <= draws.count((1, 0)) <= 130 and draws.count((0, 1)) + draws.count((1, 0)) == 200
+    assert len({made.random_order(6, s) for s in range(50)}) > 40
+
+
 def test_made_masks_match_degrees():
     """Hidden units see inputs of degree <= theirs, output j sees hidden degree < j; D = 1 gives zero masks."""
     m0, m1 = made.masks(3, 5, 1, 2, dtype=torch.float64)

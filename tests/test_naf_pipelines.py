@@ -52,6 +52,35 @@ def test_toy_presets():
     assert sorted(c["seed"] for c in rows([mog])) == [0, 1, 2]
 
 
+def test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids():
+    """energy_order=random (N1's fixed_order=False): each energy block's seeds share the order they drew (``order`` in
+    the config, read into FlowSpec.order); densities keep the natural order; the default adds no key (ids unchanged)."""
+    from core.flows.made import random_order
+
+    assert all("order" not in c for c in expand(toy.PIPELINE, "cpu"))
+    out = expand(toy.PIPELINE, "smoke", ["energy_order=random", "seeds=6", "block_size=2"])
+    energy = [c for c in out if c["task"] == "energy"]
+    assert all("order" not in c for c in out if c["task"] == "density")
+    for target, transformer in {(c["target"], c["transformer"]) for c in energy}:
+        blocks = [c for c in energy if (c["target"], c["transformer"]) == (target, transformer)]
+        assert sorted(r["seed"] for r in rows(blocks)) == list(range(6)) and all(len(c["block"]) <= 2 for c in blocks)
+        for c in blocks:
+            assert {random_order(2, r["seed"]) for r in configurations(c)} == {tuple(c["order"])}
+            assert tasks.spec_of(c, 2).order == tuple(c["order"])
+    assert {tuple(c["order"]) for c in energy} == {(0, 1), (1, 0)}
+
+
+def test_toy_random_order_block_equals_runs_alone():
+    """A reversed-order energy block: seed 1 of a block of two equals seed 1 alone, and differs from the natural order."""
+    cfg = dict(task="energy", target="U1", transformer="dsf", flows=1, hidden=8, hidden_layers=1, ds_dim=4, ds_layers=1, lr=5e-3,
+               steps=20, batch=16, clip=0.0, eval_every=10, eval_samples=2000, flip=False, final_linear=False, context=1)
+    both = tasks.run_toy({**cfg, "order": [1, 0], "block": [{"seed": 0}, {"seed": 1}]}, lambda r: None)
+    alone = tasks.run_toy({**cfg, "order": [1, 0], "block": [{"seed": 1}]}, lambda r: None)
+    natural = tasks.run_toy({**cfg, "block": [{"seed": 1}]}, lambda r: None)
+    assert both[1]["kl_nats"] == pytest.approx(alone[0]["kl_nats"], abs=1e-5)
+    assert abs(natural[0]["kl_nats"] - alone[0]["kl_nats"]) > 1e-4
+
+
 def test_sinewave_and_tabular_presets():
     smoke = expand(sinewave.PIPELINE, "smoke")
     assert len(rows(smoke)) == 4 and {c["transformer"] for c in smoke} == {"maf", "dsf"}

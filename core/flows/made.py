@@ -35,6 +35,13 @@ def degrees(dim: int, hidden: int, hidden_layers: int, order: tuple[int, ...] | 
     return [d_in] + [torch.arange(hidden) % max(dim - 1, 1) for _ in range(hidden_layers)]
 
 
+def random_order(dim: int, seed: int) -> tuple[int, ...]:
+    """torchkit's ``fixed_order=False`` input order (get_masks_all: ``rx = get_rank(dx, dx)``, a uniformly random
+    permutation of range(dim)), drawn from ``seed`` instead of NumPy's global state: a FlowSpec.order."""
+    gen = torch.Generator().manual_seed(9_176_513 * int(seed) + 23)
+    return tuple(int(i) for i in torch.randperm(dim, generator=gen))
+
+
 @functools.lru_cache(maxsize=64)
 def _masks(dim: int, hidden: int, hidden_layers: int, channels: int, order: tuple[int, ...] | None, device=None,
            dtype=torch.float32) -> list[torch.Tensor]:

@@ -5,7 +5,9 @@ grid10, swissroll, fitted by maximum likelihood on fresh samples with a MAF-dire
 Fixed: N1's model_iaf_toy.py shape for energies (one flow, MADE 64 × 3 hidden layers, DSF d = 5 × 2 blocks, Adam
 5e-4, batch 64, 10,000 steps); N2's naf_examples shape for densities (2 flows, MADE 64 × 2, DSF d = 16, Adam 5e-3,
 batch 64, 2,000 steps). Affine rows use the same MADE and depth; ``deep_affine`` adds N1's commented comparator
-(3 affine flows, MADE 128 × 2) for the energies.
+(3 affine flows, MADE 128 × 2) for the energies. ``energy_order``: the energy flows' MADE input order, natural (the
+recorded runs) or random per seed as N1's IAF_DSF (torchkit ``fixed_order=False``; seeds grouped into blocks by
+their order; for the 3-flow comparator one draw serves all three flows, the reference draws one per flow).
 Metrics: ``kl_nats`` = reverse KL(q‖p) with log Z by quadrature (energies), forward KL E_p[log p − log q] on fresh
 samples (mog4, grid10); ``test_nll_nats`` (densities; swissroll has no exact density, so only this).
 Report: target × flow table (mean ± s.e. over seeds), the issue's checks, heat maps (truth vs each flow).
@@ -26,6 +28,7 @@ from tasks.naf import toy_trainable
 ENERGY_TARGETS = tuple(energies.ENERGIES)
 TARGETS = (*ENERGY_TARGETS, *ndata.TOY_DENSITIES)
 E, D = hparams.TOY_ENERGY, hparams.TOY_DENSITY
+ORDERS = ("natural", "random")
 
 SETTINGS = {
     "targets": Setting(["U1", "U4", "mog4", "swissroll"], "energies (U1..U9) and densities (mog4, grid10, swissroll)", choices=TARGETS),
@@ -51,6 +54,9 @@ SETTINGS = {
     "density_clip": Setting(5.0, "gradient-norm clip on densities (0: none)", ge=0),
     "faithful": Setting(True, "N1's exact form (context ones, no flip, no final LinearFlow) and N2's N(0, e I) base"),
     "deep_affine": Setting(False, "add N1's affine comparator (3 affine-gated flows, MADE 128 x 2) on the energies"),
+    "energy_order": Setting("natural", "MADE input order of the energy flows: natural ((0, 1) for every seed, the recorded runs) or "
+                            "random (N1's IAF_DSF, fixed_order=False: each seed draws its own, (0, 1) or (1, 0))",
+                            choices=ORDERS, opt_in=True),
     "eval_samples": Setting(100_000, "fresh samples for the final KL / NLL", ge=1000),
     "eval_every": Setting(500, "steps between progress reports", ge=1),
 }
@@ -84,13 +90,29 @@ def shapes(settings: dict, task: str) -> list[dict]:
 
 
 def configs(settings: dict) -> list[dict]:
-    shared = []
+    blocks = []
     for target in settings["targets"]:
         task = "energy" if target in ENERGY_TARGETS else "density"
         for shape in shapes(settings, task):
-            shared.append(dict(shape, task=task, target=target, batch=settings["batch"],
-                               eval_samples=settings["eval_samples"], eval_every=settings["eval_every"]))
-    return common.block_configs(shared, settings["seeds"], settings["block_size"])
+            shared = dict(shape, task=task, target=target, batch=settings["batch"], eval_samples=settings["eval_samples"],
+                          eval_every=settings["eval_every"])
+            if task == "energy" and settings["energy_order"] == "random":
+                blocks += random_order_blocks(shared, settings["seeds"], settings["block_size"])
+            else:
+                blocks += common.block_configs([shared], settings["seeds"], settings["block_size"])
+    return blocks
+
+
+def random_order_blocks(shared: dict, seeds: int, block_size: int) -> list[dict]:
+    """N1's random MADE order (torchkit IAF_DSF, fixed_order=False): seed s gets core.flows.made.random_order(2, s);
+    a block shares its FlowSpec, so the seeds are grouped by their drawn order (``order`` in the config), then chunked."""
+    from core.flows.made import random_order
+
+    by_order: dict[tuple[int, ...], list[int]] = {}
+    for s in range(seeds):
+        by_order.setdefault(random_order(2, s), []).append(s)
+    return [dict(shared, order=list(order), block=[{"seed": s} for s in group[i:i + block_size]])
+            for order, group in sorted(by_order.items()) for i in range(0, len(group), block_size)]
 
 
 def stages(settings: dict) -> list[Stage]:
