@@ -229,7 +229,8 @@ def vae_run(config: dict, data, report) -> list[dict]:
     z_dim, posterior = int(config["z_dim"]), str(config["transformer"])
     spec = None if posterior == "gaussian" else FlowSpec(
         dim=z_dim, transformer=posterior, flows=int(config["flows"]), hidden=int(config["flow_hidden"]), hidden_layers=1,
-        ds_dim=int(config["ds_dim"]), ds_layers=int(config["ds_layers"]))
+        ds_dim=int(config["ds_dim"]), ds_layers=int(config["ds_layers"]), context=int(config.get("context", 0)),
+        final_linear=bool(config.get("final_linear", True)))
     model = nv.init_vae(seeds, z_dim, int(config["hidden"]), spec)
     params = nv.all_params(model)
     sizes = [len(model["enc"]), len(model["dec"]), len(model["flow"])]

@@ -171,6 +171,19 @@ M += [
  ("g26 energy_order defaults to random (recorded ids change)", "pipelines/naf/toy.py",
   '"energy_order": Setting("natural",', '"energy_order": Setting("random",',
   [NP + "::test_toy_random_order_groups_seeds_by_their_draw_and_keeps_ids"]),
+ # N4's context-conditioned flows (vae_experiments.py: cMADE context_dim = dimc) behind naf-vae's faithful
+ ("g27 VAE flow not fed the encoder's context", "core/naf/vae.py",
+  "context.repeat_interleave(reps, 1) if spec.context else None)", "None)",
+  ["tests/test_naf_vae.py::test_faithful_posterior_flow_is_conditioned_on_the_encoders_context"]),
+ ("g28 VAE context taken before the encoder's activation", "core/naf/vae.py",
+  'context = _mlp(vae["enc"][:-2], x, last_activation=True)', 'context = _mlp(vae["enc"][:-2], x)',
+  ["tests/test_naf_vae.py::test_gaussian_posterior_kl_is_kl_q_to_prior",
+   "tests/test_naf_vae.py::test_faithful_posterior_flow_is_conditioned_on_the_encoders_context"]),
+ ("g29 faithful VAE keeps the trailing LinearFlow", "pipelines/naf/vae.py",
+  'dict(context=settings["hidden"], final_linear=False) if settings["faithful"]', 'dict(context=settings["hidden"]) if settings["faithful"]',
+  ["tests/test_naf_vae.py::test_vae_faithful_setting_keys_and_unchanged_ids"]),
+ ("g30 vae_run ignores the config's context", "tasks/naf.py", 'context=int(config.get("context", 0)),\n        final_linear',
+  'context=0,\n        final_linear', ["tests/test_naf_vae.py::test_vae_trainable_faithful_runs"]),
 ]
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """N4 at smoke scale (docs bayes.md §a.1 N4, §d.4): a VAE with a flow posterior, K configurations stacked.
 
-Deviations from NAF's vae_experiments.py, stated: MLP encoder / decoder (not the ResConv nets); the posterior is
-an amortised diagonal Gaussian z0 = μ(x) + σ(x)·ε followed by a core.flows flow whose parameters are *shared*
-across images (core.flows has no context input; the reference conditions each IAF layer on the encoder's 450-d
-context). ``posterior="gaussian"`` is the plain VAE. Decoder: Bernoulli logits (last bias −3, as the reference);
+The posterior, as vae_experiments.py's ``inf``: the encoder's last hidden layer c(x) (after ELU) is the context;
+z0 = μ(c) + σ(c)·ε, σ = softplus + 1e-4, is the reference's first, context-fed LinearFlow(dimz, dimc) (mean and
+softplus-std as linear maps of the context: here the encoder's head, a plain linear map, not torchkit's ResLinear);
+then the flows. Two forms of the flows (FlowSpec.context): ``spec.context == 0`` (the recorded smoke runs): parameters
+*shared* across images, flips, and core.flows' trailing LinearFlow (a constant elementwise affine the reference does
+not have); ``spec.context == hidden`` (naf-vae's ``faithful``): every MADE layer conditioned on c(x) (cMADE with
+context_dim = dimc, CWNlinear), flips, no trailing LinearFlow, as the reference. Deviations either way: MLP
+encoder / decoder (not the ResConv nets), the encoder's hidden width as the context size (the reference: dimc = 450
+after a ResLinear), natural MADE order (the reference's IAFs draw a random order per layer, fixed_order=False).
+``posterior="gaussian"`` is the plain VAE. Decoder: Bernoulli logits (last bias −3, as the reference);
 dynamic binarisation (a fresh Bernoulli draw of the grey levels per batch). Loss (reference): −log p(x|z) +
 max(w·KL, free_bits), KL = log q(z|x) − log p(z) (one sample), w annealed linearly from ``anneal_start`` to 1 over
 ``anneal_steps``. Evaluation: ELBO (one sample) and the importance-weighted bound log mean_s exp(ELBO_s).
@@ -40,18 +46,21 @@ def _linear(sizes: list[int], k: int, gen: torch.Generator) -> list[torch.Tensor
     return out
 
 
-def _mlp(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """ELU between layers, none after the last; x (K, N, in)."""
+def _mlp(params: list[torch.Tensor], x: torch.Tensor, last_activation: bool = False) -> torch.Tensor:
+    """ELU between layers, none after the last unless ``last_activation``; x (K, N, in)."""
     n = len(params) // 2
     for i in range(n):
         x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
-        if i < n - 1:
+        if i < n - 1 or last_activation:
             x = F.elu(x)
     return x
 
 
 def init_vae(seeds: list[int], z_dim: int, hidden: int, spec: FlowSpec | None, pixels: int = 784) -> dict:
-    """Encoder, decoder (stacked over seeds) and the flow's block; every tensor requires grad."""
+    """Encoder, decoder (stacked over seeds) and the flow's block; every tensor requires grad. A context-conditioned
+    flow (``spec.context``) must take the encoder's last hidden layer: spec.context == hidden."""
+    if spec is not None and spec.context not in (0, hidden):
+        raise ValueError(f"the flow's context ({spec.context}) is the encoder's last hidden layer: {hidden} units")
     enc, dec = [], []
     for s in seeds:
         gen = torch.Generator().manual_seed(int(s))
@@ -72,7 +81,8 @@ def elbo_terms(vae: dict, spec: FlowSpec | None, x: torch.Tensor, eps: torch.Ten
     (S = eps rows per image: x is repeated)."""
     k, n, _ = x.shape
     reps = eps.shape[1] // n
-    out = _mlp(vae["enc"], x)
+    context = _mlp(vae["enc"][:-2], x, last_activation=True)  # the encoder's last hidden layer (ELU): the context
+    out = torch.baddbmm(vae["enc"][-1], context, vae["enc"][-2])  # the head: LinearFlow(dimz, dimc)'s mean and pre-std
     z_dim = eps.shape[-1]
     mu, pre = out[..., :z_dim], out[..., z_dim:]
     sigma = F.softplus(pre) + 1e-4
@@ -80,7 +90,7 @@ def elbo_terms(vae: dict, spec: FlowSpec | None, x: torch.Tensor, eps: torch.Ten
     z = mu + sigma * eps
     log_q = -0.5 * (eps ** 2).sum(-1) - 0.5 * z_dim * LOG_2PI - torch.log(sigma).sum(-1)
     if spec is not None:
-        z, logdet = flow.forward(spec, vae["flow"], z)
+        z, logdet = flow.forward(spec, vae["flow"], z, context.repeat_interleave(reps, 1) if spec.context else None)
         log_q = log_q - logdet
     log_pz = -0.5 * (z ** 2).sum(-1) - 0.5 * z_dim * LOG_2PI
     logits = _mlp(vae["dec"], z)
