@@ -11,7 +11,8 @@
     gensweep download mnist|maf-uci DIR
 
 User errors print one line ``gensweep: error: ...`` and exit 2; a sweep that
-ends with trials missing exits 1; an interrupted one exits 130.
+ends with trials missing exits 1; an interrupted one exits 130 (Ctrl+C) or 143
+(SIGTERM: the same clean stop).
 """
 from __future__ import annotations
 

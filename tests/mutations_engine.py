@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mutation_runner import main
 
 ST, CLI = "pipelines/engine/store.py", "pipelines/cli.py"
-ES = "tests/test_edge_storage.py"
+ES, SG = "tests/test_edge_storage.py", "tests/test_edge_signals.py"
+RT = "pipelines/engine/runtime.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -21,6 +22,9 @@ M = [
   [ES + "::test_reading_every_pipeline_keeps_each_pipelines_types"]),
  ("e3 compact: a sweep filter ignored", CLI, "args.sweep in (None, s)]", "True]",
   [ES + "::test_compact_without_pipeline_merges_each_pipeline_on_its_own"]),
+ ("e4 SIGTERM left to Ray's driver handler (abort, exit 134)", RT,
+  "    handle_sigterm()  # Ray's driver", "    pass  # Ray's driver", [SG]),
+ ("e5 SIGTERM exits 1 like an incomplete sweep", CLI, "return 128 + TERMINATED[\"signum\"] if", "return code if", [SG]),
 ]
 
 if __name__ == "__main__":
