@@ -56,3 +56,9 @@ HG_MNIST_OOD = {
 # The BHN paper's own tables (MNIST error vs size, CIFAR-10, active-learning curves, OOD/adversarial) [-]
 BHN_PUBLISHED = None
 BHN_PUBLISHED_NOTE = "published: not entered (the BHN paper's tables are not available offline) [-]"
+
+# B3 rough anchor: Riashat Islam's plotted MC-dropout CNN runs, BALD, 10 per acquisition; labels -> test accuracy %
+# [V, read from a figure, +-1 point] (200 labels: 86-88)
+AL_MCDROPOUT_BALD = {200: 87.0, 300: 92.0, 500: 95.0, 1000: 97.5}
+AL_MCDROPOUT_BALD_SOURCE = (f"{REFERENCE} Active_Learning_Tasks/MC_Dropout_Keras/Results/Query_Rate_Comparison/"
+                            "Query_Rate_Comparison_N1000.png [V, read from a figure, +-1 point]")

@@ -25,6 +25,7 @@ from core.bhn import hypernet as hn
 from core.bhn.wn import WNNet
 
 MODELS = ("map", "mcdropout", "bhn", "ensemble")
+POSTERIORS = ("mean-field", "realnvp", "iaf", "dsf")  # BHNSpec.posterior (hypernet.py also has "linear", for toys)
 INIT_BATCH = 64  # experiment_MLP_WN.py: init_batch_size = min(64, size)
 INIT_ROUNDS = 8
 CLIP_LO, CLIP_HI = 0.001, 0.999  # BHNs.py: T.clip(softmax, 0.001, 0.999)
@@ -54,8 +55,8 @@ class BHNSpec:
         object.__setattr__(self, "hidden", tuple(int(i) for i in self.hidden))
         if self.model not in MODELS:
             raise ValueError(f"model {self.model!r} not in {MODELS}")
-        if self.posterior not in hn.POSTERIORS[:4]:
-            raise ValueError(f"posterior {self.posterior!r} not in {hn.POSTERIORS[:4]}")
+        if self.posterior not in POSTERIORS:
+            raise ValueError(f"posterior {self.posterior!r} not in {POSTERIORS}")
         if self.arch not in ("mlp", "cnn"):
             raise ValueError(f"arch {self.arch!r} not in ('mlp', 'cnn')")
         if self.model == "ensemble" and self.members < 1:
