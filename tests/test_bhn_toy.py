@@ -1,0 +1,128 @@
+"""The BHN toys (docs bayes.md §d.5, §d.9 BHN 1): the closed-form linear posterior, the product net's grid posterior,
+KL(q‖p) from samples, and hypernets fitted to them (toy_examples/hypernet_trainer.py simple_test, mlp_hmc.py)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.bhn import toy
+
+torch.set_num_threads(1)
+
+
+def _gauss_kl(m0, c0, m1, c1):
+    """KL(N(m0, c0) ‖ N(m1, c1))."""
+    p1 = torch.linalg.inv(c1)
+    d = len(m0)
+    return float(0.5 * (torch.trace(p1 @ c0) + (m1 - m0) @ p1 @ (m1 - m0) - d + torch.logdet(c1) - torch.logdet(c0)))
+
+
+def test_likelihoods_are_gaussian_log_densities():
+    for problem in (toy.linear_problem(0), toy.product_problem(0)):
+        theta = torch.randn(6, problem.dim, dtype=torch.float64)
+        if problem.name == "linear":
+            mean = theta @ problem.x.T
+        else:  # prod_net_pred with c = 0: y ~ N(a b x, 1)
+            mean = (theta[:, 0] * theta[:, 1])[:, None] * problem.x[:, 0]
+        ref = torch.distributions.Normal(mean, 1.0).log_prob(problem.y).sum(-1)
+        assert torch.allclose(toy.log_likelihood(problem, theta), ref, rtol=1e-10, atol=1e-8)
+        prior = torch.distributions.Normal(0.0, 1.0).log_prob(theta).sum(-1)
+        assert torch.allclose(toy.log_joint(problem, theta), ref + prior, rtol=1e-10, atol=1e-8)
+
+
+def test_linear_problem_as_the_reference():
+    problem = toy.linear_problem(3)
+    assert problem.x.shape == (1000, 5) and problem.y.shape == (1000,) and problem.dim == 5
+    resid = problem.y - problem.x @ problem.theta0
+    assert abs(float(resid.std()) - 1) < 0.1  # unit noise
+
+
+def test_closed_form_is_the_posterior():
+    """μ is the log joint's maximiser and −Σ⁻¹ its Hessian (the log joint is quadratic: the posterior is N(μ, Σ))."""
+    problem = toy.linear_problem(1)
+    mean, cov = toy.linear_posterior(problem)
+    theta = mean.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(toy.log_joint(problem, theta[None])[0], theta)
+    assert float(grad.abs().max()) < 1e-8
+    hess = torch.autograd.functional.hessian(lambda t: toy.log_joint(problem, t[None])[0], mean)
+    assert torch.allclose(hess, -torch.linalg.inv(cov), rtol=1e-8)
+
+
+def _linear_2d(seed=0, n=20):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    theta0 = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    return toy.Problem("linear", x, x @ theta0 + torch.randn(n, generator=gen, dtype=torch.float64), theta0)
+
+
+def test_grid_posterior_on_a_gaussian():
+    """On a 2-D linear problem the grid's moments and evidence equal the closed form."""
+    problem = _linear_2d()
+    grid = toy.grid_posterior(problem, lim=3.0, n=600)
+    mean, cov = toy.linear_posterior(problem)
+    gm, gc = grid.moments()
+    assert torch.allclose(gm, mean, atol=1e-4) and torch.allclose(gc, cov, atol=1e-4)
+    evidence = torch.distributions.MultivariateNormal(
+        torch.zeros(len(problem.y), dtype=torch.float64), problem.x @ problem.x.T + torch.eye(len(problem.y), dtype=torch.float64))
+    assert grid.log_z == pytest.approx(float(evidence.log_prob(problem.y)), abs=1e-4)
+    assert float(grid.mass().sum()) == pytest.approx(1.0)
+
+
+def test_product_grid_is_two_mirrored_branches():
+    problem = toy.product_problem(0)
+    grid = toy.grid_posterior(problem)
+    assert grid.p_a_positive() == pytest.approx(0.5, abs=1e-9)
+    p = torch.exp(grid.log_p)
+    assert torch.allclose(p, p.flip(0).flip(1))  # (a, b) -> (-a, -b)
+    i, j = divmod(int(p.argmax()), p.shape[1])
+    a, b = float(grid.a[i]), float(grid.b[j])
+    assert a * b == pytest.approx(float(problem.x[:, 0] @ problem.y / (problem.x[:, 0] @ problem.x[:, 0])), abs=0.1)
+
+
+def test_kl_from_samples():
+    problem = _linear_2d()
+    grid = toy.grid_posterior(problem, lim=3.0, n=600)
+    mean, cov = toy.linear_posterior(problem)
+    gen = torch.Generator().manual_seed(0)
+    exact = torch.distributions.MultivariateNormal(mean, cov)
+    theta = mean + torch.randn(1000, 2, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    assert toy.kl_q_p(problem, theta, exact.log_prob(theta), grid.log_z) == pytest.approx(0.0, abs=1e-4)
+    m_q = mean + torch.tensor([0.1, -0.05], dtype=torch.float64)
+    c_q = torch.diag(torch.diagonal(cov)) * 0.7
+    q = torch.distributions.MultivariateNormal(m_q, c_q)
+    theta = q.sample((200000,))
+    got = toy.kl_q_p(problem, theta, q.log_prob(theta), grid.log_z)
+    assert got == pytest.approx(_gauss_kl(m_q, c_q, mean, cov), abs=0.01)
+    metrics = toy.toy_metrics(problem, theta, q.log_prob(theta))  # linear: the closed-form errors
+    assert metrics["mean_err"] == pytest.approx(float(torch.linalg.norm(m_q - mean) / torch.linalg.norm(mean)), abs=0.01)
+
+
+def test_map_sits_on_one_branch():
+    problem = toy.product_problem(0)
+    fit = toy.fit_toy(problem, "map", 1500, seed=0, lr=1e-2)
+    a, b = fit.point.tolist()
+    assert fit.metrics["p_a_pos"] in (0.0, 1.0) and "kl" not in fit.metrics
+    assert a * b == pytest.approx(1.0, abs=0.25) and a * b > 0
+
+
+def test_mean_field_sits_on_one_branch():
+    """A mean-field Gaussian cannot straddle the two branches: P(a > 0) ≈ 0 or 1, and KL ≥ log 2 − slack."""
+    problem = toy.product_problem(0)
+    fit = toy.fit_toy(problem, "mean-field", 1200, seed=0, lr=2e-2, samples=32, eval_samples=5000)
+    m = fit.metrics
+    assert m["p_a_pos"] < 0.05 or m["p_a_pos"] > 0.95
+    assert m["p_a_pos_true"] == pytest.approx(0.5, abs=1e-9)
+    assert m["kl"] > math.log(2) - 0.05 and math.isfinite(m["elbo"])
+
+
+def test_linear_hypernet_reaches_the_closed_form():
+    """BHN check 1 (hypernet_trainer.simple_test): the linear hypernet θ = Wε + b on D = 5, N = 1,000 Bayesian linear
+    regression: mean and covariance within 5 % (relative) of the closed form."""
+    problem = toy.linear_problem(0)
+    fit = toy.fit_toy(problem, "linear", 2000, seed=0, lr=3e-2, samples=512, eval_samples=100000)
+    assert fit.metrics["mean_err"] < 0.05
+    assert fit.metrics["cov_err"] < 0.05
+    with pytest.raises(ValueError, match="unknown posterior family"):
+        toy.fit_toy(problem, "gaussian", 1, seed=0)
