@@ -14,7 +14,8 @@ from mutation_runner import main
 
 ST, CLI = "pipelines/engine/store.py", "pipelines/cli.py"
 ES, SG = "tests/test_edge_storage.py", "tests/test_edge_signals.py"
-RT = "pipelines/engine/runtime.py"
+RT, DB = "pipelines/engine/runtime.py", "pipelines/engine/dblock.py"
+CC = "tests/test_edge_concurrent.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -25,6 +26,7 @@ M = [
  ("e4 SIGTERM left to Ray's driver handler (abort, exit 134)", RT,
   "    handle_sigterm()  # Ray's driver", "    pass  # Ray's driver", [SG]),
  ("e5 SIGTERM exits 1 like an incomplete sweep", CLI, "return 128 + TERMINATED[\"signum\"] if", "return code if", [SG]),
+ ("e6 no lock around creating a SQLite database", DB, "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n", [CC]),
 ]
 
 if __name__ == "__main__":

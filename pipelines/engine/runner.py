@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
 from pipelines.engine.record import describe_data, save_sweep_args
 from pipelines.engine.runtime import init_ray, trial_resources
@@ -93,7 +94,10 @@ def _optuna_storage(sweep: Sweep):
 
     url = _optuna_url(sweep)
     try:
-        return optuna.storages.RDBStorage(url)
+        with sqlite_lock(url, "Optuna database"):  # sweeps started together: one creates the schema
+            return optuna.storages.RDBStorage(url)
+    except GensweepError:
+        raise
     except Exception as exc:  # SQLAlchemy raises driver-specific errors
         raise GensweepError(f"cannot open Optuna storage {url}: {str(exc).splitlines()[0]}") from None
 

@@ -22,6 +22,7 @@ from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.runtime import check_reachable
 from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
@@ -75,8 +76,15 @@ class MlflowSweep:
 
         check_server(tracking_uri)
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.pipeline, self.sweep = pipeline, sweep
+        with sqlite_lock(tracking_uri, "MLflow database"):  # sweeps started together: one creates and migrates it
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self._open(settings, tags)
+        self.logged: set[str] = set(self._children())  # keys with a child run: each key is logged once
+
+    def _open(self, settings: dict, tags: dict | None) -> None:
+        """The experiment (created if new) and the sweep's parent run (reopened, or created with its settings)."""
+        pipeline, sweep, tracking_uri = self.pipeline, self.sweep, self.uri
         try:
             name = f"gensweep/{pipeline}"
             experiment = self.client.get_experiment_by_name(name)
@@ -104,7 +112,6 @@ class MlflowSweep:
             )
             self.parent_id = run.info.run_id
             self._log(self.parent_id, params=settings)
-        self.logged: set[str] = set(self._children())  # keys with a child run: each key is logged once
 
     def _children(self) -> dict[str, str]:
         """trial_key -> run_id of this sweep's child runs, read once (paginated)."""
