@@ -212,7 +212,7 @@ def test_baselines_sample_as_documented():
     mapm = bm.init_model(bm.BHNSpec(**SPEC, model="map"), torch.rand(10, 4, 4), seed=0)
     p = bm.sample_probs(mapm, x, 4)
     assert p.shape == (4, 5, 3) and torch.equal(p[0], p[3])
-    drop = bm.init_model(bm.BHNSpec(**SPEC, model="mcdropout", dropout=0.5), torch.rand(10, 4, 4), seed=0)
+    drop = bm.init_model(bm.BHNSpec(**SPEC, model="mcdropout", dropout=0.5), torch.rand(10, 4, 4), seed=0).eval()
     p = bm.sample_probs(drop, x, 4, torch.Generator().manual_seed(0))
     assert (p[1:] - p[:1]).abs().amax(dim=(1, 2)).min() > 1e-4  # dropout kept at test
     ens = bm.init_model(bm.BHNSpec(**SPEC, model="ensemble", members=3), torch.rand(10, 4, 4), seed=0)
