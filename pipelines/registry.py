@@ -9,6 +9,7 @@ STUDIES: dict[str, tuple[str, ...]] = {
     "rex": ("cmnist_table", "cmnist_search", "rex_vs_irm", "toy_sem", "rl_spurious", "domainbed"),  # thesis chapter 5
     "memorization": ("regularizers", "csr", "easy", "sensitivity", "capacity"),  # thesis chapter 3
     "naf": ("toy", "sinewave", "tabular", "vae"),  # Neural Autoregressive Flows (the thesis's NAF article; motivated in §1.4.2)
+    "bhn": ("toy", "classify", "active", "ood"),  # Bayesian hypernetworks (the thesis's chapter 6)
 }
 
 
