@@ -38,8 +38,8 @@ M = [
  ("b10 coupling halves never swapped (PermuteLayer omitted)", HN, "h = h[..., self.perms[c - 1]]", "h = h", [MO]),
  ("b11 IAF layers all in one order", HN, "                if c % 2:", "                if False:", [MO]),
  # primary net and init (modules.WeightNormLayer, Base_BHN._init_pnet)
- ("b12 WN direction not normalised", WN, "return v / v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))",
-  "return v", [MO, TR]),
+ ("b12 WN direction not normalised", WN, "return self.directions[i].flatten(1).norm(dim=1)",
+  "return torch.ones(self.directions[i].shape[0], dtype=self.directions[i].dtype)", [MO, TR]),
  ("b13 data-dependent init multiplies g by stdv", WN, "factors.append(1.0 / stdv)", "factors.append(stdv)", [MO]),
  ("b14 init bias +m/stdv", WN, "self.biases[i].copy_(-m / stdv)", "self.biases[i].copy_(m / stdv)", [MO]),
  ("b15 init factors applied in output order (the reference's PermuteLayer mix-up)", MD,

@@ -81,20 +81,25 @@ class WNNet(nn.Module):
     def n_scales(self) -> int:
         return sum(self.scale_sizes)
 
+    def norms(self, i: int) -> torch.Tensor:
+        """||V_i|| per output unit (channel): (n_out,)."""
+        return self.directions[i].flatten(1).norm(dim=1)
+
     def direction(self, i: int) -> torch.Tensor:
         """V_i / ||V_i||, each output unit's (channel's) weights of unit norm."""
         v = self.directions[i]
-        return v / v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+        return v / self.norms(i).view(-1, *([1] * (v.dim() - 1)))
 
     def split_scales(self, g: torch.Tensor) -> list[torch.Tensor]:
         """(S, P) -> per layer (S, n_out)."""
         return list(g.split(self.scale_sizes, dim=-1))
 
     def _unit_product(self, i: int, h: torch.Tensor) -> torch.Tensor:
-        """h @ (V/||V||)^T (dense; h (..., in)) or conv2d with the unit-norm filters (h (M, C, H, W))."""
+        """h (V/||V||)^T (dense; h (..., in)) or conv2d with the unit-norm filters (h (M, C, H, W)), computed as
+        (h V^T) / ||V|| (one division per unit instead of one per weight)."""
         if self.shapes[i].kind == "dense":
-            return h @ self.direction(i).t()
-        return F.conv2d(h, self.direction(i))
+            return (h @ self.directions[i].t()) / self.norms(i)
+        return F.conv2d(h, self.directions[i]) / self.norms(i).view(-1, 1, 1)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor, dropout: float = 0.0, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
