@@ -231,3 +231,12 @@ def test_models_depend_on_their_seed_alone():
     from dataclasses import asdict
     import json
     assert bm.BHNSpec(**json.loads(json.dumps(asdict(spec)))) == spec
+
+
+def test_sample_probs_differentiable_in_x():
+    """FGS (FGS_eval.py) needs d/dx of the MC-averaged predictive's cross-entropy."""
+    model = _spread(bm.init_model(bm.BHNSpec(**SPEC, coupling=1, flow_hidden=5), torch.rand(10, 4, 4), seed=0))
+    x = torch.rand(3, 4, 4, requires_grad=True)
+    probs = bm.sample_probs(model, x, 5, torch.Generator().manual_seed(0)).mean(0)
+    torch.nn.functional.nll_loss(torch.log(probs), torch.tensor([0, 1, 2])).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

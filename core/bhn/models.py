@@ -168,7 +168,7 @@ def data_dependent_init(model: BHNModel, x_init: torch.Tensor) -> None:
 
 def init_model(spec: BHNSpec, x_init: torch.Tensor | None, seed: int) -> BHNModel:
     """A model drawn from ``seed`` alone, data-dependently initialised on x_init[:64] (None: no re-init, the
-    reference's reinit 0)."""
+    reference's reinit 0). experiment_MLP_WN.py passes the last min(64, size) training images."""
     model = BHNModel(spec, seed)
     if x_init is not None:
         data_dependent_init(model, x_init.to(model.nets[0].biases[0].dtype))

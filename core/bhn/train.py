@@ -109,13 +109,15 @@ def fit(model: bm.BHNModel, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, 
 
 def fit_hypernet(hnet: hn.Hypernet, log_density: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float,
                  samples: int, seed: int, anneal: Callable[[int], float] | None = None,
-                 record_every: int = 0) -> list[dict]:
+                 record_every: int = 0, final_lr: float | None = None) -> list[dict]:
     """Fit q(theta) to an unnormalised log-density by reverse KL: loss = mean_s [log q(theta_s) - w(t) log p~(theta_s)]
     over ``samples`` draws per step (w = 1 without ``anneal``), Adam, total-norm clip 10 then value clip 5.
     ``log_density`` maps theta (n, D) to (n,) (a toy's log prior + log likelihood). Returns every
-    ``record_every``-th step's {step, loss, log_q, log_p} (none when 0)."""
+    ``record_every``-th step's {step, loss, log_q, log_p} (none when 0). ``final_lr``: decay the learning rate
+    geometrically from lr to final_lr over the steps (a constant lr leaves Adam's noise in the fitted moments)."""
     gen = torch.Generator().manual_seed(int(seed))
     optimizer = torch.optim.Adam(hnet.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    decay = 1.0 if final_lr is None else (final_lr / lr) ** (1.0 / max(steps - 1, 1))
     params = list(hnet.parameters())
     out = []
     for step in range(steps):
@@ -127,6 +129,9 @@ def fit_hypernet(hnet: hn.Hypernet, log_density: Callable[[torch.Tensor], torch.
         loss.backward()
         obj.clip_gradients(params)
         optimizer.step()
+        if decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] *= decay
         if record_every and step % record_every == 0:
             out.append({"step": step, "loss": loss.item(), "log_q": log_q.mean().item(), "log_p": log_p.mean().item()})
     return out
