@@ -36,6 +36,7 @@ M = [
  ("b9 log q adds the log-det instead of subtracting it", HN, "return theta, hnet.base_log_prob(eps) - logdet",
   "return theta, hnet.base_log_prob(eps) + logdet", [MO, TR]),
  ("b10 coupling halves never swapped (PermuteLayer omitted)", HN, "h = h[..., self.perms[c - 1]]", "h = h", [MO]),
+ ("b11b linear posterior: the shift before W", HN, "h = (h - shift) @ flows[0].t() + shift", "h = h @ flows[0].t()", [MO]),
  ("b11 IAF layers all in one order", HN, "                if c % 2:", "                if False:", [MO]),
  # primary net and init (modules.WeightNormLayer, Base_BHN._init_pnet)
  ("b12 WN direction not normalised", WN, "return self.directions[i].flatten(1).norm(dim=1)",

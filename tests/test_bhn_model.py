@@ -240,3 +240,14 @@ def test_sample_probs_differentiable_in_x():
     probs = bm.sample_probs(model, x, 5, torch.Generator().manual_seed(0)).mean(0)
     torch.nn.functional.nll_loss(torch.log(probs), torch.tensor([0, 1, 2])).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_linear_posterior_is_w_times_scaled_noise_plus_b(float64):
+    """hypernet_trainer.simple_test: theta = W z + b, the shift after W (z = s eps, the LinearFlowLayer's scale)."""
+    hnet = _perturbed(hn.init_hypernet(3, "linear", 1, seed=0))
+    eps = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    s = torch.exp(hnet.linear[0].view(-1)) + 0.001
+    w, b = hnet.flows[0], hnet.linear[1].view(-1)
+    theta, logdet = hnet.transform(eps)
+    assert torch.allclose(theta, (eps * s) @ w.t() + b)
+    assert torch.allclose(logdet, (torch.log(s).sum() + torch.linalg.slogdet(w)[1]).expand(4))

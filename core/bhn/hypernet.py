@@ -10,8 +10,9 @@ LinearFlowLayer (elementwise y = x (exp(w) + 0.001) + b, w ~ N(-7, 0.01^2), b ~ 
   sees the features in natural order for even l, reversed for odd l);
 - ``dsf``: ``coupling`` IAF-direction DSF flows of core/flows/model.py (NAF's transformer in BHN's hypernet, bayes.md
   d.5; no reference has it): MADE hidden max(flow_hidden, P), ds_dim 16, one DSF block per flow, flip after each;
-- ``linear`` (toys only, hypernet_trainer.simple_test's theta = W eps + b): after the LinearFlowLayer one full
-  matrix W (init identity), log|det| = log|det W|.
+- ``linear`` (toys only, hypernet_trainer.simple_test's theta = W eps + b): theta = W (s eps) + b with the
+  LinearFlowLayer's scale s and shift b, W a full matrix (init identity), log|det| = sum log s + log|det W|. The
+  shift comes after W (with it before W, dL/dW carries the mean's MC noise: BHN-eval saw the covariance stall).
 
 The flow layers are core/flows/coupling.py's (K = 1 of its stacked parameters) and core/flows/model.py's; nothing
 here re-implements a flow.
@@ -104,7 +105,8 @@ class Hypernet(nn.Module):
             h, ld = flow_model.forward(self.dsf_spec, flows, h)
             logdet = logdet + ld
         elif self.posterior == "linear":
-            h = h @ flows[0].t()
+            shift = self.linear[1]
+            h = (h - shift) @ flows[0].t() + shift  # theta = W (s eps) + b: the shift after W (simple_test's z W + b)
             logdet = logdet + torch.linalg.slogdet(flows[0])[1]
         return h[0], logdet[0]
 
