@@ -7,8 +7,9 @@
   copies;
 - ``mcdropout``: the same WN net, dropout p after every hidden layer, kept at test (experiment_MLP_WN.MCdropout_MLP:
   there plain dense layers, here the WN parametrisation with point g, the same function class);
-- ``ensemble``: ``members`` independently initialised MAP nets (Lakshminarayanan et al.); sample s is member
-  s mod members, so S a multiple of members gives the ensemble's mean and spread exactly.
+- ``ensemble``: ``members`` independently initialised MAP nets (Lakshminarayanan et al.), trained side by side on
+  the same minibatches (their losses summed, gradients clipped per member); sample s is member s mod members, so
+  S a multiple of members gives the ensemble's mean and spread exactly.
 
 :func:`init_model` applies the data-dependent WN init (BHNs.Base_BHN._init_pnet) on <= 64 images;
 :func:`sample_probs` is the MC predictive (utils.MCpred / evaluate_model: softmax outputs per sample of g, dropout

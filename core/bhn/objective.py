@@ -8,7 +8,8 @@ reference drops the eps density, which has no gradient), prior log p(g) = log N(
 map / ensemble / mcdropout: loss = -mean log p(y | x) (same clipping) + l2 * sum of squared parameters
 (dk_anomaly_detection.py: lasagne.regularization.l2 * 1e-5; an ensemble sums its members' losses).
 Gradients: total-norm constraint 10 (lasagne.updates.total_norm_constraint: scale min(norm, 10) / (norm + 1e-7)),
-then elementwise clip to [-5, 5] (Base_BHN.max_norm, clip_grad), per member for ensembles.
+then elementwise clip to [-5, 5] (Base_BHN.max_norm, clip_grad), per member for ensembles. fit clips every model
+kind so (dk_anomaly_detection.py clips its mlp / dropout baselines too; experiment_MLP_WN's MCdropout_MLP does not).
 """
 from __future__ import annotations
 
