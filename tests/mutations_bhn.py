@@ -41,6 +41,8 @@ M = [
  # primary net and init (modules.WeightNormLayer, Base_BHN._init_pnet)
  ("b12 WN direction not normalised", WN, "return self.directions[i].flatten(1).norm(dim=1)",
   "return torch.ones(self.directions[i].shape[0], dtype=self.directions[i].dtype)", [MO, TR]),
+ ("b12b exact GELU instead of the reference's tanh form", WN, 'return lambda x: F.gelu(x, approximate="tanh")',
+  'return lambda x: F.gelu(x)', [MO]),
  ("b13 data-dependent init multiplies g by stdv", WN, "factors.append(1.0 / stdv)", "factors.append(stdv)", [MO]),
  ("b14 init bias +m/stdv", WN, "self.biases[i].copy_(-m / stdv)", "self.biases[i].copy_(m / stdv)", [MO]),
  ("b15 init factors applied in output order (the reference's PermuteLayer mix-up)", MD,

@@ -251,3 +251,15 @@ def test_linear_posterior_is_w_times_scaled_noise_plus_b(float64):
     theta, logdet = hnet.transform(eps)
     assert torch.allclose(theta, (eps * s) @ w.t() + b)
     assert torch.allclose(logdet, (torch.log(s).sum() + torch.linalg.slogdet(w)[1]).expand(4))
+
+
+def test_gelu_is_the_references_tanh_form(float64):
+    """helpers.gelu_fast: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (the 'Dan' net of bayes.md B4)."""
+    spec = bm.BHNSpec(in_shape=(4,), hidden=(5,), classes=3, activation="gelu", model="map")
+    model = bm.init_model(spec, None, seed=0)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)) * 3
+    net, g = model.nets[0], model.scales[0]
+    pre = x @ (g[:5, None] * net.direction(0)).t() + net.biases[0]
+    h = 0.5 * pre * (1 + torch.tanh(math.sqrt(2 / math.pi) * (pre + 0.044715 * pre ** 3)))
+    expected = h @ (g[5:, None] * net.direction(1)).t() + net.biases[1]
+    assert torch.allclose(bm.logits(model, x, 1)[0], expected, atol=1e-12)
