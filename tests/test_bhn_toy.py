@@ -126,3 +126,13 @@ def test_linear_hypernet_reaches_the_closed_form():
     assert fit.metrics["cov_err"] < 0.05
     with pytest.raises(ValueError, match="unknown posterior family"):
         toy.fit_toy(problem, "gaussian", 1, seed=0)
+
+
+def test_sample_histogram_matches_the_grid_density():
+    problem = _linear_2d()
+    grid = toy.grid_posterior(problem, lim=3.0, n=60)
+    mean, cov = toy.linear_posterior(problem)
+    theta = torch.distributions.MultivariateNormal(mean, cov).sample((400000,))
+    hist = toy.sample_histogram(theta, grid)
+    assert float(hist.sum() * grid.area) == pytest.approx(1.0, abs=1e-3)
+    assert float((hist - torch.exp(grid.log_p)).abs().sum() * grid.area) < 0.05  # total variation of the binned draws

@@ -63,14 +63,14 @@ def fgs_eval(attack_fn: ProbsFn, eval_fn: ProbsFn, x: torch.Tensor, y: torch.Ten
     """
     y = torch.as_tensor(y)
     clean = _mc(eval_fn, x, chunk)
-    clean_conf = {s: ood.confidence(clean, s) for s in scores}
+    clean_conf = {s: ood.confidence(clean, s).cpu() for s in scores}
     rows = []
     for e in (0.0, *eps):
         probs = clean if e == 0 else _mc(eval_fn, fgs(attack_fn, x, y, e, chunk), chunk)
         correct = probs.mean(0).argmax(-1).cpu() == y.cpu()
         row = {"eps": float(e), "acc": float(correct.float().mean())}
         for s in scores:
-            conf = ood.confidence(probs, s)
+            conf = ood.confidence(probs, s).cpu()
             if e > 0:
                 row[f"auroc_{s}"] = ood.detection(clean_conf[s], conf)["auroc"]
             if 0 < int(correct.sum()) < len(correct):

@@ -138,7 +138,7 @@ def detection(in_conf, out_conf) -> dict[str, float]:
 def error_detection(probs: torch.Tensor, labels, score: str) -> dict[str, float]:
     """Right-vs-wrong detection: the MC-mean prediction's correct inputs are "in", the misclassified ones "out"."""
     probs = _check(probs)
-    conf = confidence(probs, score)
+    conf = confidence(probs, score).cpu()
     correct = probs.mean(0).argmax(-1).cpu() == torch.as_tensor(labels).cpu()
     return detection(conf[correct], conf[~correct])
 

@@ -128,6 +128,19 @@ class Grid:
         return mean, (dev * w[:, None]).T @ dev
 
 
+def sample_histogram(theta: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Samples (S, 2) binned on the grid's cells, as a density (n, n) like exp(grid.log_p) (for q-beside-p plots)."""
+    theta = theta.detach().to(torch.float64)
+    step = float(grid.a[1] - grid.a[0])
+    lo = float(grid.a[0]) - step / 2
+    n = len(grid.a)
+    ij = torch.floor((theta - lo) / step).long()
+    inside = ((ij >= 0) & (ij < n)).all(1)
+    flat = ij[inside, 0] * n + ij[inside, 1]
+    counts = torch.bincount(flat, minlength=n * n).to(torch.float64).view(n, n)
+    return counts / (len(theta) * grid.area)
+
+
 def grid_posterior(problem: Problem, lim: float = 4.0, n: int = 800) -> Grid:
     """The 2-D posterior on n×n cell centres of [−lim, lim]² (n even: no centre on a = 0, so P(a > 0) is a clean sum)."""
     if problem.dim != 2:
