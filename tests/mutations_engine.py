@@ -15,7 +15,8 @@ from mutation_runner import main
 ST, CLI = "pipelines/engine/store.py", "pipelines/cli.py"
 ES, SG = "tests/test_edge_storage.py", "tests/test_edge_signals.py"
 RT, DB = "pipelines/engine/runtime.py", "pipelines/engine/dblock.py"
-CC = "tests/test_edge_concurrent.py"
+CC, SE = "tests/test_edge_concurrent.py", "tests/test_edge_settings.py"
+SP = "pipelines/engine/spec.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -27,6 +28,7 @@ M = [
   "    handle_sigterm()  # Ray's driver", "    pass  # Ray's driver", [SG]),
  ("e5 SIGTERM exits 1 like an incomplete sweep", CLI, "return 128 + TERMINATED[\"signum\"] if", "return code if", [SG]),
  ("e6 no lock around creating a SQLite database", DB, "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n", [CC]),
+ ("e7 a list item given twice accepted", SP, "        if self.is_list and not self.repeats:\n", "        if False:\n", [SE]),
 ]
 
 if __name__ == "__main__":

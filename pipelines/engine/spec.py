@@ -65,7 +65,10 @@ class Setting:
 
     Lists hold items of the type of ``item`` (default: the type of the
     default's first item). ``choices`` restricts a str setting or the items of
-    a list; ``ge``/``gt``/``le`` bound a number or every item of a list.
+    a list; ``ge``/``gt``/``le`` bound a number or every item of a list. A
+    list's items are distinct (an item given twice would train, record and
+    count its configurations twice) unless ``repeats`` (a sequence such as
+    layer widths, where an item may come again).
     """
 
     default: Any
@@ -76,6 +79,7 @@ class Setting:
     le: float | None = None
     item: type | None = None
     opt_in: bool = False  # added after sweeps were recorded: out of the sweep id while at its default (their ids stay)
+    repeats: bool = False  # a list whose items may repeat (a sequence, not a set of choices)
 
     @property
     def is_list(self) -> bool:
@@ -111,6 +115,12 @@ class Setting:
                         raise GensweepError(f"bad value for {key}: {item!r} (must be {text} {bound:g})")
         if self.is_list and not value:
             raise GensweepError(f"bad value for {key}: an empty list")
+        if self.is_list and not self.repeats:
+            seen: list = []
+            for item in value:
+                if item in seen:
+                    raise GensweepError(f"bad value for {key}: {item!r} is listed twice (give each once)")
+                seen.append(item)
         return list(value) if self.is_list else value
 
 

@@ -1,0 +1,39 @@
+"""Settings that would do nothing or the wrong thing are refused in one line, before anything is declared or run."""
+from __future__ import annotations
+
+import pytest
+
+from pipelines import cli, registry
+from pipelines.engine.spec import GensweepError, Setting, resolve_settings
+
+
+def test_an_item_listed_twice_is_refused_for_every_list_setting():
+    """``datasets=ColoredMNIST,ColoredMNIST`` trained every configuration twice and the three stores disagreed."""
+    checked = 0
+    for pipeline in registry.pipelines().values():
+        for key, setting in pipeline.all_settings().items():
+            if not setting.is_list or setting.repeats:
+                continue
+            item = setting.default[0] if setting.default else setting.choices[0]
+            with pytest.raises(GensweepError, match=f"bad value for {key}: .* listed twice"):
+                setting.parse(key, f"{item},{item}")
+            checked += 1
+    assert checked >= 20
+
+
+def test_duplicates_are_refused_before_ray_with_one_line(capsys, tmp_path, monkeypatch):
+    import pipelines.engine.runner as runner
+
+    monkeypatch.setattr(runner, "init_ray", lambda *a, **k: pytest.fail("Ray started"))
+    assert cli.main(["run", "domainbed", "--results", str(tmp_path), "--set", "datasets=ColoredMNIST,ColoredMNIST"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["gensweep: error: bad value for datasets: 'ColoredMNIST' is listed twice (give each once)"]
+    with pytest.raises(GensweepError, match="0.2 is listed twice"):  # equal after parsing counts as twice
+        resolve_settings(registry.get("memorization-csr"), "smoke", ["fractions=0.2,0.20"])
+
+
+def test_every_preset_lists_each_item_once_and_a_sequence_may_repeat():
+    for pipeline in registry.pipelines().values():
+        for preset in pipeline.presets:
+            resolve_settings(pipeline, preset, [])  # the presets themselves pass the check
+    assert Setting([64, 64], "layer widths", repeats=True).parse("widths", "32,32") == [32, 32]
