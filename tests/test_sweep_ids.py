@@ -71,6 +71,19 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'naf-vae/smoke': ('smoke-dec9258f1e', {'fits': (3, 'a57ec63f7ec0')}),
     'naf-vae/cpu': ('cpu-a79e316e70', {'fits': (8, 'f407bff45b40')}),
     'naf-vae/paper': ('paper-79d9349d80', {'fits': (20, '9817fd0b58fd')}),
+    # the bhn study, pinned when it landed (issue 31)
+    'bhn-toy/smoke': ('smoke-491f3ca56f', {'fits': (8, 'f1c06283cff3')}),
+    'bhn-toy/cpu': ('cpu-a39ccb5615', {'fits': (60, '04ecb440f630')}),
+    'bhn-toy/paper': ('paper-a10475012f', {'fits': (90, 'ffbddd176e6c')}),
+    'bhn-classify/smoke': ('smoke-7de5911a07', {'fits': (8, '7506ce9558ce')}),
+    'bhn-classify/cpu': ('cpu-bfa84f6e39', {'fits': (45, '1d007e87664f')}),
+    'bhn-classify/paper': ('paper-d8a8849f88', {'fits': (147, '4bd5aff17945')}),
+    'bhn-active/smoke': ('smoke-526496c7f8', {'loops': (4, '6caf4730b234')}),
+    'bhn-active/cpu': ('cpu-baff87d3a6', {'loops': (33, 'f6c0a7b4f5d0')}),
+    'bhn-active/paper': ('paper-b5b1ef1e06', {'loops': (39, '3981bdf0fd23')}),
+    'bhn-ood/smoke': ('smoke-d45bf9d415', {'models': (42, '20f803cd8664')}),
+    'bhn-ood/cpu': ('cpu-bd89651d4b', {'models': (504, '9eead7ba6dda')}),
+    'bhn-ood/paper': ('paper-23e5e6f76d', {'models': (1740, '125196d6ab5c')}),
 }
 
 
