@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -109,15 +110,24 @@ def ood_set(name: str, split: Split, seed: int, data_dir: str | os.PathLike | No
     if name == "deformed":
         if in_distribution != "mnist":
             raise ValueError("the deformed-digits OOD set needs MNIST as the in-distribution data (it is the embedded default)")
-        from core.cmnist.sources import MIN_EMBEDDED_IMAGES, deformed_digits
-
-        images, _, _ = deformed_digits(max(n, MIN_EMBEDDED_IMAGES), seed)
-        return _flat(images[rng.permutation(len(images))[:n]])
+        images = _deformed(n, seed)
+        return images[rng.permutation(len(images))[:n]]
     if name in PAPER_OOD_SETS:
         if data_dir is None:
             raise DataError(f"the {name} OOD set needs --data-dir with its files (gensweep download {DOWNLOADS[name]} DIR)")
         return {"omniglot": load_omniglot, "notmnist": load_notmnist, "cifar10bw": load_cifar10bw}[name](data_dir)
     raise ValueError(f"unknown OOD set {name!r} (choose from {', '.join(OOD_SETS + PAPER_OOD_SETS)})")
+
+
+@lru_cache(maxsize=4)
+def _deformed(n: int, seed: int) -> np.ndarray:
+    """max(n, 1,797) embedded deformed digits (N, 784) in [0, 1] (cached: drawing them takes seconds)."""
+    from core.cmnist.sources import MIN_EMBEDDED_IMAGES, deformed_digits
+
+    images, _, _ = deformed_digits(max(n, MIN_EMBEDDED_IMAGES), seed)
+    out = _flat(images)
+    out.setflags(write=False)
+    return out
 
 
 # ============================================================================ paper OOD sets
