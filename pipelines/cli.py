@@ -241,6 +241,18 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has left (another broken pipe is a real error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))  # a pipe without a reader reports an error
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipelines.engine.runtime import TERMINATED, handle_sigterm
 
@@ -253,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     except (GensweepError, DataError) as exc:
         print(f"gensweep: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `gensweep report ... | head -1`: the reader left; end quietly, as a tool killed by SIGPIPE
+        if not _stdout_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
     except Exception as exc:
         if not is_disk_full(exc):
             raise

@@ -29,6 +29,8 @@ M = [
  ("e5 SIGTERM exits 1 like an incomplete sweep", CLI, "return 128 + TERMINATED[\"signum\"] if", "return code if", [SG]),
  ("e6 no lock around creating a SQLite database", DB, "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n", [CC]),
  ("e7 a list item given twice accepted", SP, "        if self.is_list and not self.repeats:\n", "        if False:\n", [SE]),
+ ("e8 a closed pipe on stdout re-raised", CLI, "        if not _stdout_gone():\n            raise\n        os.dup2",
+  "        raise\n        os.dup2", [SG + "::test_output_into_a_closed_pipe_ends_quietly"]),
 ]
 
 if __name__ == "__main__":

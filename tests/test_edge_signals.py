@@ -61,3 +61,21 @@ def test_sigterm_mid_sweep_stops_cleanly_and_the_same_command_resumes_exactly_on
     children = _children(results)
     assert sorted(children) == sorted(rows["trial_key"])  # one MLflow child run per configuration
     assert not (results / "optuna.db").exists() or not optuna.get_all_study_summaries(f"sqlite:///{results / 'optuna.db'}")
+
+
+@pytest.mark.parametrize("command", [["list"], ["report", "toy-sem", "--results", "{results}"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, command):
+    """``gensweep report ... | head -1``: the reader is gone; no BrokenPipeError traceback, exit 141 (as SIGPIPE)."""
+    results = tmp_path / "results"
+    store = ResultStore.open(str(results))
+    for i in range(2):
+        row = {"hidden": True, "hetero": False, "scrambled": False, "method": "erm", "seed": i,
+               "causal_error": 0.1, "noncausal_error": 0.2, "selected_reg": 0.0, "label": "erm", "stage": "grid"}
+        store.write_trial("toy-sem", "smoke-x", f"k{i}", row, [{"step": 0, "causal_error": 0.1}])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `head -1` has exited
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [part.format(results=results) for part in command]
+    proc = subprocess.run(GENSWEEP + argv, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    os.close(write_end)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
