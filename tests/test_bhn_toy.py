@@ -101,7 +101,7 @@ def test_kl_from_samples():
 
 def test_map_sits_on_one_branch():
     problem = toy.product_problem(0)
-    fit = toy.fit_toy(problem, "map", 1500, seed=0, lr=1e-2)
+    fit = toy.fit_toy(problem, "map", 600, seed=0, lr=1e-2)
     a, b = fit.point.tolist()
     assert fit.metrics["p_a_pos"] in (0.0, 1.0) and "kl" not in fit.metrics
     assert a * b == pytest.approx(1.0, abs=0.25) and a * b > 0
