@@ -154,10 +154,15 @@ def cmd_report(args) -> int:
     trials, curves = store.read("trials", pipeline.name, sweep), store.read("curves", pipeline.name, sweep)
     root = Path(args.out) if args.out else Path("reports") if "://" in args.results else Path(args.results) / "reports"
     out_dir = root / pipeline.name / sweep
-    out_dir.mkdir(parents=True, exist_ok=True)
-    header = report_header(args.results, sweep, pipeline.preset_help)
-    markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n{header}" + pipeline.report(trials, curves, str(out_dir))
-    (out_dir / "report.md").write_text(markdown)
+    try:  # a read-only or missing --out: one line naming the file, not a traceback
+        out_dir.mkdir(parents=True, exist_ok=True)
+        header = report_header(args.results, sweep, pipeline.preset_help)
+        markdown = f"# {pipeline.name} — sweep {sweep}\n\n{pipeline.description}.\n\n{header}" + pipeline.report(trials, curves, str(out_dir))
+        (out_dir / "report.md").write_text(markdown)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise
+        raise GensweepError(f"cannot write the report to {exc.filename or out_dir}: {exc.strerror or exc}") from None
     print(markdown)
     print(f"report written to {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
     return 0

@@ -16,7 +16,7 @@ ST, CLI = "pipelines/engine/store.py", "pipelines/cli.py"
 ES, SG = "tests/test_edge_storage.py", "tests/test_edge_signals.py"
 RT, DB = "pipelines/engine/runtime.py", "pipelines/engine/dblock.py"
 CC, SE = "tests/test_edge_concurrent.py", "tests/test_edge_settings.py"
-SP = "pipelines/engine/spec.py"
+SP, RN = "pipelines/engine/spec.py", "pipelines/engine/runner.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -31,6 +31,14 @@ M = [
  ("e7 a list item given twice accepted", SP, "        if self.is_list and not self.repeats:\n", "        if False:\n", [SE]),
  ("e8 a closed pipe on stdout re-raised", CLI, "        if not _stdout_gone():\n            raise\n        os.dup2",
   "        raise\n        os.dup2", [SG + "::test_output_into_a_closed_pipe_ends_quietly"]),
+ ("e9 the Optuna storage opened only once Ray runs", RN, "        _optuna_storage(sweep)\n    init_ray",
+  "        pass\n    init_ray", [ES + "::test_a_missing_optuna_directory_is_refused_before_ray",
+                                   ES + "::test_a_bad_optuna_url_is_refused_before_ray"]),
+ ("e10 a read-only SQLite file not checked", DB, "if os.path.exists(path) and not os.access(path, os.W_OK):", "if False:",
+  [ES + "::test_a_read_only_database_is_refused_in_one_line_naming_it"]),
+ ("e11 report: an unwritable --out not caught", CLI, "    except OSError as exc:\n        if is_disk_full(exc):\n            raise\n        raise GensweepError(f\"cannot write the report",
+  "    except ZeroDivisionError as exc:\n        if is_disk_full(exc):\n            raise\n        raise GensweepError(f\"cannot write the report",
+  [ES + "::test_report_into_a_read_only_out_is_refused_in_one_line"]),
 ]
 
 if __name__ == "__main__":

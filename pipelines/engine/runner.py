@@ -189,6 +189,8 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if any(not isinstance(stage.plan, Grid) for stage in stages):  # a search may come: its storage answers before Ray starts
+        _optuna_storage(sweep)
     init_ray(sweep.address, sweep.num_cpus)
     save_sweep_args(store, sweep, data)  # once storage, tracking and Ray all answer: `gensweep resume` re-runs this
 
