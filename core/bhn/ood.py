@@ -136,7 +136,8 @@ def detection(in_conf, out_conf) -> dict[str, float]:
 
 
 def error_detection(probs: torch.Tensor, labels, score: str) -> dict[str, float]:
-    """Right-vs-wrong detection: the MC-mean prediction's correct inputs are "in", the misclassified ones "out"."""
+    """Right-vs-wrong detection: the MC-mean prediction's correct inputs are "in", the misclassified ones "out"
+    (ValueError when every input, or none, is classified correctly)."""
     probs = _check(probs)
     conf = confidence(probs, score).cpu()
     correct = probs.mean(0).argmax(-1).cpu() == torch.as_tensor(labels).cpu()
