@@ -162,21 +162,48 @@ def known_release(images: Path, labels: Path) -> str | None:
     return None
 
 
+def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Exact bilinear resampling taps (align_corners=False, as torch's ``interpolate``): output i reads inputs
+    ``lo[i]`` and ``hi[i]`` with integer weights ``den - w[i]`` and ``w[i]`` over ``den``."""
+    den = 2 * n_out
+    num = np.maximum((2 * np.arange(n_out) + 1) * n_in - n_out, 0)  # source coordinate x den: (i + 1/2) n_in/n_out - 1/2
+    lo = num // den
+    return lo, np.minimum(lo + 1, n_in - 1), num - lo * den, den
+
+
+def upsample_exact(images: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Integer images (N, h, w) resized bilinearly to (size, size) in exact integer arithmetic: (numerators, denominator).
+
+    Float resampling rounds differently on different CPUs (AVX2 and AVX-512 kernels), and a pixel that lands on a
+    rounding tie then differs from machine to machine: the embedded data, and every sweep id built on its fingerprint,
+    would depend on the CPU.
+    """
+    images = images.astype(np.int64)
+    ly, hy, wy, dy = _bilinear_taps(images.shape[1], size)
+    lx, hx, wx, dx = _bilinear_taps(images.shape[2], size)
+    rows = images[:, ly, :] * (dy - wy)[None, :, None] + images[:, hy, :] * wy[None, :, None]
+    return rows[:, :, lx] * (dx - wx) + rows[:, :, hx] * wx, dy * dx
+
+
+def round_half_even(num: np.ndarray, den: int) -> np.ndarray:
+    """num / den rounded to the nearest integer, ties to even (torch.round's rule), exactly."""
+    q, r = np.divmod(num, den)
+    return q + ((2 * r > den) | ((2 * r == den) & (q % 2 == 1)))
+
+
 def load_digits_source() -> ImageSource:
     """scikit-learn's 1,797 handwritten digits, upsampled to 28x28 (the memorization study's embedded set).
 
     The 8x8 images (values 0..16) are bilinearly resized to 28x28 and scaled to
     0..255 so that every MNIST construction (including the 2x subsample to
-    14x14) applies unchanged. No download is needed.
+    14x14) applies unchanged; in exact arithmetic, so the images are the same on
+    every CPU. No download is needed.
     """
-    import torch
-    import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    small = torch.tensor(digits.images, dtype=torch.float32)[:, None]
-    big = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
-    images = (big.clamp(0, 16) * (255.0 / 16.0)).round().to(torch.uint8).numpy()
+    num, den = upsample_exact(digits.images.astype(np.int64), 28)
+    images = round_half_even(num * 255, den * 16).astype(np.uint8)  # values 0..16 scaled to 0..255
     return ImageSource("digits", images, digits.target.astype(np.int64),
                        "embedded scikit-learn digits, 1,797 images (8x8 upsampled to 28x28)")
 
