@@ -2,8 +2,8 @@
 
     gensweep run PIPELINE [--preset smoke|paper] [--results DIR] [--data-dir DIR]
                           [--address RAY_ADDRESS] [--mlflow-uri URI] [--optuna-storage URL]
-                          [--set key=value ...]
-    gensweep resume [RESULTS] [--sweep ID]
+                          [--set key=value ...] [--allow-code-change]
+    gensweep resume [RESULTS] [--sweep ID] [--allow-code-change]
     gensweep report PIPELINE [--results DIR] [--sweep ID] [--out DIR]
     gensweep compact [RESULTS] [--pipeline NAME] [--sweep ID]
     gensweep list
@@ -49,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default: sqlite:///RESULTS/optuna.db)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray runtime (default: all)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+    run.add_argument("--allow-code-change", action="store_true",
+                     help="resume a sweep whose results another gensweep version (or code commit) recorded")
 
     resume = sub.add_parser("resume", help="re-run a sweep recorded in a results directory (default: the newest)")
     resume.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
     resume.add_argument("--sweep", default=None, help="sweep id (default: the most recently started)")
+    resume.add_argument("--allow-code-change", action="store_true",
+                        help="resume even though another gensweep version (or code commit) recorded the sweep")
 
     report = sub.add_parser("report", help="render a pipeline's table and figures from its Parquet results")
     report.add_argument("pipeline")
@@ -100,7 +104,7 @@ def cmd_run(args, expect_id: str | None = None) -> int:
     sweep = Sweep(
         pipeline, args.preset, settings, args.results, data_dir=args.data_dir, address=args.address,
         mlflow_uri=args.mlflow_uri, optuna_storage=args.optuna_storage, num_cpus=args.num_cpus,
-        overrides=list(args.overrides), expect_id=expect_id,
+        overrides=list(args.overrides), expect_id=expect_id, allow_code_change=getattr(args, "allow_code_change", False),
     )
     summary = run_sweep(sweep)
     print(json.dumps(dataclasses.asdict(summary)))
@@ -127,7 +131,7 @@ def cmd_resume(args) -> int:
         pipeline=recorded["pipeline"], preset=recorded["preset"], overrides=list(recorded.get("overrides", [])),
         results=args.results, data_dir=recorded.get("data_dir"), address=recorded.get("address"),
         mlflow_uri=recorded.get("mlflow_uri"), optuna_storage=recorded.get("optuna_storage"),
-        num_cpus=recorded.get("num_cpus"),
+        num_cpus=recorded.get("num_cpus"), allow_code_change=args.allow_code_change,
     )
     options = [("--preset", run_args.preset), ("--results", run_args.results), ("--data-dir", run_args.data_dir),
                ("--address", run_args.address), ("--mlflow-uri", run_args.mlflow_uri),

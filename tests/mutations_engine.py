@@ -17,6 +17,7 @@ ES, SG = "tests/test_edge_storage.py", "tests/test_edge_signals.py"
 RT, DB = "pipelines/engine/runtime.py", "pipelines/engine/dblock.py"
 CC, SE = "tests/test_edge_concurrent.py", "tests/test_edge_settings.py"
 SP, RN = "pipelines/engine/spec.py", "pipelines/engine/runner.py"
+RC, CV = "pipelines/engine/record.py", "tests/test_edge_code_version.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -39,6 +40,14 @@ M = [
  ("e11 report: an unwritable --out not caught", CLI, "    except OSError as exc:\n        if is_disk_full(exc):\n            raise\n        raise GensweepError(f\"cannot write the report",
   "    except ZeroDivisionError as exc:\n        if is_disk_full(exc):\n            raise\n        raise GensweepError(f\"cannot write the report",
   [ES + "::test_report_into_a_read_only_out_is_refused_in_one_line"]),
+ ("e12 a sweep resumed across a code change", RC, "    if version_text(before) != version_text(code_version()):",
+  "    if False:", [CV + "::test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed"]),
+ ("e13 rows without their code version", ST, 'core["code_version"] = core["code_version"] or version_text()',
+  'core["code_version"] = core["code_version"]', [CV + "::test_every_row_and_the_record_carry_the_code_version"]),
+ ("e14 a sweep recorded before versions were kept refused", RC, "    if not before:\n        return\n",
+  "    if not before:\n        before = {}\n", [CV + "::test_a_sweep_recorded_without_a_version_or_with_this_one_resumes"]),
+ ("e15 --allow-code-change not passed on by resume", CLI, 'allow_code_change=args.allow_code_change,', "",
+  [CV + "::test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed"]),
 ]
 
 if __name__ == "__main__":

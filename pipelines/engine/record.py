@@ -39,14 +39,17 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
     """Record the sweep's command arguments, data and settings (written on every start, so the newest start is last).
 
     Besides what ``gensweep resume`` needs, the record says what the sweep ran
-    on (``data``: description and fingerprint) and with what (``settings``, and
-    ``changed``: those differing from the preset), for reports. Passwords in
+    on (``data``: description and fingerprint), with what (``settings``, and
+    ``changed``: those differing from the preset), for reports, and with which
+    code (``code``: :func:`pipelines.engine.codeversion.code_version`). Passwords in
     URLs are left out: results hold no credentials (give them through
     ~/.pgpass or the environment, as docs/cluster.md shows).
     """
     import json
     import uuid
     from datetime import datetime, timezone
+
+    from pipelines.engine.codeversion import code_version
 
     local = lambda path: path if path is None or "://" in path else os.path.abspath(path)
     args = {
@@ -55,6 +58,7 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
         "mlflow_uri": _without_password(sweep.mlflow_uri), "optuna_storage": _without_password(sweep.optuna_storage),
         "num_cpus": sweep.num_cpus,
         "started_at": datetime.now(timezone.utc).isoformat(),
+        "code": code_version(),
     }
     if data is not None:
         from pipelines.engine.spec import result_settings
@@ -113,3 +117,26 @@ def report_header(results: str, sweep: str, preset_help: dict | None = None) -> 
     note = (preset_help or {}).get(record["preset"])
     preset = f"{record['preset']} ({note})" if note else record["preset"]
     return f"- **Data:** {data}\n- **Preset:** {preset}\n- **Settings changed from the preset:** {settings}\n\n"
+
+
+def check_code_version(results: str, sweep_id: str, has_results: bool, allow: bool) -> None:
+    """GensweepError (one line) when the sweep's results were recorded by another code version, unless ``allow``.
+
+    A sweep with no results yet, or recorded before gensweep kept its code version, resumes as before.
+    """
+    from pipelines.engine.codeversion import code_version, version_text
+
+    if not has_results or allow:
+        return
+    try:
+        recorded = load_sweep_args(results, sweep_id)
+    except GensweepError:
+        return
+    before = recorded.get("code")
+    if not before:
+        return
+    if version_text(before) != version_text(code_version()):
+        raise GensweepError(
+            f"sweep {sweep_id} was recorded with gensweep {version_text(before)}, this is {version_text()}: resuming "
+            "would mix results of two code versions; pass --allow-code-change to resume it anyway, or use a new --results"
+        )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
-from pipelines.engine.record import describe_data, save_sweep_args
+from pipelines.engine.record import check_code_version, describe_data, save_sweep_args
 from pipelines.engine.runtime import init_ray, trial_resources
 from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
 from pipelines.engine.store import ResultStore
@@ -50,6 +50,7 @@ class Sweep:
     quiet: bool = False
     overrides: list[str] = field(default_factory=list)  # the --set arguments, recorded for `gensweep resume`
     expect_id: str | None = None  # resume: fail unless the settings still give this sweep id
+    allow_code_change: bool = False  # resume results recorded by another code version (pipelines.engine.codeversion)
     id: str = field(init=False, default="")
 
 
@@ -179,6 +180,7 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
             f"the recorded command of sweep {sweep.expect_id} now gives sweep {sweep.id} "
             "(preset or data changed since); run it with `gensweep run` to start that sweep"
         )
+    check_code_version(sweep.results, sweep.id, bool(store.finished_keys(pipeline.name, sweep.id)), sweep.allow_code_change)
     tracking = MlflowSweep(
         sweep.mlflow_uri or default_tracking_uri(sweep.results), pipeline.name, sweep.id, {"preset": sweep.preset, **sweep.settings},
         tags={"gensweep.data": describe_data(data)},

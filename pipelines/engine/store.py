@@ -7,8 +7,9 @@ as ``s3://bucket/prefix``)::
     parquet/curves/pipeline=<name>/sweep=<id>/<trial_key>.parquet   one row per eval step
     parquet/<table>/pipeline=<name>/sweep=<id>/part-<id>.parquet     many rows: a write batch or a compacted file
 
-Every trial row has the core columns of :data:`CORE_COLUMNS`, then the
-trial's config and final metrics as plain columns. Files are written to a
+Every trial row has the core columns of :data:`CORE_COLUMNS` (among them
+``code_version``, the code that wrote it), then the trial's config and final
+metrics as plain columns. Files are written to a
 temporary name and renamed, so a crash never leaves half a row; reads unify
 the schemas of all files (columns that only later files have are kept).
 
@@ -40,6 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.engine.codeversion import version_text
 from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
 CORE_COLUMNS = {
@@ -51,6 +53,7 @@ CORE_COLUMNS = {
     "hostname": pa.string(),
     "node_ip": pa.string(),
     "config_json": pa.string(),
+    "code_version": pa.string(),  # the code that wrote the row (pipelines.engine.codeversion)
 }
 PARTITIONING = ds.partitioning(pa.schema([("pipeline", pa.string()), ("sweep", pa.string())]), flavor="hive")
 TABLES = ("trials", "curves")
@@ -75,6 +78,7 @@ def _row_table(key: str, row: dict) -> pa.Table:
     core = {name: row.get(name) for name in CORE_COLUMNS}
     core["trial_key"] = key
     core["finished_at"] = core["finished_at"] or datetime.now(timezone.utc)
+    core["code_version"] = core["code_version"] or version_text()
     table = pa.Table.from_pylist([core], schema=pa.schema(list(CORE_COLUMNS.items())))
     for name, value in row.items():
         if name not in CORE_COLUMNS:

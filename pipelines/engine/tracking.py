@@ -22,6 +22,7 @@ from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipelines.engine.codeversion import version_text
 from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.runtime import check_reachable
 from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
@@ -108,7 +109,8 @@ class MlflowSweep:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"{pipeline} {sweep}",
-                tags={"gensweep.role": "sweep", "gensweep.sweep_id": sweep, "gensweep.pipeline": pipeline, **(tags or {})},
+                tags={"gensweep.role": "sweep", "gensweep.sweep_id": sweep, "gensweep.pipeline": pipeline,
+                      "gensweep.code_version": version_text(), **(tags or {})},
             )
             self.parent_id = run.info.run_id
             self._log(self.parent_id, params=settings)
@@ -160,6 +162,7 @@ class MlflowSweep:
             "gensweep.sweep_id": self.sweep,
             "gensweep.trial_key": log.key,
             "gensweep.pipeline": self.pipeline,
+            "gensweep.code_version": version_text(),
             "method": str(log.config.get("method", "")),
             "seed": str(log.config.get("seed", "")),
         }
