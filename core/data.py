@@ -100,6 +100,8 @@ def _read_splits(directory: Path) -> list[tuple[str, ImageSource]]:
             missing = f"{split}-images-idx3-ubyte[.gz]" if img is None else f"{split}-labels-idx1-ubyte[.gz]"
             raise DataError(f"data file not found: {directory / missing}")
         images, labels = read_idx(img), read_idx(lab)
+        if images.size == 0:
+            raise DataError(f"data file {img} holds no images (an empty IDX file)")
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
             raise DataError(f"corrupt data file {img}: expected uint8 images of 28x28, got {images.dtype} {images.shape}")
         if labels.ndim != 1 or len(labels) != len(images):
@@ -113,6 +115,28 @@ def _read_splits(directory: Path) -> list[tuple[str, ImageSource]]:
             f"train-labels-idx1-ubyte.gz, or the t10k-* test split)"
         )
     return found
+
+
+SMALL_SET = 1_000  # fewer images than this: a sweep runs, but its tables say little (a note is printed)
+
+
+def check_digits(source: ImageSource) -> str | None:
+    """Refuse (DataError) images a digit pipeline cannot use: none, or labels outside 0-9; a note when they are few.
+
+    Loaders accept any IDX content; a sweep's data must be ten classes
+    (MNIST's digits, Fashion-MNIST's classes), or every trial fails (or, with
+    labels past 9, a table is printed from nonsense).
+    """
+    where = source.description or source.name
+    if len(source.images) == 0:
+        raise DataError(f"no images in {where}")
+    labels = np.asarray(source.labels)
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"labels outside 0-9 ({labels.min()}..{labels.max()}) in {where}: a digit pipeline needs classes 0-9")
+    if len(labels) < SMALL_SET:
+        return (f"only {len(labels):,} images ({where}): the sweep runs, but with fewer than {SMALL_SET:,} its "
+                "environments are a handful of images each and its tables say little")
+    return None
 
 
 def load_idx_dir(directory: str | os.PathLike) -> ImageSource:

@@ -18,6 +18,7 @@ RT, DB = "pipelines/engine/runtime.py", "pipelines/engine/dblock.py"
 CC, SE = "tests/test_edge_concurrent.py", "tests/test_edge_settings.py"
 SP, RN = "pipelines/engine/spec.py", "pipelines/engine/runner.py"
 RC, CV = "pipelines/engine/record.py", "tests/test_edge_code_version.py"
+DA, ED = "core/data.py", "tests/test_edge_data.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -48,6 +49,12 @@ M = [
   "    if not before:\n        before = {}\n", [CV + "::test_a_sweep_recorded_without_a_version_or_with_this_one_resumes"]),
  ("e15 --allow-code-change not passed on by resume", CLI, 'allow_code_change=args.allow_code_change,', "",
   [CV + "::test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed"]),
+ ("e16 an empty IDX file accepted", DA, "        if images.size == 0:\n", "        if False:\n",
+  [ED + "::test_an_empty_idx_file_is_refused_naming_it"]),
+ ("e17 labels past 9 accepted", DA, "if labels.min() < 0 or labels.max() > 9:", "if labels.min() < 0:",
+  [ED + "::test_labels_outside_0_to_9_are_refused"]),
+ ("e18 the data not checked before Ray", RN, "note = check_digits(data) if isinstance(data, ImageSource) else None",
+  "note = None", [ED]),
 ]
 
 if __name__ == "__main__":

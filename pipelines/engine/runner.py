@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core.data import ImageSource, check_digits
 from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
 from pipelines.engine.record import check_code_version, describe_data, save_sweep_args
@@ -173,6 +174,9 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     store = ResultStore.open(sweep.results)
     store.check_writable()
     data = pipeline.load_data(sweep.settings, sweep.data_dir)
+    note = check_digits(data) if isinstance(data, ImageSource) else None  # no images, labels outside 0-9: refused here
+    if note and not sweep.quiet:
+        print(f"[{pipeline.name}] note: {note}", flush=True)
     stages = pipeline.stages(sweep.settings)
     sweep.id = sweep_id(pipeline.name, sweep.preset, sweep.settings, data.fingerprint, pipeline.all_settings())
     if sweep.expect_id and sweep.id != sweep.expect_id:
