@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handle_sigterm()  # SIGTERM stops as Ctrl+C does, and exits 143
     try:
+        if getattr(args, "results", None) is not None and not args.results.strip():
+            raise GensweepError("bad --results '': give a results directory (default ./results)")
         code = COMMANDS[args.command](args)
         return 128 + TERMINATED["signum"] if TERMINATED["signum"] else code
     except (GensweepError, DataError) as exc:

@@ -55,6 +55,12 @@ M = [
   [ED + "::test_labels_outside_0_to_9_are_refused"]),
  ("e18 the data not checked before Ray", RN, "note = check_digits(data) if isinstance(data, ImageSource) else None",
   "note = None", [ED]),
+ ("e19 an infinite float setting accepted", SP, "                if isinstance(item, float) and math.isinf(item):",
+  "                if False:", [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e20 --data-dir ignored by a pipeline generating its data", RN, "    if isinstance(data, NoData) and sweep.data_dir:",
+  "    if False:", [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e21 an empty --results accepted", CLI, 'is not None and not args.results.strip():', 'is None:',
+  [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
 ]
 
 if __name__ == "__main__":

@@ -37,3 +37,23 @@ def test_every_preset_lists_each_item_once_and_a_sequence_may_repeat():
         for preset in pipeline.presets:
             resolve_settings(pipeline, preset, [])  # the presets themselves pass the check
     assert Setting([64, 64], "layer widths", repeats=True).parse("widths", "32,32") == [32, 32]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "toy-sem", "--results", ""], "bad --results ''"),
+    (["report", "toy-sem", "--results", " "], "bad --results ''"),
+    (["run", "toy-sem", "--data-dir", "{tmp}"], "toy-sem generates its own data"),
+    (["run", "toy-sem", "--set", "lr=inf"], "bad value for lr: inf (must be a finite number)"),
+])
+def test_settings_that_do_nothing_or_the_wrong_thing_are_refused(argv, words, tmp_path, monkeypatch, capsys):
+    import pipelines.engine.runner as runner
+
+    monkeypatch.setattr(runner, "init_ray", lambda *a, **k: pytest.fail("Ray started"))
+    monkeypatch.chdir(tmp_path)  # an empty --results would have written here
+    argv = [part.format(tmp=tmp_path) for part in argv]
+    if "--results" not in argv:
+        argv += ["--results", str(tmp_path / "results")]
+    assert cli.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line, line
+    assert not (tmp_path / "parquet").exists() and not (tmp_path / "mlflow.db").exists()

@@ -25,7 +25,7 @@ from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
 from pipelines.engine.record import check_code_version, describe_data, save_sweep_args
 from pipelines.engine.runtime import init_ray, trial_resources
-from pipelines.engine.spec import GensweepError, Grid, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
+from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
 from pipelines.engine.store import ResultStore
 from pipelines.engine.tracking import MlflowSweep, default_tracking_uri
 from tasks.report import configurations
@@ -174,6 +174,8 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     store = ResultStore.open(sweep.results)
     store.check_writable()
     data = pipeline.load_data(sweep.settings, sweep.data_dir)
+    if isinstance(data, NoData) and sweep.data_dir:
+        raise GensweepError(f"{pipeline.name} generates its own data ({data.fingerprint}): --data-dir is not used; leave it out")
     note = check_digits(data) if isinstance(data, ImageSource) else None  # no images, labels outside 0-9: refused here
     if note and not sweep.quiet:
         print(f"[{pipeline.name}] note: {note}", flush=True)

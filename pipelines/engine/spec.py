@@ -110,6 +110,8 @@ class Setting:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
                 if isinstance(item, float) and math.isnan(item):
                     raise GensweepError(f"bad value for {key}: nan")
+                if isinstance(item, float) and math.isinf(item):  # accepted, then every trial crashed
+                    raise GensweepError(f"bad value for {key}: {item!r} (must be a finite number)")
                 for bound, ok, text in ((self.ge, operator.ge, ">="), (self.gt, operator.gt, ">"), (self.le, operator.le, "<=")):
                     if bound is not None and not ok(item, bound):
                         raise GensweepError(f"bad value for {key}: {item!r} (must be {text} {bound:g})")
