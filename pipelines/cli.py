@@ -7,6 +7,7 @@
     gensweep report PIPELINE [--results DIR] [--sweep ID] [--out DIR]
     gensweep compact [RESULTS] [--pipeline NAME] [--sweep ID]
     gensweep list
+    gensweep sweeps [RESULTS]
     gensweep ui [--results DIR] [--host 127.0.0.1] [--port 5000]
     gensweep download mnist|maf-uci DIR
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--sweep", default=None, help="only this sweep id (default: all)")
 
     sub.add_parser("list", help="list pipelines, presets and their settings")
+
+    sweeps = sub.add_parser("sweeps", help="every recorded sweep: pipeline, preset, data, code version, configurations done")
+    sweeps.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
 
     ui = sub.add_parser("ui", help="MLflow UI on the results' SQLite store (bound to localhost)")
     ui.add_argument("--results", default=DEFAULT_RESULTS)
@@ -204,6 +208,27 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_sweeps(args) -> int:
+    """One line per recorded sweep, oldest first: what it ran on and with, how much of it is done."""
+    from pipelines.engine.codeversion import version_text
+    from pipelines.engine.record import sweep_records
+    from pipelines.engine.store import ResultStore
+
+    records = sweep_records(args.results)
+    if not records:
+        raise GensweepError(f"no recorded sweeps in {args.results} (start one with: gensweep run PIPELINE --results {args.results})")
+    store = ResultStore.open(args.results)
+    for record in records:
+        done = len(store.finished_keys(record["pipeline"], record["sweep"]))
+        total = record.get("total")
+        state = "complete" if record.get("complete") and total is not None and done >= total else "incomplete"
+        data = record.get("data", {}).get("description", "data not recorded")
+        code = version_text(record["code"]) if record.get("code") else "code version not recorded"
+        print(f"{record['sweep']}  {record['pipeline']}  preset {record['preset']}  {done}/{total if total is not None else '?'} "
+              f"done, {state}  gensweep {code}  started {record.get('started_at', '?')[:19]}  data: {data}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     if not 1 <= args.port <= 65535:
         raise GensweepError(f"bad --port {args.port}: a TCP port is 1-65535")
@@ -236,7 +261,8 @@ def cmd_download(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "compact": cmd_compact, "list": cmd_list, "ui": cmd_ui, "download": cmd_download}
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "compact": cmd_compact, "list": cmd_list,
+            "sweeps": cmd_sweeps, "ui": cmd_ui, "download": cmd_download}
 
 
 def _quiet_libraries() -> None:

@@ -61,6 +61,9 @@ M = [
   "    if False:", [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
  ("e21 an empty --results accepted", CLI, 'is not None and not args.results.strip():', 'is None:',
   [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e22 sweeps: an incomplete sweep shown complete", CLI, 'if record.get("complete") and total is not None and done >= total',
+  "if True", ["tests/test_edge_sweeps_command.py"]),
+ ("e23 a restarted sweep loses its total", RC, '    if "total" in before:', "    if False:", ["tests/test_edge_sweeps_command.py"]),
 ]
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 resume hint, exit 143; the same command then runs what is left, and every configuration is recorded exactly once."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,8 @@ def test_sigterm_mid_sweep_stops_cleanly_and_the_same_command_resumes_exactly_on
     children = _children(results)
     assert sorted(children) == sorted(rows["trial_key"])  # one MLflow child run per configuration
     assert not (results / "optuna.db").exists() or not optuna.get_all_study_summaries(f"sqlite:///{results / 'optuna.db'}")
+    (record,) = [json.loads(p.read_text()) for p in (results / "sweeps").glob("*.json")]
+    assert record["total"] == TOTAL and record["finished"] == TOTAL and record["complete"] and record["code"]["gensweep"]
 
 
 @pytest.mark.parametrize("command", [["list"], ["report", "toy-sem", "--results", "{results}"]])

@@ -45,8 +45,6 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
     URLs are left out: results hold no credentials (give them through
     ~/.pgpass or the environment, as docs/cluster.md shows).
     """
-    import json
-    import uuid
     from datetime import datetime, timezone
 
     from pipelines.engine.codeversion import code_version
@@ -66,13 +64,59 @@ def save_sweep_args(store: ResultStore, sweep, data=None) -> None:
         args["data"] = {"description": describe_data(data), "fingerprint": data.fingerprint}
         args["settings"] = result_settings(sweep.settings)
         args["changed"] = settings_changed(sweep.pipeline, sweep.preset, sweep.settings)
-    path = f"{store.root}/{SWEEPS_DIR}/{sweep.id}.json"
+    before = _read_record(store, sweep.id) or {}
+    if "total" in before:  # the same sweep id plans the same configurations: `gensweep sweeps` keeps its total
+        args["total"] = before["total"]
+    _write_record(store, sweep.id, args)
+
+
+def _read_record(store: ResultStore, sweep_id: str) -> dict | None:
+    import json
+
+    try:
+        with store.fs.open_input_stream(f"{store.root}/{SWEEPS_DIR}/{sweep_id}.json") as stream:
+            return json.loads(stream.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(store: ResultStore, sweep_id: str, args: dict) -> None:
+    """Write a sweep's record atomically (a temporary file, then a rename)."""
+    import json
+    import uuid
+
+    path = f"{store.root}/{SWEEPS_DIR}/{sweep_id}.json"
     json_default = lambda value: value.item() if hasattr(value, "item") else str(value)
     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     store.fs.create_dir(f"{store.root}/{SWEEPS_DIR}", recursive=True)
     with store.fs.open_output_stream(tmp) as out:
         out.write(json.dumps(args, indent=1, default=json_default).encode())
     store.fs.move(tmp, path)
+
+
+def update_sweep_record(store: ResultStore, sweep_id: str, **fields) -> None:
+    """Add ``fields`` (``total``, ``finished``, ``complete`` at the end of a run) to the sweep's record, if it has one."""
+    args = _read_record(store, sweep_id)
+    if args is not None:
+        _write_record(store, sweep_id, {**args, **fields})
+
+
+def sweep_records(results: str) -> list[dict]:
+    """Every sweep record in ``results``, oldest start first (unreadable ones skipped)."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    store = ResultStore.open(results)
+    records = []
+    for info in store.fs.get_file_info(pafs.FileSelector(f"{store.root}/{SWEEPS_DIR}", allow_not_found=True)):
+        if info.path.endswith(".json"):
+            try:
+                with store.fs.open_input_stream(info.path) as stream:
+                    records.append(json.loads(stream.read()))
+            except (OSError, ValueError):
+                continue
+    return sorted((r for r in records if isinstance(r, dict) and "sweep" in r), key=lambda r: r.get("started_at", ""))
 
 
 def load_sweep_args(results: str, sweep: str | None = None) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 from core.data import ImageSource, check_digits
 from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
-from pipelines.engine.record import check_code_version, describe_data, save_sweep_args
+from pipelines.engine.record import check_code_version, describe_data, save_sweep_args, update_sweep_record
 from pipelines.engine.runtime import init_ray, trial_resources
 from pipelines.engine.spec import GensweepError, Grid, NoData, Pipeline, Search, Stage, disk_full_error, is_disk_full, sweep_id, trial_key
 from pipelines.engine.store import ResultStore
@@ -217,6 +217,7 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
         print(f"[{pipeline.name}] sweep {sweep.id}: {todo} of {total} configurations to run ({total - todo} already done{later})", flush=True)
     if not todo and not waiting:
         tracking.finish("FINISHED")
+        update_sweep_record(store, sweep.id, total=total, finished=total, complete=True)
         return replace(summary, finished=total, complete=True)
 
     progress = Progress(pipeline.name, total, done=total - todo, quiet=sweep.quiet)
@@ -243,6 +244,7 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     complete = not stopped and all(p is not None for p in plans) and finished >= summary.total
     merged = _compact_finished(store, sweep) if complete else 0
     tracking.finish("FINISHED" if complete else "KILLED")
+    update_sweep_record(store, sweep.id, total=summary.total, finished=finished, complete=complete)
     return replace(summary, ran=ran, failed=progress.failed, finished=finished, complete=complete, compacted=merged)
 
 
