@@ -55,6 +55,8 @@ def test_classify_presets():
     paper = expand(classify.PIPELINE, "paper")
     assert {c["lr"] for c in paper} == {1e-4} and {c["test_samples"] for c in paper} == {200} and max(c["labels"] for c in paper) == 50_000
     assert {c["coupling"] for c in paper if c["posterior"] == "realnvp"} == {4, 8}
+    assert len([c for c in paper if c["posterior"] == "mean-field"]) == 7 * 3  # once per (size, seed), not per coupling
+    assert {c["coupling"] for c in paper if c["posterior"] == "mean-field"} == {0}
 
 
 def test_ood_presets_and_blocks():
