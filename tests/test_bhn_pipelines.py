@@ -449,3 +449,23 @@ def test_tiny_sweep_and_report(module, ray_session, tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     assert "|" in module.PIPELINE.report(trials, None, str(out))
+
+
+@pytest.mark.parametrize("module", [classify, active, ood], ids=lambda m: m.PIPELINE.name)
+def test_paper_data_missing_is_one_data_error_line(module, tmp_path):
+    from core.data import DataError
+
+    settings = resolve_settings(module.PIPELINE, "paper", [])
+    for where in (str(tmp_path / "nowhere"), str(tmp_path)):
+        with pytest.raises(DataError) as err:
+            module.PIPELINE.load_data(settings, where)
+        assert "\n" not in str(err.value)
+
+
+def test_too_few_images_for_the_split_is_a_data_error(monkeypatch):
+    from core.bhn import data as bdata
+    from core.data import DataError
+
+    monkeypatch.setattr(bdata, "load_images", lambda data_dir: (np.zeros((500, 784), np.float32), np.zeros(500, np.int64)))
+    with pytest.raises(DataError, match="500 images, the split needs 10,000"):
+        tasks.load_images(resolve_settings(classify.PIPELINE, "smoke", []), None)
