@@ -299,9 +299,7 @@ def active_run(config: dict, data: Images, report) -> dict:
     epochs, model, curve = int(config["epochs"]), None, []
     for step in range(int(config["steps"]) + 1):
         if step > 0:
-            values = active_values_fn(model, x_all, str(config["acquisition"]), int(config["mc_samples"]), gen)
-            if config["acquisition"] == "random":
-                values = None
+            values = active_values_fn(model, x_all, str(config["acquisition"]), int(config["mc_samples"]), gen)  # None: random
             state, _ = bactive.acquire(state, values, int(config["acquire"]), int(config["subset"]), rng, str(config["pool"]))
             if config["params_reset"] == "random":
                 model = None
