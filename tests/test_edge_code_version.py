@@ -26,6 +26,7 @@ def recorded(tmp_path, monkeypatch):
         raise RayStarted
 
     monkeypatch.setattr(runner, "init_ray", no_ray)
+    monkeypatch.delenv("GENSWEEP_ALLOW_CODE_CHANGE", raising=False)
     pipeline = registry.get("toy-sem")
     settings = resolve_settings(pipeline, "smoke", [])
     sid = sweep_id(pipeline.name, "smoke", settings, pipeline.load_data(settings, None).fingerprint, pipeline.all_settings())
@@ -41,7 +42,7 @@ def recorded(tmp_path, monkeypatch):
     return sid, record
 
 
-def test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed(recorded, capsys):
+def test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed(recorded, capsys, monkeypatch):
     sid, record = recorded
     results = record({"gensweep": "0.0.9", "commit": "f" * 40, "dirty": False})
     assert cli.main(["run", "toy-sem", "--results", results]) == 2
@@ -53,6 +54,9 @@ def test_a_sweep_recorded_by_another_code_version_is_refused_unless_allowed(reco
         cli.main(["run", "toy-sem", "--results", results, "--allow-code-change"])
     with pytest.raises(RayStarted):
         cli.main(["resume", results, "--allow-code-change"])
+    monkeypatch.setenv("GENSWEEP_ALLOW_CODE_CHANGE", "1")  # as the flag, for scripts
+    with pytest.raises(RayStarted):
+        cli.main(["run", "toy-sem", "--results", results])
 
 
 @pytest.mark.parametrize("code", [None, "current"])

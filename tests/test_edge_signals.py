@@ -38,7 +38,8 @@ def _children(results: Path) -> list[str]:
 def test_sigterm_mid_sweep_stops_cleanly_and_the_same_command_resumes_exactly_once(tmp_path):
     results = tmp_path / "results"
     command = GENSWEEP + ["run", "toy-sem", "--results", str(results), "--num-cpus", "2", *TOY]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    # Not a code-version test: a commit landing between the two runs must not refuse the second.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "GENSWEEP_ALLOW_CODE_CHANGE": "1"}
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 CODE_PATHS = ("core", "tasks", "pipelines")
+ALLOW_ENV = "GENSWEEP_ALLOW_CODE_CHANGE"  # =1: resume across code versions, as --allow-code-change does
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -166,11 +166,14 @@ def report_header(results: str, sweep: str, preset_help: dict | None = None) -> 
 def check_code_version(results: str, sweep_id: str, has_results: bool, allow: bool) -> None:
     """GensweepError (one line) when the sweep's results were recorded by another code version, unless ``allow``.
 
-    A sweep with no results yet, or recorded before gensweep kept its code version, resumes as before.
+    A sweep with no results yet, or recorded before gensweep kept its code version, resumes as before;
+    ``GENSWEEP_ALLOW_CODE_CHANGE=1`` allows it as the flag does (scripts, a test suite run while code is committed).
     """
-    from pipelines.engine.codeversion import code_version, version_text
+    import os
 
-    if not has_results or allow:
+    from pipelines.engine.codeversion import ALLOW_ENV, code_version, version_text
+
+    if not has_results or allow or os.environ.get(ALLOW_ENV) == "1":
         return
     try:
         recorded = load_sweep_args(results, sweep_id)
