@@ -56,6 +56,8 @@ M = [
   "    return -torch.log(probs.gather(-1, y.view(1, -1, 1).expand(len(probs), -1, 1)).squeeze(-1)).mean()", [EV]),
  ("e18 FGS step against the gradient", ADV, "parts = [xc + eps * fgs_direction(", "parts = [xc - eps * fgs_direction(", [EV]),
  # ---- data (split_by_exclude; noised(); H&G noise) ----
+ ("e19b the paper split reads the training split alone (no test split after it)", DA,
+  "    source = load_source(None) if data_dir is None else load_idx_merged(data_dir)", "    source = load_source(data_dir)", [EV]),
  ("e19 wrong held-out class (the next one)", DA, "kept = [p[y[p] != exclude] for p in parts]",
   "kept = [p[y[p] != (exclude + 1) % CLASSES] for p in parts]", [EV]),
  ("e20 held-out images from the test part", DA, "heldout = parts[0][y[parts[0]] == exclude]",

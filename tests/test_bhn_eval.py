@@ -354,6 +354,27 @@ def test_load_mnist_test_split():
         data.load_images(SHARED_MNIST / "nowhere")
 
 
+def test_load_images_reads_both_splits_training_first(tmp_path):
+    """The paper presets' 50k / 10k / 10k (mnist.pkl.gz's order, make_split with shuffle=False) need both MNIST splits:
+    the training split first, then the test split; labels outside 0-9 are refused."""
+    from test_cmnist_data import write_idx
+
+    train = np.full((6, 28, 28), 255, np.uint8)
+    test = np.zeros((4, 28, 28), np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(4))
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", train)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(6) + 4)
+    x, y = data.load_images(tmp_path)
+    assert x.shape == (10, 784) and y.tolist() == [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]
+    assert (x[:6] == 1).all() and (x[6:] == 0).all()
+    split = data.make_split(x, y, (5, 1, 4), seed=0, exclude=None, shuffle=False)
+    assert (split.x_test == 0).all() and len(split.x_valid) == 1
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 10]))
+    with pytest.raises(DataError, match="outside 0-9"):
+        data.load_images(tmp_path)
+
+
 @pytest.mark.slow
 def test_deformed_digits_ood_set():
     x, y = _fake_images()

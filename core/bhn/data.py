@@ -38,12 +38,16 @@ GREY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 
 
 def load_images(data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(x float32 (N, 784) in [0, 1], y int64 (N,)): an MNIST-format directory, or the embedded deformed digits."""
+    """(x float32 (N, 784) in [0, 1], y int64 (N,)): every split of an MNIST-format directory, the training split first
+    (with both, 70,000 images in ``mnist.pkl.gz``'s order: its 50k / 10k / 10k are the first 50,000, the next 10,000
+    and the test split), or the embedded deformed digits."""
     from core.cmnist.sources import load_source
+    from core.data import check_digits, load_idx_merged
 
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"data directory not found: {data_dir}")
-    source = load_source(data_dir)
+    source = load_source(None) if data_dir is None else load_idx_merged(data_dir)
+    check_digits(source)
     return _flat(source.images), source.labels.astype(np.int64)
 
 
