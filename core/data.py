@@ -50,6 +50,10 @@ class ImageSource:
         h.update(self.labels.tobytes())
         return f"{self.name}:{h.hexdigest()[:12]}"
 
+    def data_note(self) -> str | None:
+        """What the runner asks of any data before Ray starts: :func:`check_digits` (raises DataError, or a note)."""
+        return check_digits(self)
+
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

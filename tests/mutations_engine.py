@@ -53,7 +53,7 @@ M = [
   [ED + "::test_an_empty_idx_file_is_refused_naming_it"]),
  ("e17 labels past 9 accepted", DA, "if labels.min() < 0 or labels.max() > 9:", "if labels.min() < 0:",
   [ED + "::test_labels_outside_0_to_9_are_refused"]),
- ("e18 the data not checked before Ray", RN, "note = check_digits(data) if isinstance(data, ImageSource) else None",
+ ("e18 the data not checked before Ray", RN, 'note = data.data_note() if hasattr(data, "data_note") else None',
   "note = None", [ED]),
  ("e19 an infinite float setting accepted", SP, "                if isinstance(item, float) and math.isinf(item):",
   "                if False:", [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),

@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from core.data import ImageSource, check_digits
 from pipelines.engine.dblock import sqlite_lock
 from pipelines.engine.progress import Progress
 from pipelines.engine.record import check_code_version, describe_data, save_sweep_args, update_sweep_record
@@ -176,7 +175,7 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     data = pipeline.load_data(sweep.settings, sweep.data_dir)
     if isinstance(data, NoData) and sweep.data_dir:
         raise GensweepError(f"{pipeline.name} generates its own data ({data.fingerprint}): --data-dir is not used; leave it out")
-    note = check_digits(data) if isinstance(data, ImageSource) else None  # no images, labels outside 0-9: refused here
+    note = data.data_note() if hasattr(data, "data_note") else None  # the data's own check (no images, bad labels): refused here
     if note and not sweep.quiet:
         print(f"[{pipeline.name}] note: {note}", flush=True)
     stages = pipeline.stages(sweep.settings)
