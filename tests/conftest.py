@@ -64,6 +64,21 @@ def ray_session():
     ray.shutdown()
 
 
+def expand(pipeline, preset: str, overrides=()) -> list[dict]:
+    """Every config the stages of ``pipeline``'s ``preset`` declare up front (with ``overrides``, KEY=VALUE strings)."""
+    from pipelines.engine.spec import resolve_settings
+
+    settings = resolve_settings(pipeline, preset, list(overrides))
+    return [c for stage in pipeline.stages(settings) for c in stage.plan.configs]
+
+
+def rows(configs) -> list[dict]:
+    """The configurations (result rows) those configs train: a block's entries each."""
+    from tasks.report import configurations
+
+    return [c for config in configs for c in configurations(config)]
+
+
 def blocking_sitecustomize(blocked: tuple[str, ...]) -> str:
     """A ``sitecustomize.py`` that makes the top-level packages ``blocked`` unimportable (as if not installed)."""
     return f"""

@@ -12,21 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import GENSWEEP, ROOT
+from conftest import GENSWEEP, ROOT, expand, rows
 from core.bhn import calibration
 from pipelines.bhn import active, classify, common, ood, toy
 from pipelines.engine.spec import GensweepError, resolve_settings
 from tasks import bhn as tasks
-from tasks.report import configurations
-
-
-def expand(pipeline, preset: str, overrides=()) -> list[dict]:
-    settings = resolve_settings(pipeline, preset, list(overrides))
-    return [c for stage in pipeline.stages(settings) for c in stage.plan.configs]
-
-
-def rows(configs) -> list[dict]:
-    return [c for config in configs for c in configurations(config)]
 
 
 # ------------------------------------------------------------------------------------------- stages

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import GENSWEEP, ROOT
+from conftest import GENSWEEP, ROOT, expand, rows
 from core.data import DataError
 from core.flows import model as flow
 from core.flows.spec import FlowSpec
@@ -19,15 +19,6 @@ from pipelines.engine.spec import GensweepError, resolve_settings
 from pipelines.naf import sinewave, tabular, toy
 from tasks import naf as tasks
 from tasks.report import configurations
-
-
-def expand(pipeline, preset: str, overrides=()) -> list[dict]:
-    settings = resolve_settings(pipeline, preset, list(overrides))
-    return [c for stage in pipeline.stages(settings) for c in stage.plan.configs]
-
-
-def rows(configs) -> list[dict]:
-    return [c for config in configs for c in configurations(config)]
 
 
 # ------------------------------------------------------------------------------------------- stages
