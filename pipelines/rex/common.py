@@ -5,7 +5,7 @@ from core import methods
 from core.cmnist.sources import EMBEDDED_IMAGES, MIN_EMBEDDED_IMAGES, load_source
 from pipelines.engine import reports
 from pipelines.engine.followup import retrain_best
-from pipelines.engine.spec import Setting, Stage
+from pipelines.engine.spec import GensweepError, Setting, Stage
 from pipelines.rex import selection
 
 
@@ -54,6 +54,14 @@ RETRAIN_SETTINGS = {
                            "metric) with retrain_seeds seeds, each on freshly drawn domains (0: no retrain stage)", ge=0),
     "retrain_seeds": Setting(3, "stage retrain: seeds (model init and domains) per re-trained configuration", ge=1),
 }
+
+
+def check_retrain(settings: dict) -> None:
+    """Refuse ``retrain_top`` > 0 when ``stages`` leaves out the search it re-trains from (it would be ignored)."""
+    if settings["retrain_top"] and "search" not in settings.get("stages", ["search"]):
+        raise GensweepError(f"retrain_top {settings['retrain_top']} re-trains the search stage's best configurations, "
+                            f"but stages ({', '.join(settings['stages'])}) has no search: add search to stages, or leave "
+                            "retrain_top at 0")
 
 
 def retrain_stage(settings: dict, trainable, metric: str, label) -> list[Stage]:
