@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a pipeline's sweep")
     run.add_argument("pipeline")
-    run.add_argument("--preset", default="smoke")
+    run.add_argument("--preset", default="smoke", help="preset of the pipeline's settings (default: smoke, the quick "
+                                                       "check; see gensweep list)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help="results directory or filesystem URI (default ./results)")
     run.add_argument("--data-dir", default=None, help="MNIST-format IDX directory (default: embedded scikit-learn digits)")
     run.add_argument("--address", default=None, help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: local)")
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweeps = sub.add_parser("sweeps", help="every recorded sweep: pipeline, preset, data, code version, configurations done")
     sweeps.add_argument("results", nargs="?", default=DEFAULT_RESULTS, help="results directory or URI (default ./results)")
 
-    ui = sub.add_parser("ui", help="MLflow UI on the results' SQLite store (bound to localhost)")
+    ui = sub.add_parser("ui", help="MLflow UI on the results' SQLite store (bound to localhost); prints the URL of each "
+                                   "experiment's runs")
     ui.add_argument("--results", default=DEFAULT_RESULTS)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -173,6 +175,9 @@ def cmd_report(args) -> int:
         raise GensweepError(f"cannot write the report to {exc.filename or out_dir}: {exc.strerror or exc}") from None
     print(markdown)
     print(f"report written to {out_dir}/ ({', '.join(sorted(p.name for p in out_dir.iterdir()))})")
+    from pipelines.engine.tracking import log_report
+
+    print(log_report(args.results, pipeline.name, sweep, str(out_dir)))  # on the sweep's MLflow parent run
     return 0
 
 
@@ -242,8 +247,13 @@ def cmd_ui(args) -> int:
             probe.bind((args.host, args.port))
     except OSError as exc:
         raise GensweepError(f"cannot serve the MLflow UI on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    from pipelines.engine.tracking import ui_urls
+
     command = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", args.host, "--port", str(args.port)]
-    print(" ".join(command), flush=True)
+    print(" ".join(command))
+    for name, url in ui_urls(db, args.host, args.port):  # with ?workflowType=machine_learning: MLflow 3 opens the runs
+        print(f"open {name}: {url}")
+    sys.stdout.flush()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     os.execv(str(mlflow_bin), command) if mlflow_bin.exists() else os.execvp("mlflow", command)
     return 0

@@ -132,15 +132,16 @@ class ResultSink(tune.Callback):
         final = reports[-1]
         _release(trial)
         reported = last.get(REPORTED_AT)  # when the trial's node sent its last report (not when this batch is written)
-        finished_at = datetime.fromtimestamp(reported, timezone.utc) if isinstance(reported, (int, float)) else None
+        finished_at = datetime.fromtimestamp(reported, timezone.utc) if isinstance(reported, (int, float)) else datetime.now(timezone.utc)
+        wall_s = float(last.get("time_total_s", 0.0))  # the trial's training time: its runs start that long before finished_at
         curves = list(zip(*[r.metrics for r in reports]))
         logs, results = [], []
         for configuration, metrics, curve in zip(trained, final.metrics, curves):
             key, label = trial_key(configuration), stage.label(configuration)
-            logs.append(TrialLog(key, label, configuration, list(curve), metrics))
+            logs.append(TrialLog(key, label, configuration, list(curve), metrics, finished_at=finished_at, wall_s=wall_s))
             row = {**configuration, **metrics, "label": label, "config_json": json.dumps(configuration, sort_keys=True, default=str)}
             row.update(
-                wall_s=float(last.get("time_total_s", 0.0)), hostname=last.get("hostname"), node_ip=last.get("node_ip"),
+                wall_s=wall_s, hostname=last.get("hostname"), node_ip=last.get("node_ip"),
                 node_id=final.node_id, stopped_early=bool(stopped), finished_at=finished_at,
             )
             results.append(ConfigurationResult(key, row, list(curve)))

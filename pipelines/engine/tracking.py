@@ -11,13 +11,21 @@ transaction of multi-row inserts into MLflow's own tables (its SQLAlchemy
 models), the rows MLflow's
 ``create_run`` + ``log_batch`` + ``set_terminated`` would write (checked
 against them in ``tests/test_tracking_batch.py``); on a tracking server each
-run takes its three REST calls.
+run takes its three REST calls. A child run's start and end are its
+configuration's (the row's ``finished_at`` minus ``wall_s``, and
+``finished_at``), so MLflow shows how long it trained.
+
+Artifacts (each sweep's report and figures, logged on its parent run by
+:func:`log_report`) live beside a SQLite store, ``RESULTS/mlartifacts/<pipeline>``:
+the experiment is created with that artifact location. Experiments created
+before keep the location they were created with.
 """
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import zip_longest
 from pathlib import Path
 from urllib.parse import urlparse
@@ -32,11 +40,45 @@ from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAMS = 100  # MLflow's log_batch limits: 100 params, 1000 entities in all
 MAX_METRICS = 900
+ARTIFACTS = "mlartifacts"  # beside a SQLite store: RESULTS/mlartifacts/<pipeline>/<run id>/artifacts
+UI_QUERY = "?workflowType=machine_learning"  # MLflow 3's UI opens an experiment on its runs, not its GenAI overview
 
 
 def default_tracking_uri(results: str) -> str:
     """The SQLite store inside a local results directory."""
     return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
+def artifact_location(tracking_uri: str, pipeline: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store (RESULTS/mlartifacts/<pipeline>); None: the server's default."""
+    db = sqlite_path(tracking_uri)
+    return str(db.resolve().parent / ARTIFACTS / pipeline) if db is not None else None
+
+
+def ui_urls(db: Path, host: str, port: int) -> list[tuple[str, str]]:
+    """(experiment name, URL opening it on its runs table) of each gensweep experiment in the SQLite store ``db``.
+
+    Read with sqlite3 (MLflow's ``experiments`` table), so ``gensweep ui`` prints
+    them before MLflow starts; the experiments list when there is none yet.
+    """
+    import sqlite3
+
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}/#/experiments"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            rows = connection.execute(
+                "SELECT experiment_id, name FROM experiments WHERE name LIKE 'gensweep/%' AND lifecycle_stage = 'active' "
+                "ORDER BY name").fetchall()
+    except sqlite3.Error:  # no experiments table yet
+        rows = []
+    return [(name, f"{base}/{experiment_id}{UI_QUERY}") for experiment_id, name in rows] or [("experiments", base + UI_QUERY)]
 
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
@@ -56,6 +98,13 @@ class TrialLog:
     config: dict
     curve: list[dict] = field(default_factory=list)
     final: dict = field(default_factory=dict)
+    finished_at: datetime | None = None  # when its final report was sent (the row's finished_at); None: now
+    wall_s: float = 0.0  # how long it trained (the row's wall_s): the run starts that long before it finished
+
+    def times(self) -> tuple[int, int]:
+        """(start_time, end_time) of its MLflow run, in milliseconds since the epoch."""
+        end = int(round(self.finished_at.timestamp() * 1000)) if self.finished_at else int(time.time() * 1000)
+        return end - int(round(max(self.wall_s, 0.0) * 1000)), end
 
 
 def _numeric(row: dict) -> dict:
@@ -89,7 +138,8 @@ class MlflowSweep:
         try:
             name = f"gensweep/{pipeline}"
             experiment = self.client.get_experiment_by_name(name)
-            self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name, tags=EXPERIMENT_TAGS)
+            self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+                name, artifact_location=artifact_location(tracking_uri, pipeline), tags=EXPERIMENT_TAGS)
             if experiment and any(experiment.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
                 for key, value in EXPERIMENT_TAGS.items():  # made by an older gensweep: open it on the runs table too
                     self.client.set_experiment_tag(self.experiment_id, key, value)
@@ -184,9 +234,11 @@ class MlflowSweep:
         if store is None:
             ids = {}
             for log in logs:
-                run = self.client.create_run(self.experiment_id, run_name=f"{log.label} {log.key[:8]}", tags=self._tags(log))
+                start, end = log.times()
+                run = self.client.create_run(self.experiment_id, start_time=start, run_name=f"{log.label} {log.key[:8]}",
+                                             tags=self._tags(log))
                 self._log(run.info.run_id, params=log.config, metrics=_metrics_of(log))
-                self.client.set_terminated(run.info.run_id, "FINISHED")
+                self.client.set_terminated(run.info.run_id, "FINISHED", end_time=end)
                 ids[log.key] = run.info.run_id
         else:
             ids = self._insert(store, logs)
@@ -214,10 +266,11 @@ class MlflowSweep:
         for log in logs:
             run_id = uuid.uuid4().hex
             name = f"{log.label} {log.key[:8]}"
+            start, end = log.times()
             runs.append(dict(
                 run_uuid=run_id, name=name, source_type=SourceType.to_string(SourceType.UNKNOWN), source_name="",
-                entry_point_name="", user_id="unknown", status=RunStatus.to_string(RunStatus.FINISHED), start_time=now,
-                end_time=now, deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE,
+                entry_point_name="", user_id="unknown", status=RunStatus.to_string(RunStatus.FINISHED), start_time=start,
+                end_time=end, deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE,
                 artifact_uri=append_to_uri_path(artifact_root, run_id, "artifacts"), experiment_id=int(self.experiment_id),
             ))
             tags += [dict(key=k, value=str(v)[:8000], run_uuid=run_id) for k, v in {**self._tags(log), "mlflow.runName": name}.items()]
@@ -240,3 +293,44 @@ class MlflowSweep:
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""
         self.client.set_terminated(self.parent_id, status)
+
+
+def _recorded_uri(results: str, sweep: str) -> str | None:
+    """The tracking URI a sweep was run with (its record's ``mlflow_uri``), or None for the default."""
+    from pipelines.engine.record import sweep_records
+
+    try:
+        return next((r.get("mlflow_uri") for r in sweep_records(results) if r.get("sweep") == sweep), None)
+    except (OSError, GensweepError):
+        return None
+
+
+def log_report(results: str, pipeline: str, sweep: str, out_dir: str) -> str:
+    """Log the files of a rendered report (``report.md``, figures) as artifacts of the sweep's parent run; return one line.
+
+    The tracking store is the one the sweep ran with (its record), else
+    RESULTS/mlflow.db. A report is never refused for MLflow's sake: a missing
+    store, parent run or an error leaves the report as it is and says why.
+    """
+    uri = _recorded_uri(results, sweep) or (None if "://" in results else default_tracking_uri(results))
+    if uri is None:
+        return "MLflow: no tracking store recorded for this sweep; report not logged"
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return f"MLflow: no store at {db}; report not logged"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        check_server(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(f"gensweep/{pipeline}")
+        parents = client.search_runs(
+            [experiment.experiment_id], f"tags.`gensweep.sweep_id` = '{sweep}' and tags.`gensweep.role` = 'sweep'", max_results=1,
+        ) if experiment else []
+        if not parents:
+            return f"MLflow: sweep {sweep} has no parent run in {uri}; report not logged"
+        run = parents[0].info
+        client.log_artifacts(run.run_id, str(out_dir))
+    except Exception as exc:  # MLflow and the artifact stores raise many types
+        return f"MLflow: report not logged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return f"MLflow: report logged as artifacts of run {run.run_id} ({run.artifact_uri})"
