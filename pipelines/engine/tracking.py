@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipelines.engine.codeversion import version_text
-from pipelines.engine.dblock import sqlite_lock
+from pipelines.engine.dblock import sqlite_lock, sqlite_path
 from pipelines.engine.runtime import check_reachable
 from pipelines.engine.spec import GensweepError, disk_full_error, is_disk_full
 
@@ -49,16 +49,16 @@ def default_tracking_uri(results: str) -> str:
     return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a SQLite tracking URI (None for other stores)."""
+    path = sqlite_path(tracking_uri)
+    return Path(path) if path else None
 
 
 def artifact_location(tracking_uri: str, pipeline: str) -> str | None:
     """Where a new experiment's artifacts go: beside a SQLite store (RESULTS/mlartifacts/<pipeline>); None: the server's default."""
-    db = sqlite_path(tracking_uri)
-    return str(db.resolve().parent / ARTIFACTS / pipeline) if db is not None else None
+    db = _sqlite_file(tracking_uri)
+    return str(db.parent / ARTIFACTS / pipeline) if db is not None else None
 
 
 def ui_urls(db: Path, host: str, port: int) -> list[tuple[str, str]]:
@@ -315,7 +315,7 @@ def log_report(results: str, pipeline: str, sweep: str, out_dir: str) -> str:
     uri = _recorded_uri(results, sweep) or (None if "://" in results else default_tracking_uri(results))
     if uri is None:
         return "MLflow: no tracking store recorded for this sweep; report not logged"
-    db = sqlite_path(uri)
+    db = _sqlite_file(uri)
     if db is not None and not db.is_file():
         return f"MLflow: no store at {db}; report not logged"
     try:
