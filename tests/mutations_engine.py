@@ -65,6 +65,31 @@ M = [
   "if True", ["tests/test_edge_sweeps_command.py"]),
  ("e23 a restarted sweep loses its total", RC, '    if "total" in before:', "    if False:", ["tests/test_edge_sweeps_command.py"]),
 ]
+# e40-e49: MLflow as a user browses it (tests/test_edge_mlflow.py; MLFLOW's range)
+TR, SK, EM = "pipelines/engine/tracking.py", "pipelines/engine/sink.py", "tests/test_edge_mlflow.py"
+M += [
+ ("e40 batched child runs start when they end", TR, "start_time=start,\n", "start_time=end,\n",
+  [EM + "::test_times_of_a_child_run_are_its_rows_on_both_write_paths"]),
+ ("e41 REST child runs start when they are created", TR, "start_time=start, run_name=", "run_name=",
+  [EM + "::test_times_of_a_child_run_are_its_rows_on_both_write_paths"]),
+ ("e42 REST child runs end when they are written", TR, '"FINISHED", end_time=end)', '"FINISHED")',
+  [EM + "::test_times_of_a_child_run_are_its_rows_on_both_write_paths"]),
+ ("e43 a trial's training time not passed to MLflow", SK, "finished_at=finished_at, wall_s=wall_s))", "finished_at=finished_at))",
+  [EM + "::test_child_runs_last_as_long_as_their_row_says"]),
+ ("e44 a child run ends when the batch is written, not at its row's finished_at", SK,
+  "finished_at=finished_at, wall_s=wall_s))", "wall_s=wall_s))", [EM + "::test_child_runs_last_as_long_as_their_row_says"]),
+ ("e45 a child run's finished_at ignored", TR, "int(round(self.finished_at.timestamp() * 1000)) if self.finished_at",
+  "int(time.time() * 1000) if self.finished_at", [EM + "::test_times_of_a_child_run_are_its_rows_on_both_write_paths"]),
+ ("e46 new experiments keep MLflow's default artifact location (./mlruns)", TR,
+  "name, artifact_location=artifact_location(tracking_uri, pipeline), tags=", "name, tags=",
+  [EM + "::test_the_report_and_its_figures_are_artifacts_of_the_parent_run_under_the_results"]),
+ ("e47 report: not logged on the parent run", CLI, "    print(log_report(args.results, pipeline.name, sweep, str(out_dir)))",
+  "    pass", [EM + "::test_the_report_and_its_figures_are_artifacts_of_the_parent_run_under_the_results"]),
+ ("e48 ui: the URL opens MLflow 3's GenAI overview", TR, 'UI_QUERY = "?workflowType=machine_learning"', 'UI_QUERY = ""',
+  [EM + "::test_ui_prints_the_url_that_opens_each_experiment_on_its_runs"]),
+ ("e49 report: a missing MLflow store created", TR, "if db is not None and not db.is_file():", "if False:",
+  [EM + "::test_an_experiment_made_before_keeps_its_artifact_location_and_gets_the_report"]),
+]
 
 if __name__ == "__main__":
     main(M)
