@@ -184,6 +184,14 @@ M += [
   ["tests/test_naf_vae.py::test_vae_faithful_setting_keys_and_unchanged_ids"]),
  ("g30 vae_run ignores the config's context", "tasks/naf.py", 'context=int(config.get("context", 0)),\n        final_linear',
   'context=0,\n        final_linear', ["tests/test_naf_vae.py::test_vae_trainable_faithful_runs"]),
+ # the step work (benchmarks/naf_tabular_step.py): DSF / DDSF parameters by one split, DDSF's one-input shortcuts
+ ("g31 DSF split in the order (a, w, b), not torchkit's (a, b, w)", TR, "pa, b, pw = p.split(p.shape[-1] // 3, -1)",
+  "pa, pw, b = p.split(p.shape[-1] // 3, -1)", [F, ORA]),
+ ("g32 DDSF split in the order (a, b, u, w), not torchkit's (a, b, w, u)", TR, "pa, b, pw, pu = p.split([d, d, d, n_in], -1)",
+  "pa, b, pu, pw = p.split([d, d, n_in, d], -1)", [F]),
+ ("g33 DDSF one-input layer weighted by sigmoid(u_), not softmax (= 1)", TR,
+  "pre = h * torch.softmax(u_, -1).view(u_.shape[0], 1, 1, d) * a + b", "pre = h * torch.sigmoid(u_).view(u_.shape[0], 1, 1, d) * a + b", [F]),
+ ("g34 DDSF chain rule skipped after the first layer", TR, "    if logj_prev is None:  # log dh/dx = 0", "    if True:  # log dh/dx = 0", [F]),
 ]
 
 if __name__ == "__main__":

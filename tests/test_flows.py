@@ -135,6 +135,50 @@ def test_one_dimensional_flow_is_unconditional_and_normalised(transformer):
     assert torch.allclose(mass, torch.ones(2), atol=1e-4), mass
 
 
+def _ddsf_layer_general(h, logj_prev, p, u_, w_):
+    """torchkit DenseSigmoidFlow for any in_dim, written out (p = (a, b, w offsets, u offsets), every softmax and
+    log-matrix-product taken, log dh/dx given): the form core.flows' one-input shortcuts must equal bit for bit."""
+    d, n_in = u_.shape[-2], u_.shape[-1]
+    pre_u = u_[:, None, None] + p[..., 3 * d:3 * d + n_in][..., None, :]
+    pre_w = w_[:, None, None] + p[..., 2 * d:3 * d][..., None, :]
+    a = transformers.softplus_d(p[..., :d] + transformers.SOFTPLUS_INV_ONE)
+    pre = (torch.softmax(pre_u, -1) * h[..., None, :]).sum(-1) * a + p[..., d:2 * d]
+    x_sq = (torch.softmax(pre_w, -1) * torch.sigmoid(pre)[..., None, :]).sum(-1) * (1 - DELTA) + 0.5 * DELTA
+    h_new = torch.log(x_sq) - torch.log1p(-x_sq)  # before the log-det's ops, as torchkit: autograd sums x_sq's 4 grads in this order
+    inner = torch.log_softmax(pre_w, -1) + (torch.nn.functional.logsigmoid(pre) + torch.nn.functional.logsigmoid(-pre)
+                                            + torch.log(a))[..., None, :]
+    logj = torch.logsumexp(inner[..., None] + torch.log_softmax(pre_u, -1)[..., None, :, :], -2)
+    logj = logj + math.log(1 - DELTA) - (torch.log(x_sq) + torch.log1p(-x_sq))[..., None]
+    return h_new, torch.logsumexp(logj[..., None] + logj_prev[..., None, :, :], -2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ddsf_one_input_shortcuts_equal_the_general_layer_bit_for_bit(dtype):
+    """A DDSF stack 1 -> d -> d -> 1 (three layers; the first has one input and log dh/dx = 0): values and every
+    gradient (x, p, u_, w_) of transformers.ddsf equal the general layer chained from log dh/dx = 0, exactly."""
+    g = torch.Generator().manual_seed(5)
+    k, n, dim, d, layers = 2, 7, 3, 4, 3
+    p, uw = _random_transformer_params("ddsf", (k, n, dim), d, layers, g)
+    x = 3 * torch.randn(k, n, dim, generator=g)
+    leaves = [t.to(dtype).requires_grad_() for t in [x, p, *uw]]
+
+    def general(x, p, *uw):
+        h, logj, start = x[..., None], torch.zeros(x.shape + (1, 1), dtype=x.dtype), 0
+        for i, (n_in, _) in enumerate([(1, d), (d, d), (d, 1)]):
+            h, logj = _ddsf_layer_general(h, logj, p[..., start:start + 3 * d + n_in], uw[2 * i], uw[2 * i + 1])
+            start += 3 * d + n_in
+        return h[..., 0], logj[..., 0, 0].sum(-1)
+
+    outs = [fn(*leaves) for fn in (general, lambda x, p, *uw: transformers.ddsf(x, p, list(uw), d, layers))]
+    for ref, ours in zip(*outs):
+        assert torch.equal(ref, ours)
+    weights = torch.randn(k, n, generator=g, dtype=dtype)
+    grads = [torch.autograd.grad(y.sum() + (ld * weights).sum(), leaves) for y, ld in outs]
+    for ref, ours in zip(*grads):
+        assert torch.equal(ref, ours)
+    assert not grads[1][2].any()  # u_ of the one-input layer: softmax over one input is 1, its gradient 0 (torchkit's too)
+
+
 def test_dsf_identity_with_one_unit():
     """d = 1, a = 1, b = 0, w = 1: y = logit(sigmoid(x)(1 - delta) + delta/2) ~ x, and log|det| = log(1 - delta) at 0."""
     x = torch.linspace(-5, 5, 101).view(1, 1, -1)

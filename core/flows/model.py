@@ -100,7 +100,7 @@ def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context
     k, n, dim = x.shape
     context = _context(spec, context, k, n, x)
     layer_masks = made.masks(spec.dim, spec.hidden, spec.hidden_layers, spec.channels, spec.order, x.device, x.dtype)
-    logdet = torch.zeros(k, n, dtype=x.dtype, device=x.device)
+    logdet = None  # the first flow's log|det| itself, not 0 + it (same values, one op fewer)
     per = params_per_flow(spec)
     n_made = made_params(spec)
     h = x
@@ -117,7 +117,7 @@ def forward(spec: FlowSpec, params: list[torch.Tensor], x: torch.Tensor, context
                 h, ld = transformers.dsf(h, ds, spec.ds_layers)
             else:
                 h, ld = transformers.ddsf(h, ds, p[n_made + 2:], spec.ds_dim, spec.ds_layers)
-        logdet = logdet + ld
+        logdet = ld if logdet is None else logdet + ld
         if spec.flip:
             h = h.flip(-1)
     if spec.final_linear:
