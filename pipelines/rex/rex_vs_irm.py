@@ -281,7 +281,7 @@ def _thesis_cell(variant: str, p: float, method: str) -> str:
     small, share = THESIS_SEARCH[variant]
     if not math.isclose(p, small):
         return "–"
-    return {"irm": "0% (\"never\")", "vrex": f"{share:g}% (REx)"}.get(method, "–")
+    return {"irm": "0% (\"never\")", "vrex": f"{share:.1f}% (REx)"}.get(method, "–")
 
 
 def _chance_table(frame, path: str) -> str:
