@@ -344,7 +344,8 @@ def toy_run(config: dict, report) -> list[dict]:
         problem = btoy.make_problem(str(c["problem"]), seed)
         fit = btoy.fit_toy(problem, str(c["posterior"]), int(c["steps"]), seed, lr=float(c["lr"]), samples=int(c["samples"]),
                            coupling=int(c["coupling"]), flow_hidden=int(c["flow_hidden"]), eval_samples=int(c["eval_samples"]),
-                           decay=bool(c.get("decay", True)))
+                           decay=bool(c.get("decay", True)), temper=float(c.get("temper", 0.0)),
+                           init_log_scale=float(c["init_log_scale"]) if "init_log_scale" in c else None)
         row = {k: float(v) for k, v in fit.metrics.items()}
         if problem.name == "product":
             if fit.hypernet is not None:

@@ -136,3 +136,74 @@ def test_sample_histogram_matches_the_grid_density():
     hist = toy.sample_histogram(theta, grid)
     assert float(hist.sum() * grid.area) == pytest.approx(1.0, abs=1e-3)
     assert float((hist - torch.exp(grid.log_p)).abs().sum() * grid.area) < 0.05  # total variation of the binned draws
+
+
+# ---------------------------------------------------------------- tempering (AVO, Huang et al. 2018) and the init scale
+
+
+def test_likelihood_weight_schedule():
+    """v(t) = min(1, 1e-3 + t / ramp); off (ramp 0) = 1; in fit_toy the ramp is temper·steps counted over all phases."""
+    from core.bhn import train as bt
+
+    assert bt.likelihood_weight(0, 100) == pytest.approx(1e-3)
+    assert bt.likelihood_weight(50, 100) == pytest.approx(0.501)
+    assert bt.likelihood_weight(99, 100) == pytest.approx(0.991)
+    assert bt.likelihood_weight(100, 100) == 1.0 and bt.likelihood_weight(5000, 100) == 1.0
+    assert bt.likelihood_weight(7, 0) == 1.0
+    fit = toy.fit_toy(toy.product_problem(0), "mean-field", 40, seed=0, temper=0.5, record_every=1, eval_samples=100)
+    weights = {h["step"]: h["likelihood_weight"] for h in fit.history}
+    assert len(weights) == 40  # phases 20 / 10 / 10 steps, ramp 20 steps
+    assert weights[0] == pytest.approx(1e-3) and weights[10] == pytest.approx(0.501)
+    assert weights[19] == pytest.approx(0.951) and weights[25] == 1.0 and weights[39] == 1.0
+    plain = toy.fit_toy(toy.product_problem(0), "mean-field", 8, seed=0, record_every=1, eval_samples=100)
+    assert all("likelihood_weight" not in h for h in plain.history)
+
+
+def test_tempering_off_is_the_old_fit():
+    """temper = 0 and no init_log_scale (the defaults) reproduce the untempered loop bit for bit: phases on the log joint."""
+    from core.bhn import hypernet as hn
+    from core.bhn import train as bt
+
+    problem, steps, seed = toy.product_problem(1), 24, 1
+    fit = toy.fit_toy(problem, "realnvp", steps, seed, flow_hidden=16, eval_samples=500)
+    torch.manual_seed(seed)
+    ref = hn.init_hypernet(2, posterior="realnvp", coupling=4, seed=seed, flow_hidden=16).to(torch.float64)
+    for i, (n, rate) in enumerate([(12, 1e-3), (6, 1e-4), (6, 1e-5)]):
+        bt.fit_hypernet(ref, lambda th: toy.log_joint(problem, th), n, rate, 64, seed + 1000 * i)
+    for a, b in zip(fit.hypernet.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        theta, log_q = hn.hypernet_sample(ref, 500, torch.Generator().manual_seed(seed + 1))
+    assert fit.metrics == toy.toy_metrics(problem, theta, log_q)
+
+
+def test_init_log_scale_moves_the_linear_layer():
+    """None: the reference's w ~ N(−7, 0.01²) (θ's spread ≈ 0.001); 0: the same jitter around 0 (spread ≈ 1)."""
+    problem = toy.product_problem(0)
+    ref = toy.fit_toy(problem, "mean-field", 0, seed=3, eval_samples=4000)
+    moved = toy.fit_toy(problem, "mean-field", 0, seed=3, eval_samples=4000, init_log_scale=0.0)
+    w_ref, w_moved = ref.hypernet.linear[0].detach(), moved.hypernet.linear[0].detach()
+    assert float(w_ref.mean()) == pytest.approx(-7.0, abs=0.05)
+    assert torch.allclose(w_moved - w_ref, torch.zeros_like(w_ref) + 7.0)
+    from core.bhn import hypernet as hn
+
+    with torch.no_grad():
+        spread_ref = hn.hypernet_sample(ref.hypernet, 4000, torch.Generator().manual_seed(0))[0].std(0)
+        spread_moved = hn.hypernet_sample(moved.hypernet, 4000, torch.Generator().manual_seed(0))[0].std(0)
+    assert float(spread_ref.max()) < 0.01 and float(spread_moved.min()) > 0.9
+
+
+def test_tempered_fit_reaches_the_prior_at_small_weight():
+    """With the likelihood's weight held near 0 (ramp ≫ steps: v ≤ 1.1e-3) q fits the prior N(0, I): mean 0, unit spread,
+    P(a > 0) ≈ 1/2 (the symmetric start the flow carries onto both branches as v grows)."""
+    from core.bhn import hypernet as hn
+
+    problem = toy.product_problem(0)
+    fit = toy.fit_toy(problem, "mean-field", 600, seed=0, lr=2e-2, samples=32, temper=1e4, init_log_scale=-1.0,
+                      record_every=100, eval_samples=100)
+    assert max(h["likelihood_weight"] for h in fit.history) < 1.2e-3
+    with torch.no_grad():
+        theta, _ = hn.hypernet_sample(fit.hypernet, 20000, torch.Generator().manual_seed(5))
+    assert float(theta.mean(0).abs().max()) < 0.1
+    assert torch.allclose(theta.std(0), torch.ones(2, dtype=theta.dtype), atol=0.1)
+    assert 0.4 < float((theta[:, 0] > 0).double().mean()) < 0.6

@@ -107,14 +107,28 @@ def fit(model: bm.BHNModel, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, 
     return FitResult(best_epoch, history)
 
 
+def likelihood_weight(step: int, ramp: float, start: float = 1e-3) -> float:
+    """The annealed variational objective's likelihood weight (Huang, Tan, Lacoste & Courville 2018, "Improving
+    explorability in variational inference with annealed variational objectives", AVO): min(1, start + step / ramp),
+    rising linearly from ``start`` at step 0 to 1 at step (1 - start)·ramp; 1 throughout when ramp <= 0 (off)."""
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, start + step / ramp)
+
+
 def fit_hypernet(hnet: hn.Hypernet, log_density: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float,
                  samples: int, seed: int, anneal: Callable[[int], float] | None = None,
-                 record_every: int = 0, final_lr: float | None = None) -> list[dict]:
+                 record_every: int = 0, final_lr: float | None = None,
+                 log_likelihood: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 likelihood_weight: Callable[[int], float] | None = None) -> list[dict]:
     """Fit q(theta) to an unnormalised log-density by reverse KL: loss = mean_s [log q(theta_s) - w(t) log p~(theta_s)]
     over ``samples`` draws per step (w = 1 without ``anneal``), Adam, total-norm clip 10 then value clip 5.
     ``log_density`` maps theta (n, D) to (n,) (a toy's log prior + log likelihood). Returns every
-    ``record_every``-th step's {step, loss, log_q, log_p} (none when 0). ``final_lr``: decay the learning rate
-    geometrically from lr to final_lr over the steps (a constant lr leaves Adam's noise in the fitted moments)."""
+    ``record_every``-th step's {step, loss, log_q, log_p} (+ likelihood_weight when tempered; none when 0). ``final_lr``: decay the learning rate
+    geometrically from lr to final_lr over the steps (a constant lr leaves Adam's noise in the fitted moments).
+    Tempering (AVO; :func:`likelihood_weight`): with ``log_likelihood`` given, ``log_density`` is the log prior and
+    log p~ = log_density + v(t) log_likelihood, v = ``likelihood_weight`` (1 when None); ``anneal`` still multiplies
+    the whole. Without ``log_likelihood`` the loop is the untempered one, unchanged."""
     gen = torch.Generator().manual_seed(int(seed))
     optimizer = torch.optim.Adam(hnet.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
     decay = 1.0 if final_lr is None else (final_lr / lr) ** (1.0 / max(steps - 1, 1))
@@ -124,6 +138,9 @@ def fit_hypernet(hnet: hn.Hypernet, log_density: Callable[[torch.Tensor], torch.
         optimizer.zero_grad(set_to_none=True)
         theta, log_q = hn.hypernet_sample(hnet, samples, gen)
         log_p = log_density(theta)
+        if log_likelihood is not None:  # tempered target: prior + v(t) likelihood
+            v = 1.0 if likelihood_weight is None else likelihood_weight(step)
+            log_p = log_p + v * log_likelihood(theta)
         w = 1.0 if anneal is None else anneal(step)
         loss = (log_q - w * log_p).mean()
         loss.backward()
@@ -134,4 +151,6 @@ def fit_hypernet(hnet: hn.Hypernet, log_density: Callable[[torch.Tensor], torch.
                 group["lr"] *= decay
         if record_every and step % record_every == 0:
             out.append({"step": step, "loss": loss.item(), "log_q": log_q.mean().item(), "log_p": log_p.mean().item()})
+            if log_likelihood is not None:
+                out[-1]["likelihood_weight"] = v
     return out
