@@ -16,6 +16,7 @@ from mutation_runner import main
 
 EV, TY = "tests/test_bhn_eval.py", "tests/test_bhn_toy.py"
 OOD, AC, ADV, DA, TO = "core/bhn/ood.py", "core/bhn/active.py", "core/bhn/adversarial.py", "core/bhn/data.py", "core/bhn/toy.py"
+TR = "core/bhn/train.py"
 M = [
  # ---- metrics (get_results: AUROC in-positive; AUPR-in; AUPR-out OOD-positive on the negated score) ----
  ("e1 AUROC sign convention flipped (OOD positive on the confidence)", OOD,
@@ -74,6 +75,28 @@ M = [
  ("e25 product net's likelihood without the cross term's b", TO, "ab = theta[:, 0] * theta[:, 1]", "ab = theta[:, 0]", [TY + "::test_likelihoods_are_gaussian_log_densities"]),
  ("e26 grid evidence without the cell area", TO, "log_z = float(torch.logsumexp(lp, 0)) + math.log(step * step)",
   "log_z = float(torch.logsumexp(lp, 0))", [TY + "::test_grid_posterior_on_a_gaussian"]),
+ # ---- tempering (AVO, Huang et al. 2018) and the init scale: departures from hypernet_trainer.py, off by default ----
+ ("e27 likelihood weight restarts in every lr phase", TO, "bt.likelihood_weight(t + done, temper * steps)",
+  "bt.likelihood_weight(t, temper * steps)", [TY + "::test_likelihood_weight_schedule"]),
+ ("e28 likelihood weight rises from 0, not 1e-3", TR, "return min(1.0, start + step / ramp)", "return min(1.0, step / ramp)",
+  [TY + "::test_likelihood_weight_schedule"]),
+ ("e29 likelihood weight computed but not applied", TR, "log_p = log_p + v * log_likelihood(theta)",
+  "log_p = log_p + log_likelihood(theta)", [TY + "::test_tempered_fit_reaches_the_prior_at_small_weight"]),
+ ("e30 the tempered target without the prior", TO, "part = bt.fit_hypernet(hnet, log_prior, n,",
+  "part = bt.fit_hypernet(hnet, lambda th: 0 * log_prior(th), n,", [TY + "::test_tempered_fit_reaches_the_prior_at_small_weight"]),
+ ("e31 tempering on by default", TO, "decay: bool = True, temper: float = 0.0,", "decay: bool = True, temper: float = 0.4,",
+  [TY + "::test_tempering_off_is_the_old_fit"]),
+ ("e32 init scale moved by default", TO, "init_log_scale: float | None = None) -> ToyFit:",
+  "init_log_scale: float | None = 0.0) -> ToyFit:", [TY + "::test_tempering_off_is_the_old_fit"]),
+ ("e33 init scale filled, the reference's jitter lost", TO,
+  "hnet.linear[0].add_(float(init_log_scale) - REFERENCE_LOG_SCALE)", "hnet.linear[0].fill_(float(init_log_scale))",
+  [TY + "::test_init_log_scale_moves_the_linear_layer"]),
+ ("e34 the trainable drops init_log_scale", "tasks/bhn.py",
+  'init_log_scale=float(c["init_log_scale"]) if "init_log_scale" in c else None)', "init_log_scale=None)",
+  [TY + "::test_pipeline_passes_the_departures_only_when_set"]),
+ ("e35 temper enters every config (recorded ids change)", "pipelines/bhn/toy.py",
+  "if k in settings and float(settings[k]) != off}", "if k in settings}",
+  [TY + "::test_pipeline_passes_the_departures_only_when_set"]),
 ]
 
 if __name__ == "__main__":

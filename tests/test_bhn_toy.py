@@ -207,3 +207,21 @@ def test_tempered_fit_reaches_the_prior_at_small_weight():
     assert float(theta.mean(0).abs().max()) < 0.1
     assert torch.allclose(theta.std(0), torch.ones(2, dtype=theta.dtype), atol=0.1)
     assert 0.4 < float((theta[:, 0] > 0).double().mean()) < 0.6
+
+
+def test_pipeline_passes_the_departures_only_when_set():
+    """bhn-toy's configs carry temper / init_log_scale only when set (recorded sweeps keep their configs and ids), and
+    the trainable hands them to fit_toy (an unset init: the reference's −7, a near-point q)."""
+    from pipelines.bhn import toy as ptoy
+    from tasks.bhn import toy_run
+
+    settings = {k: s.default for k, s in ptoy.SETTINGS.items()}
+    assert all("temper" not in c and "init_log_scale" not in c for c in ptoy.configs(settings))
+    cpu = {**settings, **ptoy.PRESETS["cpu"]}
+    assert all(c["temper"] == 0.4 and c["init_log_scale"] == 0.0 for c in ptoy.configs(cpu))
+    base = dict(problem="product", posterior="mean-field", coupling=0, steps=4, lr=1e-3, samples=8, flow_hidden=8,
+                eval_samples=2000, decay=True, seed=0)
+    ref = toy_run(base, lambda r: None)[0]
+    tempered = toy_run({**base, "temper": 0.4, "init_log_scale": 0.0}, lambda r: None)[0]
+    assert ref["cov_err"] > 0.99 and tempered["cov_err"] < 0.8  # a point-like q (covariance ≈ 0) vs a unit-spread one
+    assert toy_run({**base, "temper": 0.4}, lambda r: None)[0]["kl"] != ref["kl"]  # the tempered target moved q

@@ -5,7 +5,10 @@ a·b·x, a ridge along ab ≈ 1 with two mirror branches, posterior on an 800² 
 linear = θ = Wε + b, hypernet_trainer.simple_test's; mean-field = coupling 0; realnvp / iaf / dsf with ``coupling``
 layers, dsf = NAF's transformer in the hypernet, which no reference has), seed (the data and the init).
 Fixed: reverse KL on the full data's log joint (core.bhn.toy.fit_toy: ``samples`` draws per step, Adam, the
-reference's gradient clipping), metrics on ``eval_samples`` draws of q.
+reference's gradient clipping), metrics on ``eval_samples`` draws of q. Two opt-in departures from the reference
+(toy_examples/hypernet_trainer.py, BHNs.py's init), used by the cpu preset: ``temper`` (the likelihood's weight rises
+from 1e-3 to 1 over that fraction of the steps: the annealed variational objective of Huang, Tan, Lacoste & Courville
+2018) and ``init_log_scale`` (the LinearFlowLayer's log-scale init mean, −7 in the reference).
 Metrics: linear: ``mean_err`` = ‖E_q θ − μ‖/‖μ‖, ``cov_err`` = ‖Cov_q θ − Σ‖_F/‖Σ‖_F; product: ``p_a_pos`` = P_q(a > 0)
 (truth 1/2), ``kl`` = KL(q‖p) in nats (log Z by grid quadrature), ``elbo``; q's samples as a 2-D histogram.
 Report: family × problem table, the §d.5 checks (which flow covers both branches), q's density beside the truth.
@@ -55,7 +58,8 @@ PRESET_HELP = {
     "smoke": "product + linear x {mean-field, realnvp x4} x 2 seeds, 2,000 steps: runs, no claim",
     "cpu": "product + linear x {map, linear, mean-field, realnvp, iaf, dsf} (flows x4) x 5 seeds, 10,000 steps, "
            "likelihood tempered over the first 40 % (AVO) from a unit-spread init",
-    "paper": "cpu with coupling {4, 8} and 100,000 evaluation draws (the toys are CPU-sized; B1 has figures only)",
+    "paper": "cpu with coupling {4, 8} and 100,000 evaluation draws, the reference's plain log joint and init (no "
+             "tempering; the toys are CPU-sized; B1 has figures only)",
 }
 
 
@@ -164,7 +168,13 @@ def report(frame, curves, out_dir: str) -> str:
                      col(g, "mean_err"), col(g, "cov_err"), len(g), f"{g['wall_s'].mean():.0f}"])
     table = reports.markdown_table(["problem", "posterior", "P(a > 0)", "seeds on one branch / both", "KL(q‖p) (nats)", "ELBO",
                                     "mean error (linear: relative)", "cov rel. error", "seeds", "wall per trial (s)"], rows)
-    text = ("Mean ± s.e. over seeds (each seed draws its own data). product: P_q(a > 0) (the truth is 1/2 by symmetry), "
+    tempered = "temper" in frame and frame["temper"].notna().any() and float(frame["temper"].max()) > 0
+    init = "init_log_scale" in frame and frame["init_log_scale"].notna().any()
+    protocol = ("Fitted with the likelihood tempered (AVO, Huang et al. 2018: its weight rises from 1e-3 to 1 over the first "
+                f"{100 * float(frame['temper'].max()):.0f} % of the steps) " if tempered else "Fitted on the plain log joint ")
+    protocol += (f"from a LinearFlowLayer log-scale init of {float(frame['init_log_scale'].max()):g} (reference: −7). " if init
+                 else "from the reference's init (LinearFlowLayer log-scale −7). ")
+    text = (protocol + "Mean ± s.e. over seeds (each seed draws its own data). product: P_q(a > 0) (the truth is 1/2 by symmetry), "
             "KL(q‖p) = E_q[log q − log p̃] + log Z (log Z by quadrature on an 800² grid over [−4, 4]²), q's mean (absolute error) and "
             "covariance (relative) against the grid's; linear: relative errors of q's mean and covariance against the closed form. B1 publishes figures only (published: not entered).\n\n" + table
             + "\nChecks of bayes.md §d.5:\n\n" + "\n".join(checks(frame)) + "\n")
