@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np
 import torch
 
-from core.data import load_digits_source, load_idx_merged
+from core.data import ImageSource, load_digits_source, load_idx_merged
 from core.domainbed import hparams as dbh
 from core.domainbed.data import ENVIRONMENTS, base_images
 from core.domainbed import reference as reference_module
@@ -39,6 +39,9 @@ from core.domainbed import train as train_module
 from core.domainbed.reference import reference_train
 from core.domainbed.train import Run, checkpoint_steps, train_block
 from core.device import resolve_device
+
+
+QUICK_IMAGES = 240  # --quick: the images the block trains and evaluates on
 
 
 def _sync(device: torch.device) -> None:
@@ -95,13 +98,16 @@ def measure(device: torch.device, *, quick: bool = False, data_dir: str | None =
             width: float = 1.0, repeats: int = 2, say=print) -> dict:
     """Time the four cases (block stacked / model by model, one at a time, DomainBed-like loop); their figures.
 
-    ``quick``: 3 steps, one round, width 0.25 (a CPU check that the code path runs, not a measurement).
+    ``quick``: 3 steps, one round, width 0.25, batch 8, the first 240 images (a CPU check that the code path runs,
+    not a measurement).
     Returns ``{"cases": {name: {"run_steps_per_s", "ms_per_image", "eval_ms_per_image"}}, "default", "speedup",
-    "vs_loop", "projection"}``.
+    "vs_loop", "projection", "projected_hours"}``.
     """
     if quick:
-        steps, repeats, width = 3, 1, 0.25
+        steps, repeats, width, batch_size = 3, 1, 0.25, 8
     source = load_digits_source() if data_dir is None else load_idx_merged(data_dir)
+    if quick:  # 240 images: every environment a few dozen, each evaluation a moment even on a loaded CPU
+        source = ImageSource(source.name, source.images[:QUICK_IMAGES], source.labels[:QUICK_IMAGES], source.description)
     say(f"data: {source.description}; device {device}; width {width:g}; threads {torch.get_num_threads()}; "
         f"load average {os.getloadavg()[0]:.2f}")
     base = base_images(source, "ColoredMNIST").to(device)
@@ -142,12 +148,14 @@ def measure(device: torch.device, *, quick: bool = False, data_dir: str | None =
         say(f"  {name:26s} {figures[name]['run_steps_per_s']:8.2f} run-steps/s   ({figures[name]['ms_per_image']:.3f} ms per "
             f"training image; evaluation {figures[name]['eval_ms_per_image']:.3f} ms per image)")
     projected = projection(per_image[default], min(eval_per_image[:3]), width)
+    hours = {d: seconds / 3600 for d, (_, seconds) in projection_seconds(per_image[default], min(eval_per_image[:3])).items()}
     vs_loop = per_image["DomainBed-like loop"] / per_image[default]
     speedup = per_image["one at a time"] / per_image[default]
     say(projected)
     say(f"vs DomainBed-like loop: {vs_loop:.3f}x")
     return {"cases": figures, "default": default, "steps": steps, "width": width, "speedup": speedup, "vs_loop": vs_loop,
-            "projection": projected}
+            "projection": projected, "projected_hours": hours, "train_s_per_image": per_image[default],
+            "eval_s_per_image": min(eval_per_image[:3])}
 
 
 def main() -> None:
@@ -166,21 +174,37 @@ def main() -> None:
     print(f"speedup={result['speedup']:.3f}")
 
 
-def projection(train_per_image: float, eval_per_image: float, width: float) -> str:
-    """DomainBed's Colored + Rotated MNIST sweep on this device at the measured per-image costs."""
-    mean_batch = float(np.mean([int(2 ** u) for u in np.random.RandomState(0).uniform(3, 9, 100_000)]))
-    lines, total = [], 0.0
+def mean_batch_size() -> float:
+    """The mean of DomainBed's batch-size draw int(2^U(3, 9)) (100,000 draws, seed 0)."""
+    return float(np.mean([int(2 ** u) for u in np.random.RandomState(0).uniform(3, 9, 100_000)]))
+
+
+def projection_seconds(train_per_image: float, eval_per_image: float) -> dict[str, tuple[int, float]]:
+    """Dataset -> (runs, seconds) of DomainBed's sweep at these per-image costs (checked by hand in tests/test_gpu_check.py).
+
+    Runs: 5 algorithms x ``N_HPARAMS`` draws x ``N_TRIALS`` trials x every test-environment set (singles and pairs).
+    A run trains ``STEPS`` steps of the mean batch from each of its training environments (the environments less its
+    test set) and evaluates all 70,000 images at each checkpoint (step 0, every ``CHECKPOINT_FREQ``, the last).
+    """
+    mean_batch = mean_batch_size()
+    out = {}
     for dataset, n_images in (("ColoredMNIST", 70_000), ("RotatedMNIST", 70_000)):
         n = len(ENVIRONMENTS[dataset])
         combos = dbh.test_env_combinations(n)
         checkpoints = len(checkpoint_steps(dbh.STEPS, dbh.CHECKPOINT_FREQ))
         runs = 5 * dbh.N_HPARAMS * dbh.N_TRIALS * len(combos)
         train_images = sum(mean_batch * (n - len(c)) for c in combos) / len(combos) * dbh.STEPS
-        seconds = runs * (train_images * train_per_image + checkpoints * n_images * eval_per_image)
-        total += seconds
-        lines.append(f"{dataset}: {runs:,} runs, {seconds / 3600:,.0f} h")
+        out[dataset] = (runs, runs * (train_images * train_per_image + checkpoints * n_images * eval_per_image))
+    return out
+
+
+def projection(train_per_image: float, eval_per_image: float, width: float) -> str:
+    """DomainBed's Colored + Rotated MNIST sweep on this device at the measured per-image costs."""
+    parts = projection_seconds(train_per_image, eval_per_image)
+    total = sum(seconds for _, seconds in parts.values())
+    lines = [f"{dataset}: {runs:,} runs, {seconds / 3600:,.0f} h" for dataset, (runs, seconds) in parts.items()]
     return (f"projected DomainBed sweep (5 algorithms x 20 draws x 3 trials x every test-environment set, 5,001 steps, "
-            f"70,000 images, width {width:g}, mean batch {mean_batch:.0f}) on this device: " + "; ".join(lines)
+            f"70,000 images, width {width:g}, mean batch {mean_batch_size():.0f}) on this device: " + "; ".join(lines)
             + f"; total {total / 3600:,.0f} h ({total / 86400:,.1f} days)")
 
 

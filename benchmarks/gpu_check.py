@@ -48,9 +48,29 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import torch  # noqa: E402
 
-# The paper's RL study: 2 tasks x 4 methods x 10 seeds x 1e6 lock-steps, plus the tuning stage (3 penalized methods x
-# 20 configurations x 1e6 on cartpole swingup, counted in full: ASHA only shortens it).
-RL_RUNS, RL_TUNE_RUNS, RL_STEPS = 2 * 4 * 10, 3 * 20, 1_000_000
+
+
+def rl_study_updates() -> dict:
+    """The paper's RL study (``rl-spurious --preset paper``) counted in agent updates, as core.rl.sac.Trainer makes them.
+
+    Runs: tasks x methods x seeds; tuning runs: penalized methods x ``tune_samples`` on the tuning task, counted in
+    full (ASHA only shortens them). Each run updates after every lock-step past ``max(random_steps, seq_len)``,
+    ``updates_per_step`` times, 0 meaning one update per training domain (the REx code's loop); every update draws a
+    batch from each training domain, as :func:`rl_updates_per_second` times it.
+    """
+    from core import methods
+    from core.rl.sac import SACConfig
+    from pipelines.engine.spec import resolve_settings
+    from pipelines.rex.rl_spurious import PIPELINE
+
+    s = resolve_settings(PIPELINE, "paper", [])
+    runs = len(s["tasks"]) * len(s["methods"]) * s["seeds"]
+    penalized = [m for m in s["methods"] if methods.get(m).penalized]
+    tuning_runs = len(penalized) * s["tune_samples"] if "tune" in s["stages"] else 0
+    per_lockstep = s["updates_per_step"] or len(s["train_factors"])
+    updating = s["total_steps"] - max(s["random_steps"], SACConfig().seq_len)
+    return {"runs": runs, "tuning_runs": tuning_runs, "lock_steps": s["total_steps"], "updating_lock_steps": updating,
+            "updates_per_lockstep": per_lockstep, "updates": (runs + tuning_runs) * updating * per_lockstep}
 
 
 def _sync(device: torch.device) -> None:
@@ -166,16 +186,15 @@ def part_rl(device: torch.device, quick: bool, say) -> dict:
     rates = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     together = sum(rates)
     say(f"{agents} agents at once (gpus_per_trial={1 / agents:g}): {together:.1f} updates/s in all ({', '.join(f'{r:.1f}' for r in rates)})")
-    from core.rl.sac import SACConfig
-
-    per_lockstep = getattr(SACConfig(), "updates_per_step", 1)
-    updates = (RL_RUNS + RL_TUNE_RUNS) * RL_STEPS * per_lockstep
+    study = rl_study_updates()
+    updates = study["updates"]
     hours = updates / together / 3600
-    say(f"paper RL study ({RL_RUNS} runs + {RL_TUNE_RUNS} tuning runs x {RL_STEPS:.0e} lock-steps x {per_lockstep} updates): "
-        f"{hours:.0f} GPU-hours of updates at {agents} agents per GPU ({updates / alone / 3600:.0f} at one agent per GPU)")
+    say(f"paper RL study ({study['runs']} runs + {study['tuning_runs']} tuning runs x {study['updating_lock_steps']:,} "
+        f"updating lock-steps x {study['updates_per_lockstep']} updates = {updates:,} updates): {hours:.3g} GPU-hours of "
+        f"updates at {agents} agents per GPU ({updates / alone / 3600:.3g} at one agent per GPU)")
     return {"network": shape, "updates_per_s_one_agent": alone, "agents_per_gpu": agents, "updates_per_s_all_agents": together,
-            "updates_per_lockstep": per_lockstep, "study_updates": updates, "study_gpu_hours": hours,
-            "study_gpu_hours_one_agent": updates / alone / 3600}
+            "study": study, "updates_per_lockstep": study["updates_per_lockstep"], "study_updates": updates,
+            "study_gpu_hours": hours, "study_gpu_hours_one_agent": updates / alone / 3600}
 
 
 def part_memorization(device: torch.device, quick: bool, say) -> dict:
@@ -244,7 +263,12 @@ def run_part(name: str, device: str, quick: bool, budget: float, started: float)
     if status == "ok":
         result = json.loads(Path(result_file).read_text())
     Path(result_file).unlink(missing_ok=True)
-    return {"status": status, "seconds": seconds, "budget_s": budget, "result": result, "log_tail": lines[-15:]}
+    return {"status": status, "seconds": seconds, "budget_s": budget if math.isfinite(budget) else None, "result": result,
+            "log_tail": lines[-15:]}
+
+
+def _budget_text(budget: float | None) -> str:
+    return "no budget" if budget is None or not math.isfinite(budget) else f"budget {budget:.0f} s"
 
 
 def _lines_until(proc: subprocess.Popen, deadline: float):
@@ -272,7 +296,7 @@ def markdown(results: dict) -> str:
     """The figures as a markdown table, one row per figure."""
     rows = []
     for name, part in results["parts"].items():
-        rows.append(f"| {name} | status | {part['status']} ({part['seconds']:.0f} of {part['budget_s']:.0f} s) |")
+        rows.append(f"| {name} | status | {part['status']} ({part['seconds']:.0f} s, {_budget_text(part['budget_s'])}) |")
         for key, value in _flat(part["result"]):
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             rows.append(f"| {name} | {key} | {shown} |")
@@ -295,10 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy sizes: a check that the script works, in seconds")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every part's time budget (slow machines)")
+    parser.add_argument("--no-budget", action="store_true", help="run every part to its end, however long (a check on a "
+                        "loaded machine, not a lease)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--part-out", help=argparse.SUPPRESS)
     parser.add_argument("--rl-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick and (args.rl_worker[0] if args.rl_worker else args.device) == "cpu":
+        torch.set_num_threads(1)  # a CPU check, not a measurement: more threads spin idle on a loaded machine (10x slower)
     if args.rl_worker:  # one of the concurrent agents of part rl
         rate, _ = rl_updates_per_second(torch.device(args.rl_worker[0]), args.quick, float(args.rl_worker[1]))
         print(rate)
@@ -321,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = {"device": str(device), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "parts": {}}
     for name in names:
-        budget = PARTS[name][1] * args.budget_scale
-        print(f"[gpu_check {time.time() - started:5.0f}s] {name}: starting (budget {budget:.0f} s)", flush=True)
+        budget = math.inf if args.no_budget else PARTS[name][1] * args.budget_scale
+        print(f"[gpu_check {time.time() - started:5.0f}s] {name}: starting ({_budget_text(budget)})", flush=True)
         results["parts"][name] = run_part(name, str(device), args.quick, budget, started)
         print(f"[gpu_check {time.time() - started:5.0f}s] {name}: {results['parts'][name]['status']}", flush=True)
         (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))  # after every part: a cut run keeps its figures

@@ -181,11 +181,38 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _content_sha256(path: Path) -> str:
+    """SHA-256 of the file's content, decompressed when it is gzipped (``name.gz``): the same for both forms."""
+    h = hashlib.sha256()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def known_release(images: Path, labels: Path) -> str | None:
-    """The data set whose official files these are (MNIST, Fashion-MNIST: md5 of the gzipped files), else None."""
-    digests = {images.name: _md5(images), labels.name: _md5(labels)}
-    for release, files in KNOWN_RELEASES.items():
-        if all(files.get(name) == digest for name, digest in digests.items()):
+    """The data set whose official files these are (MNIST, Fashion-MNIST), else None.
+
+    A file is a release's when its decompressed content has the release's SHA-256 (:data:`KNOWN_CONTENT`), so a
+    gunzipped copy (``train-images-idx3-ubyte``) is recognised as the ``.gz`` is; a ``.gz`` whose md5 is the
+    published one (:data:`KNOWN_RELEASES`) is taken without decompressing it. Both files must be the same release's.
+    """
+    digests: dict[tuple[Path, str], str] = {}
+
+    def digest(path: Path, kind: str) -> str:
+        if (path, kind) not in digests:
+            digests[path, kind] = _md5(path) if kind == "md5" else _content_sha256(path)
+        return digests[path, kind]
+
+    def ours(path: Path, release: str) -> bool:
+        published = KNOWN_RELEASES.get(release, {}).get(path.name)  # the .gz files' md5 (plain names are not listed)
+        if published is not None and digest(path, "md5") == published:
+            return True
+        content = KNOWN_CONTENT.get(release, {}).get(path.name.removesuffix(".gz"))
+        return content is not None and digest(path, "sha256") == content
+
+    for release in dict.fromkeys([*KNOWN_CONTENT, *KNOWN_RELEASES]):
+        if all(ours(path, release) for path in (images, labels)):
             return release
     return None
 
@@ -249,6 +276,21 @@ FASHION_MNIST_FILES = {  # Zalando's release (zalandoresearch/fashion-mnist), as
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 KNOWN_RELEASES = {"MNIST": MNIST_FILES, "Fashion-MNIST": FASHION_MNIST_FILES}
+# SHA-256 of the decompressed files: MNIST's t10k pair computed here from the official .gz (md5 as above); its train
+# pair and Fashion-MNIST's as published with their gunzipped copies (Fashion-MNIST: torchvision's raw/ files).
+MNIST_CONTENT = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FASHION_MNIST_CONTENT = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+KNOWN_CONTENT = {"MNIST": MNIST_CONTENT, "Fashion-MNIST": FASHION_MNIST_CONTENT}
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 

@@ -19,6 +19,8 @@ CC, SE = "tests/test_edge_concurrent.py", "tests/test_edge_settings.py"
 SP, RN = "pipelines/engine/spec.py", "pipelines/engine/runner.py"
 RC, CV = "pipelines/engine/record.py", "tests/test_edge_code_version.py"
 DA, ED = "core/data.py", "tests/test_edge_data.py"
+DBP, RCM, RVI = "pipelines/rex/domainbed.py", "pipelines/rex/common.py", "pipelines/rex/rex_vs_irm.py"
+GC, DBS, TG = "benchmarks/gpu_check.py", "benchmarks/domainbed_sweep.py", "tests/test_gpu_check.py"
 M = [
  ("e1 clashing column types: no fallback schema", ST, "        pass\n    fields: dict", "        raise\n    fields: dict",
   [ES + "::test_one_pipelines_sweeps_with_clashing_types_still_read_and_report"]),
@@ -89,6 +91,46 @@ M += [
   [EM + "::test_ui_prints_the_url_that_opens_each_experiment_on_its_runs"]),
  ("e49 report: a missing MLflow store created", TR, "if db is not None and not db.is_file():", "if False:",
   [EM + "::test_an_experiment_made_before_keeps_its_artifact_location_and_gets_the_report"]),
+ # issue 33, DATA: releases known by content; settings that would be ignored; the GPU check's projections
+ ("e24 a gzipped file hashed as stored", DA, '    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:\n        for block',
+  '    with open(path, "rb") as f:\n        for block', [ED + "::test_a_release_is_known_by_its_decompressed_content_gzipped_or_not"]),
+ ("e25 plain files not looked up by content", DA, 'return content is not None and digest(path, "sha256") == content',
+  "return False", [ED + "::test_a_release_is_known_by_its_decompressed_content_gzipped_or_not",
+                   ED + "::test_the_real_mnist_test_split_is_mnist_gzipped_and_gunzipped"]),
+ ("e26 releases listed only by their .gz md5", DA, "for release in dict.fromkeys([*KNOWN_CONTENT, *KNOWN_RELEASES]):",
+  "for release in KNOWN_RELEASES:", [ED + "::test_a_release_is_known_by_its_decompressed_content_gzipped_or_not"]),
+ ("e27 one file of a pair names the release", DA, "if all(ours(path, release) for path in (images, labels)):",
+  "if any(ours(path, release) for path in (images, labels)):",
+  [ED + "::test_a_release_is_known_by_its_decompressed_content_gzipped_or_not"]),
+ ("e28 domainbed's mnist preset on the embedded digits", DBP, 'needs_data_dir=("mnist",),', "needs_data_dir=(),",
+  [ED + "::test_domainbeds_mnist_preset_without_data_dir_is_refused"]),
+ ("e29 a preset's needs_data_dir not checked", RN, "    if sweep.preset in pipeline.needs_data_dir and not sweep.data_dir:",
+  "    if False:", [ED + "::test_domainbeds_mnist_preset_without_data_dir_is_refused"]),
+ ("e30 loo_datasets outside datasets ignored", DBP, "    if outside:\n", "    if False:\n",
+  [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e31 loo_datasets=none beside a dataset accepted", DBP, "    if NO_PAIRS in loo and len(loo) > 1:", "    if False:",
+  [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e32 loo_datasets=none refused as a dataset not swept", DBP, "outside = [d for d in loo if d != NO_PAIRS and d not in swept]",
+  "outside = [d for d in loo if d not in swept]", [SE + "::test_settings_next_to_the_refused_ones_are_accepted"]),
+ ("e33 retrain_top without a search stage ignored", RCM,
+  'if settings["retrain_top"] and "search" not in settings.get("stages", ["search"]):', "if False:",
+  [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e34 rex-vs-irm without its retrain check", RVI, "    check=check_retrain,\n", "",
+  [SE + "::test_settings_that_do_nothing_or_the_wrong_thing_are_refused"]),
+ ("e35 RL projection: updates_per_step 0 taken as no updates", GC,
+  'per_lockstep = s["updates_per_step"] or len(s["train_factors"])', 'per_lockstep = s["updates_per_step"]',
+  [TG + "::test_the_rl_study_projection_counts_one_update_per_training_domain"]),
+ ("e36 RL projection: updates during the random steps", GC,
+  'updating = s["total_steps"] - max(s["random_steps"], SACConfig().seq_len)', 'updating = s["total_steps"]',
+  [TG + "::test_the_rl_study_projection_counts_one_update_per_training_domain"]),
+ ("e37 RL projection: the tuning runs left out", GC,
+  'tuning_runs = len(penalized) * s["tune_samples"] if "tune" in s["stages"] else 0', "tuning_runs = 0",
+  [TG + "::test_the_rl_study_projection_counts_one_update_per_training_domain"]),
+ ("e38 DomainBed projection: every run trains on all but one environment", DBS,
+  "sum(mean_batch * (n - len(c)) for c in combos)", "sum(mean_batch * (n - 1) for c in combos)",
+  [TG + "::test_the_domainbed_projection_matches_a_hand_computation"]),
+ ("e39 DomainBed projection: one evaluation per run", DBS, "checkpoints * n_images * eval_per_image", "n_images * eval_per_image",
+  [TG + "::test_the_domainbed_projection_matches_a_hand_computation"]),
 ]
 
 if __name__ == "__main__":

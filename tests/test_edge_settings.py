@@ -44,6 +44,18 @@ def test_every_preset_lists_each_item_once_and_a_sequence_may_repeat():
     (["report", "toy-sem", "--results", " "], "bad --results ''"),
     (["run", "toy-sem", "--data-dir", "{tmp}"], "toy-sem generates its own data"),
     (["run", "toy-sem", "--set", "lr=inf"], "bad value for lr: inf (must be a finite number)"),
+    (["run", "domainbed", "--set", "datasets=ColoredMNIST", "--set", "loo_datasets=RotatedMNIST"],
+     "loo_datasets names RotatedMNIST, not in datasets (ColoredMNIST): it would be ignored"),
+    (["run", "domainbed", "--set", "datasets=RotatedMNIST"],  # the default loo_datasets (ColoredMNIST) is not swept
+     "loo_datasets names ColoredMNIST, not in datasets (RotatedMNIST): it would be ignored; give loo_datasets a subset of "
+     "datasets, or loo_datasets=none for no pairs"),
+    (["run", "domainbed", "--set", "loo_datasets=none,ColoredMNIST"], "bad value for loo_datasets: none with ColoredMNIST (give none alone)"),
+    (["run", "rex-vs-irm", "--set", "stages=fixed", "--set", "retrain_top=2"],
+     "retrain_top 2 re-trains the search stage's best configurations, but stages (fixed) has no search"),
+    (["run", "rl-spurious", "--set", "train_factors=1,1"], "bad value for train_factors: 1.0 is listed twice"),
+    (["run", "rl-spurious", "--set", "train_factors=1,1.0"], "bad value for train_factors: 1.0 is listed twice"),
+    (["run", "rl-spurious", "--set", "test_factor=inf"], "bad value for test_factor: inf (must be a finite number)"),
+    (["run", "rl-spurious", "--set", "test_factor=-inf"], "bad value for test_factor: -inf (must be a finite number)"),
 ])
 def test_settings_that_do_nothing_or_the_wrong_thing_are_refused(argv, words, tmp_path, monkeypatch, capsys):
     import pipelines.engine.runner as runner
@@ -57,3 +69,18 @@ def test_settings_that_do_nothing_or_the_wrong_thing_are_refused(argv, words, tm
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert words in line, line
     assert not (tmp_path / "parquet").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_settings_next_to_the_refused_ones_are_accepted():
+    """The refusals are exact: pairs for a swept dataset, none for no pairs, retrain_top with its search stage."""
+    domainbed = registry.get("domainbed")
+    alone = resolve_settings(domainbed, "smoke", ["datasets=RotatedMNIST", "loo_datasets=none"])
+    (stage,) = domainbed.stages(alone)
+    assert stage.plan.budget == alone["n_hparams"] * 6  # RotatedMNIST's 6 single test environments, no pairs
+    both = resolve_settings(domainbed, "smoke", ["loo_datasets=RotatedMNIST,ColoredMNIST"])
+    assert [s.plan.budget for s in domainbed.stages(both)] == [both["n_hparams"] * 6, both["n_hparams"] * 21]
+    rex = registry.get("rex-vs-irm")
+    settings = resolve_settings(rex, "smoke", ["stages=search", "retrain_top=1"])
+    assert [s.name for s in rex.stages(settings)] == ["search", "retrain"]
+    resolve_settings(rex, "smoke", ["stages=fixed", "retrain_top=0"])
+    assert resolve_settings(registry.get("rl-spurious"), "paper", [])["train_factors"] == [1.0, 2.0]  # two distinct domains

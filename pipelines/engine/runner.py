@@ -172,6 +172,9 @@ def run_sweep(sweep: Sweep) -> SweepSummary:
     pipeline = sweep.pipeline
     store = ResultStore.open(sweep.results)
     store.check_writable()
+    if sweep.preset in pipeline.needs_data_dir and not sweep.data_dir:  # else the embedded stand-in would be swept
+        raise GensweepError(f"{pipeline.name}'s preset {sweep.preset} is for real data files, not the embedded stand-in: "
+                            "give --data-dir DIR (`gensweep download` fetches MNIST)")
     data = pipeline.load_data(sweep.settings, sweep.data_dir)
     if isinstance(data, NoData) and sweep.data_dir:
         raise GensweepError(f"{pipeline.name} generates its own data ({data.fingerprint}): --data-dir is not used; leave it out")

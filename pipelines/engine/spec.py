@@ -247,6 +247,7 @@ class Pipeline:
     run_defaults: dict = field(default_factory=dict)  # this pipeline's defaults of RUN_SETTINGS
     requires: tuple[str, ...] = ()  # modules its trials import beyond the base install (an optional extra's)
     extra: str = ""  # the optional dependency group of pyproject.toml that installs them
+    needs_data_dir: tuple[str, ...] = ()  # presets named for real data files: refused without --data-dir
 
     def missing(self) -> list[str]:
         """The modules of ``requires`` this Python cannot import (found without importing them)."""

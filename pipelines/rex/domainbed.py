@@ -40,14 +40,16 @@ from tasks.domainbed import domainbed_trainable
 
 METHODS = tuple(methods.DOMAINBED_METHODS)  # erm, irm, groupdro, vrex, mmrex (DomainBed's order, ours last)
 NAMES = {m: methods.domainbed(m).display for m in METHODS}
+NO_PAIRS = "none"  # loo_datasets=none: every dataset with its single test environments only
 
 SETTINGS = {
     "datasets": Setting(list(DATASETS), "DomainBed datasets", choices=DATASETS),
     "algorithms": Setting(["erm", "irm", "vrex"], "algorithms (core.methods DomainBed entries; mmrex is ours)", choices=METHODS),
     "n_hparams": Setting(2, "hyperparameter draws per (algorithm, trial): hparams_seed 0 (the defaults) .. n-1", ge=1),
     "n_trials": Setting(1, "trial seeds (the in/out splits and the draws)", ge=1),
-    "loo_datasets": Setting(["ColoredMNIST"], "datasets whose sweep adds every pair of test environments "
-                            "(needed by leave-one-domain-out; DomainBed's default for all)", choices=DATASETS),
+    "loo_datasets": Setting(["ColoredMNIST"], "datasets (of datasets) whose sweep adds every pair of test environments "
+                            "(needed by leave-one-domain-out; DomainBed's default for all); none: no pairs",
+                            choices=(*DATASETS, NO_PAIRS)),
     "steps": Setting(101, f"training steps per run (DomainBed: {dbh.STEPS})", ge=1),
     "checkpoint_freq": Setting(50, f"steps between checkpoints (every split evaluated; DomainBed: {dbh.CHECKPOINT_FREQ})", ge=1),
     "holdout_fraction": Setting(dbh.HOLDOUT_FRACTION, "share of each environment held out as its out-split", gt=0, le=0.9),
@@ -176,8 +178,17 @@ def stages(settings: dict) -> list[Stage]:
 
 
 def check(settings: dict) -> None:
+    """Refuse settings that would be ignored: checkpoints past the last step, ``loo_datasets`` outside ``datasets``."""
     if settings["checkpoint_freq"] > settings["steps"]:
         raise GensweepError(f"checkpoint_freq {settings['checkpoint_freq']} is more than steps {settings['steps']}")
+    loo, swept = settings["loo_datasets"], settings["datasets"]
+    if NO_PAIRS in loo and len(loo) > 1:
+        raise GensweepError(f"bad value for loo_datasets: {NO_PAIRS} with {', '.join(d for d in loo if d != NO_PAIRS)} "
+                            f"(give {NO_PAIRS} alone)")
+    outside = [d for d in loo if d != NO_PAIRS and d not in swept]
+    if outside:
+        raise GensweepError(f"loo_datasets names {', '.join(outside)}, not in datasets ({', '.join(swept)}): it would be "
+                            f"ignored; give loo_datasets a subset of datasets, or loo_datasets={NO_PAIRS} for no pairs")
 
 
 def report(trials, curves, out_dir: str) -> str:
@@ -205,4 +216,5 @@ PIPELINE = Pipeline(
     report=report,
     check=check,
     preset_help=PRESET_HELP,
+    needs_data_dir=("mnist",),  # named for MNIST: on the embedded digits it would be a different study
 )
