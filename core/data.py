@@ -276,8 +276,9 @@ FASHION_MNIST_FILES = {  # Zalando's release (zalandoresearch/fashion-mnist), as
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 KNOWN_RELEASES = {"MNIST": MNIST_FILES, "Fashion-MNIST": FASHION_MNIST_FILES}
-# SHA-256 of the decompressed files: MNIST's t10k pair computed here from the official .gz (md5 as above); its train
-# pair and Fashion-MNIST's as published with their gunzipped copies (Fashion-MNIST: torchvision's raw/ files).
+# SHA-256 of the decompressed files. MNIST's t10k pair computed here from the official .gz (md5 above); public code that
+# checks gunzipped copies of the ossci mirror's files lists the same two values, and its train pair is taken from that
+# list. Fashion-MNIST's: as public code lists torchvision's raw/ (gunzipped) files; not checked here (no copy on hand).
 MNIST_CONTENT = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",

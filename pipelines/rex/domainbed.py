@@ -47,7 +47,7 @@ SETTINGS = {
     "algorithms": Setting(["erm", "irm", "vrex"], "algorithms (core.methods DomainBed entries; mmrex is ours)", choices=METHODS),
     "n_hparams": Setting(2, "hyperparameter draws per (algorithm, trial): hparams_seed 0 (the defaults) .. n-1", ge=1),
     "n_trials": Setting(1, "trial seeds (the in/out splits and the draws)", ge=1),
-    "loo_datasets": Setting(["ColoredMNIST"], "datasets (of datasets) whose sweep adds every pair of test environments "
+    "loo_datasets": Setting(["ColoredMNIST"], "datasets (among datasets) whose sweep adds every pair of test environments "
                             "(needed by leave-one-domain-out; DomainBed's default for all); none: no pairs",
                             choices=(*DATASETS, NO_PAIRS)),
     "steps": Setting(101, f"training steps per run (DomainBed: {dbh.STEPS})", ge=1),
