@@ -113,6 +113,8 @@ def forward_before(spec, params, x):
 
 
 def log_prob_before(spec, params, x):
+    if x.dim() == 2:
+        x = x.expand(params[0].shape[0], *x.shape)
     z, logdet = forward_before(spec, params, x)
     return model.log_normal(z, spec.base_log_var) + logdet
 
