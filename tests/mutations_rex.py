@@ -67,6 +67,10 @@ M = [
  ("x14 V-REx - IRM differences unpaired: restarts shuffled", X,
   'gap = 100 * (group["vrex"] - group["irm"])', 'gap = 100 * (group["vrex"].to_numpy()[::-1] - group["irm"].to_numpy())',
   [T + "::test_figure_5_4_pairs_restarts_and_says_the_thesis_gives_no_numbers"]),
+ ("x17 the Wilson interval's ends left to floating point at k = 0 and k = n", X,
+  "return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))",
+  "return max(0.0, centre - half), min(1.0, centre + half)",
+  [T + "::test_wilson_interval_by_hand", T + "::test_report_draws_shares_of_none_and_all"]),
 ]
 if __name__ == "__main__":
     main(M)

@@ -252,6 +252,19 @@ def test_wilson_interval_by_hand():
     z2 = 1.959963984540054 ** 2
     assert rex_vs_irm.wilson(0, 5) == pytest.approx((0.0, 2 * (z2 / 10) / (1 + z2 / 5)), abs=1e-12)
     assert rex_vs_irm.wilson(0, 5)[1] == pytest.approx(0.4345, abs=1e-4)
+    # the ends exactly: the share 0 (or 1) is inside its interval, not a rounding error outside it
+    assert all(rex_vs_irm.wilson(0, n)[0] == 0.0 and rex_vs_irm.wilson(n, n)[1] == 1.0 for n in range(1, 400))
+
+
+def test_report_draws_shares_of_none_and_all(tmp_path):
+    """A study with no configuration above chance and one with every configuration above (0/6 and 10/10: their
+    floating-point Wilson ends fell a hair inside 0 and 1, and the figure's error bars came out negative)."""
+    import pandas as pd
+
+    rows = [_search_row("irm", i, 0.3) for i in range(6)] + [_search_row("vrex", i, 0.7) for i in range(10)]
+    text = rex_vs_irm.report(pd.DataFrame(rows), pd.DataFrame(), str(tmp_path))
+    assert "| IRM | 0/6 | 0.0% [0.0, 39.0] |" in text and "| V-REx | 10/10 | 100.0% [72.2, 100.0] |" in text
+    assert (tmp_path / "above_chance.png").exists()
 
 
 def test_figure_5_4_pairs_restarts_and_says_the_thesis_gives_no_numbers(tmp_path):

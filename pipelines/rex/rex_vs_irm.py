@@ -233,14 +233,15 @@ def _differences(frame) -> str:
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a binomial share k / n (no continuity correction; scipy's
-    ``binomtest(k, n).proportion_ci(method="wilson")``); (0, 1) when n = 0."""
+    ``binomtest(k, n).proportion_ci(method="wilson")``); (0, 1) when n = 0. Its ends are exactly 0 at k = 0 and 1
+    at k = n (in floating point they come out a hair inside, and the share would stand outside its own interval)."""
     if n <= 0:
         return 0.0, 1.0
     share = k / n
     scale = 1 + z * z / n
     centre = (share + z * z / (2 * n)) / scale
     half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def collapsed(frame) -> "np.ndarray":
