@@ -109,10 +109,11 @@ def test_the_real_mnist_test_split_is_mnist_gzipped_and_gunzipped(tmp_path):
     assert gz.fingerprint == gunzipped.fingerprint  # both directories are named mnist
 
 
-def test_domainbeds_mnist_preset_without_data_dir_is_refused(tmp_path, no_ray, capsys):
-    """`domainbed --preset mnist` without --data-dir swept the embedded digits under a preset named for MNIST."""
-    assert cli.main(["run", "domainbed", "--preset", "mnist", "--results", str(tmp_path / "results")]) == 2
+@pytest.mark.parametrize("preset", ["mnist", "paper"])
+def test_domainbeds_mnist_presets_without_data_dir_are_refused(tmp_path, no_ray, capsys, preset):
+    """`domainbed --preset mnist` (or paper) without --data-dir swept the embedded digits under a preset for MNIST."""
+    assert cli.main(["run", "domainbed", "--preset", preset, "--results", str(tmp_path / "results")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "domainbed's preset mnist is for real data files, not the embedded stand-in: give --data-dir DIR" in line
+    assert f"domainbed's preset {preset} is for real data files, not the embedded stand-in: give --data-dir DIR" in line
     with pytest.raises(RayStarted):  # the smoke preset still runs on the embedded digits
         cli.main(["run", "domainbed", "--preset", "smoke", "--results", str(tmp_path / "results")])
