@@ -35,6 +35,7 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'cmnist-search/smoke': ('smoke-9e273ed464', {'search': (1, '0d23e28beb9e')}),
     'cmnist-search/paper': ('paper-32a7a6e357', {'search': (1, 'a335188ac674')}),
     'rex-vs-irm/smoke': ('smoke-b5d1e862e5', {'fixed': (72, '154a6b9a797f'), 'search': (4, '22164a3f894d')}),
+    'rex-vs-irm/cpu': ('cpu-61a8158e07', {'fixed': (180, '7d59860155d3'), 'search': (8, '27856ae7c8d9')}),
     'rex-vs-irm/paper': ('paper-1c5de08c19', {'fixed': (216, 'd617045b3eeb'), 'search': (8, '84e517c7224b')}),
     'toy-sem/smoke': ('smoke-df14a75bae', {'grid': (64, '5bec2c00d1fd')}),
     'toy-sem/paper': ('paper-119b6a6ac5', {'grid': (320, '1a132d9952bf')}),
@@ -77,7 +78,7 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'naf-vae/paper': ('paper-6f6d94058a', {'fits': (20, '81deb51d3dce')}),
     # the bhn study, pinned when it landed (issue 31)
     'bhn-toy/smoke': ('smoke-491f3ca56f', {'fits': (8, 'f1c06283cff3')}),
-    'bhn-toy/cpu': ('cpu-a39ccb5615', {'fits': (60, '04ecb440f630')}),
+    'bhn-toy/cpu': ('cpu-eb3a0e8e98', {'fits': (60, '7a1efd31ff2e')}),
     'bhn-toy/paper': ('paper-a10475012f', {'fits': (90, 'ffbddd176e6c')}),
     'bhn-classify/smoke': ('smoke-c004c724c7', {'fits': (8, 'ceb99cd1a435')}),
     'bhn-classify/cpu': ('cpu-617338d253', {'fits': (45, '5dbc02eadb7b')}),

@@ -51,10 +51,7 @@ STYLES = {"erm": ("o", "-"), "irm": ("s", "--"), "vrex": ("^", "-."), "mmrex": (
 VARIANT_NAMES = {"class": "Class imbalance", "digit": "Digit (shape) imbalance", "color": "Color imbalance"}
 NAMES = {m: methods.get(m).display for m in METHODS}
 
-# The thesis's random searches (§5.4.1): "for small values of p, IRM never achieves better than random chance
-# performance, while REx does better than random in 4.4%/23.7%/2.0% of trials, respectively, in the class/digit/color
-# imbalance scenarios for p = 0.1/0.1/0.2" (340 configurations each). Per variant: (that p, REx's share in %).
-THESIS_SEARCH = {"class": (0.1, 4.4), "digit": (0.1, 23.7), "color": (0.2, 2.0)}
+THESIS_SEARCH = hparams.SEARCH_ABOVE_CHANCE  # per variant: (the thesis's small p, REx's share above chance in %)
 SMALL_PS = {variant: p for variant, (p, _) in THESIS_SEARCH.items()}
 CHANCE = 0.5  # a configuration beats chance when its test accuracy is above this (the test domain's classes are balanced)
 COLLAPSE_NLL = 0.01  # collapsed: every domain's NLL within this of ln 2 (outputs ~0.5 everywhere: a constant predictor)
