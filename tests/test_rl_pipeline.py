@@ -229,6 +229,22 @@ def test_killed_trial_resumes_from_its_checkpoint_with_the_same_evaluations(ray_
     assert flat(returns) == pytest.approx(flat(clean_returns), abs=1e-6)  # resumed exactly where it stopped
 
 
+def test_tuned_values_fall_back_to_all_rows_per_method_when_asha_stopped_every_one_of_them():
+    """One ASHA serves every method: when it stopped all of vrex's configurations but not irm's, vrex's best is its
+    best stopped one (the CI flake of stop 38: vrex's runs trained at the settings' values instead)."""
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "method": ["irm", "irm", "vrex", "vrex"], "trial_key": ["a", "b", "c", "d"],
+        "penalty_weight": [1.0, 2.0, 3.0, 4.0], "anneal_iters": [10, 20, 30, 40],
+        "train_return": [-17.0, -35.0, -35.5, -7.0], "stopped_early": [False, True, True, True],
+    })
+    tuned = rl_spurious.tuned_values(rows)
+    assert tuned["irm"] == {"penalty_weight": 1.0, "anneal_iters": 10, "hparams_from": "tune:a"}  # finished beats stopped
+    assert tuned["vrex"] == {"penalty_weight": 4.0, "anneal_iters": 40, "hparams_from": "tune:d"}
+    assert rl_spurious.tuned_values(rows.iloc[:0]) == {}
+
+
 @pytest.mark.e2e
 def test_runs_stage_trains_each_method_with_its_tuned_values(ray_session, tmp_path):
     """stages=tune,runs on the toy task, 2 tune configurations per penalized method: the runs get the best of them."""

@@ -23,6 +23,8 @@ the pipeline is listed, checked and reported without them.
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from core import methods
 from core.rl.hparams import AGENT, DOMAINS, RUNS
 from core.rl.layouts import LAYOUTS, kept_entries, parse_hide
@@ -198,11 +200,18 @@ def stages(settings: dict) -> list[Stage]:
 def tuned_values(tune_rows) -> dict[str, dict]:
     """method -> the tune stage's best (penalty_weight, anneal_iters) and the row they come from.
 
-    Best = highest training-domain return among the configurations ASHA let
-    run to the end (all of them when it stopped every one), ties by trial key.
+    Best = highest training-domain return among the method's configurations
+    ASHA let run to the end (all of the method's when it stopped every one of
+    them: one ASHA serves every method, so that is decided per method), ties
+    by trial key.
     """
-    finished = tune_rows[~tune_rows["stopped_early"].astype(bool)] if "stopped_early" in tune_rows else tune_rows
-    pool = finished if len(finished) else tune_rows
+    if len(tune_rows) == 0:
+        return {}
+    pools = []
+    for _, rows in tune_rows.groupby("method", sort=True):
+        finished = rows[~rows["stopped_early"].astype(bool)] if "stopped_early" in rows else rows
+        pools.append(finished if len(finished) else rows)
+    pool = pd.concat(pools) if pools else tune_rows
     return {
         best.group[0]: {"penalty_weight": float(best.row["penalty_weight"]), "anneal_iters": int(best.row["anneal_iters"]),
                         "hparams_from": f"tune:{best.row['trial_key']}"}
