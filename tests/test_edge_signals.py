@@ -18,9 +18,10 @@ from pipelines.engine.store import ResultStore
 
 pytestmark = pytest.mark.e2e  # every test here drives a real Ray sweep
 
-# 8 configurations of a few seconds each: the first write batch (5 s after the first finished trial) leaves work to do.
+# 8 configurations of ~12 s each (1,500 steps took ~1.5 s: on a quiet machine all 8 were done before the first write
+# batch, so SIGTERM came after the end): the first write batch (5 s after the first finished trial) leaves work to do.
 TOY = ["--set", "settings=FOU,FEU", "--set", "methods=irm,vrex", "--set", "repetitions=2",
-       "--set", "steps=1500", "--set", "eval_every=500"]
+       "--set", "steps=12000", "--set", "eval_every=3000"]
 TOTAL = 8
 
 
