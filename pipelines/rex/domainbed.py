@@ -78,35 +78,6 @@ PRESET_HELP = {
     "paper": "DomainBed's sweep: both datasets, 5 algorithms, 20 draws x 3 trials x every test-environment set, 5,001 steps (needs --data-dir)",
 }
 
-# DomainBed's published results (domainbed/results/2020_10_06_7df6f06/results.tex): per rule, dataset and algorithm,
-# the test-environment cells and the Avg.
-PUBLISHED = {
-    "iid": {"ColoredMNIST": {"erm": ("71.7 ± 0.1", "72.9 ± 0.2", "10.0 ± 0.1", "51.5"),
-                             "irm": ("72.5 ± 0.1", "73.3 ± 0.5", "10.2 ± 0.3", "52.0"),
-                             "groupdro": ("73.1 ± 0.3", "73.2 ± 0.2", "10.0 ± 0.2", "52.1"),
-                             "vrex": ("72.4 ± 0.3", "72.9 ± 0.4", "10.2 ± 0.0", "51.8")},
-            "RotatedMNIST": {"erm": ("95.9 ± 0.1", "98.9 ± 0.0", "98.8 ± 0.0", "98.9 ± 0.0", "98.9 ± 0.0", "96.4 ± 0.0", "98.0"),
-                             "irm": ("95.5 ± 0.1", "98.8 ± 0.2", "98.7 ± 0.1", "98.6 ± 0.1", "98.7 ± 0.0", "95.9 ± 0.2", "97.7"),
-                             "groupdro": ("95.6 ± 0.1", "98.9 ± 0.1", "98.9 ± 0.1", "99.0 ± 0.0", "98.9 ± 0.0", "96.5 ± 0.2", "98.0"),
-                             "vrex": ("95.9 ± 0.2", "99.0 ± 0.1", "98.9 ± 0.1", "98.9 ± 0.1", "98.7 ± 0.1", "96.2 ± 0.2", "97.9")}},
-    "loo": {"ColoredMNIST": {"erm": ("50.0 ± 0.2", "50.1 ± 0.2", "10.0 ± 0.0", "36.7"),
-                             "irm": ("46.7 ± 2.4", "51.2 ± 0.3", "23.1 ± 10.7", "40.3"),
-                             "groupdro": ("50.1 ± 0.5", "50.0 ± 0.5", "10.2 ± 0.1", "36.8"),
-                             "vrex": ("50.2 ± 0.4", "50.5 ± 0.5", "10.1 ± 0.0", "36.9")},
-            "RotatedMNIST": {"erm": ("95.3 ± 0.2", "98.9 ± 0.1", "98.9 ± 0.1", "98.8 ± 0.1", "98.5 ± 0.1", "96.2 ± 0.2", "97.7"),
-                             "irm": ("94.5 ± 0.5", "98.2 ± 0.2", "98.7 ± 0.1", "96.6 ± 1.5", "98.4 ± 0.1", "95.8 ± 0.1", "97.0"),
-                             "groupdro": ("95.7 ± 0.3", "98.7 ± 0.1", "98.9 ± 0.1", "98.6 ± 0.2", "98.6 ± 0.2", "95.3 ± 0.9", "97.6"),
-                             "vrex": ("95.8 ± 0.2", "98.7 ± 0.0", "98.5 ± 0.1", "98.9 ± 0.1", "74.0 ± 20.1", "95.5 ± 0.5", "93.6")}},
-    "oracle": {"ColoredMNIST": {"erm": ("71.8 ± 0.4", "72.9 ± 0.1", "28.7 ± 0.5", "57.8"),
-                                "irm": ("72.0 ± 0.1", "72.5 ± 0.3", "58.5 ± 3.3", "67.7"),
-                                "groupdro": ("73.5 ± 0.3", "73.0 ± 0.3", "36.8 ± 2.8", "61.1"),
-                                "vrex": ("72.8 ± 0.3", "73.0 ± 0.3", "55.2 ± 4.0", "67.0")},
-               "RotatedMNIST": {"erm": ("95.3 ± 0.2", "98.7 ± 0.1", "98.9 ± 0.1", "98.7 ± 0.2", "98.9 ± 0.0", "96.2 ± 0.2", "97.8"),
-                                "irm": ("94.9 ± 0.6", "98.7 ± 0.2", "98.6 ± 0.1", "98.6 ± 0.2", "98.7 ± 0.1", "95.2 ± 0.3", "97.5"),
-                                "groupdro": ("95.9 ± 0.1", "99.0 ± 0.1", "98.9 ± 0.1", "98.8 ± 0.1", "98.6 ± 0.1", "96.3 ± 0.4", "97.9"),
-                                "vrex": ("95.5 ± 0.2", "99.0 ± 0.0", "98.7 ± 0.2", "98.8 ± 0.1", "98.8 ± 0.0", "96.4 ± 0.0", "97.9")}},
-}
-
 
 def load_data(settings: dict, data_dir: str | None):
     """The source: every split of the MNIST-format directory merged (DomainBed's 70,000), or the embedded digits."""
@@ -195,8 +166,8 @@ def report(trials, curves, out_dir: str) -> str:
     """DomainBed's three tables (one per selection rule, ours beside the published rows) and the selection figure."""
     frame = selection.records(trials, curves)
     envs = {d: ENVIRONMENTS[d] for d in DATASETS}
-    text, sweeps = selection.rule_tables(frame, envs, list(METHODS), NAMES, PUBLISHED)
-    selection.selection_figure(sweeps, envs, list(METHODS), NAMES, f"{out_dir}/selection.png", PUBLISHED,
+    text, sweeps = selection.rule_tables(frame, envs, list(METHODS), NAMES, dbh.PUBLISHED)
+    selection.selection_figure(sweeps, envs, list(METHODS), NAMES, f"{out_dir}/selection.png", dbh.PUBLISHED,
                                extra_envs={"ColoredMNIST": 2})
     runs = trials.groupby(["dataset", "method"]).size()
     counts = ", ".join(f"{d} {NAMES.get(m, m)}: {n}" for (d, m), n in runs.items())
