@@ -118,6 +118,9 @@ M = [
   [P + "::test_presets_size_the_sweep"]),
  ("p2 draws without the pairs (no leave-one-domain-out)", "pipelines/rex/domainbed.py",
   'pairs=dataset in settings["loo_datasets"])', "pairs=False)", [P]),
+ ("p3 a published table written in the pipeline (a second home)", "pipelines/rex/domainbed.py",
+  "\n\n\ndef load_data(", "\n\n\nPUBLISHED = dbh.PUBLISHED\n\n\ndef load_data(",
+  [R + "::test_published_tables_are_defined_only_in_the_core_registries"]),
 ]
 if __name__ == "__main__":
     main(M)

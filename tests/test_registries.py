@@ -142,3 +142,16 @@ def test_memorization_presets_follow_chapter_3():
     assert sorted({e["seed"] for c in easy_configs for e in c["block"]}) == list(range(100))
     assert resolve_settings(easy.PIPELINE, "paper", [])["n_train"] == 1000
     assert {(c["width"], c["lr"]) for c in _configs(sensitivity.PIPELINE, "paper")} == {(16, 0.01)}
+
+
+def test_published_tables_are_defined_only_in_the_core_registries():
+    """The registry rule, by source: a module-level ``*PUBLISHED* = `` outside ``core/<part>/hparams.py`` is a second home."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"^[A-Z_]*PUBLISHED[A-Z_]*\s*(:[^=]*)?=", re.M)
+    offenders = [str(path.relative_to(root)) for folder in ("core", "tasks", "pipelines", "benchmarks")
+                 for path in sorted((root / folder).rglob("*.py"))
+                 if pattern.search(path.read_text()) and not (path.parts[-3] == "core" and path.name == "hparams.py")]
+    assert offenders == []
