@@ -131,6 +131,9 @@ M += [
   [TG + "::test_the_domainbed_projection_matches_a_hand_computation"]),
  ("e39 DomainBed projection: one evaluation per run", DBS, "checkpoints * n_images * eval_per_image", "n_images * eval_per_image",
   [TG + "::test_the_domainbed_projection_matches_a_hand_computation"]),
+ ("e50 the running line shows only the trial that reported last", "pipelines/engine/sink.py",
+  'running = [t for t in trials if t.trial_id in self.curves and (t is trial or t.status == "RUNNING")]', "running = [trial]",
+  ["tests/test_sink_rows.py::test_the_running_line_names_every_running_trial_at_its_latest_step"]),
 ]
 
 if __name__ == "__main__":

@@ -43,3 +43,21 @@ def test_a_row_finishes_when_its_trial_last_reported_not_when_its_batch_is_writt
     (row,) = store.rows
     assert row["finished_at"] == datetime.fromtimestamp(reported, timezone.utc)
     assert row["node_id"] == "node-a"
+
+
+def test_the_running_line_names_every_running_trial_at_its_latest_step(capsys):
+    """Two trials in flight: the minute's line shows both (not only the one whose report came last); a finished one drops out."""
+    sink = _sink(_Store())
+    sink.progress.running_every_s = 0.0
+    a = SimpleNamespace(trial_id="a", config={"lr": 0.1}, status="RUNNING", last_result={})
+    b = SimpleNamespace(trial_id="b", config={"lr": 0.2}, status="RUNNING", last_result={})
+    report = lambda step, acc: {**Report(step, False, [{"acc": acc}], "n").to_tune(), "training_iteration": step}
+    sink.on_trial_result(1, [a, b], a, report(3, 0.5))
+    sink.on_trial_result(2, [a, b], b, report(1, 0.25))
+    sink.on_trial_result(3, [a, b], a, report(4, 0.75))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].endswith("running: lr=0.1 at step 4: acc=0.7500; lr=0.2 at step 1: acc=0.2500")
+    b.status = "TERMINATED"
+    sink.curves.pop("b")
+    sink.on_trial_result(4, [a, b], a, report(5, 0.8))
+    assert capsys.readouterr().out.rstrip().endswith("running: lr=0.1 at step 5: acc=0.8000")

@@ -106,18 +106,23 @@ class ResultSink(tune.Callback):
         self.oldest = 0.0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        stage = self.stage
         step = int(result.get("step", result["training_iteration"]))
         report = self.curves.setdefault(trial.trial_id, {})[step] = Report.from_tune(result)
-        if report.metrics and not result.get(FINAL):
-            def describe() -> str:  # the trial's label and metric, built only when a line is due
-                trained = configurations(dict(trial.config))
-                value = report.metrics[0].get(stage.metric)
-                shown = f"{stage.metric}={format_value(value)}" if isinstance(value, (int, float)) else ""
-                block = f" (+{len(trained) - 1} in block)" if len(trained) > 1 else ""
-                return f"{stage.label(trained[0])}{block} at step {step}: {shown}".rstrip(": ")
+        if report.metrics and not result.get(FINAL):  # every running trial's latest report, built only when a line is due
+            running = [t for t in trials if t.trial_id in self.curves and (t is trial or t.status == "RUNNING")]
+            self.progress.running(lambda: "; ".join(filter(None, map(self._describe, running))))
 
-            self.progress.running(describe)
+    def _describe(self, trial) -> str:
+        """A running trial's label, block size, latest step and metric ('' before its first metrics)."""
+        step = max(self.curves[trial.trial_id])
+        report = self.curves[trial.trial_id][step]
+        if not report.metrics:
+            return ""
+        trained = configurations(dict(trial.config))
+        value = report.metrics[0].get(self.stage.metric)
+        shown = f"{self.stage.metric}={format_value(value)}" if isinstance(value, (int, float)) else ""
+        block = f" (+{len(trained) - 1} in block)" if len(trained) > 1 else ""
+        return f"{self.stage.label(trained[0])}{block} at step {step}: {shown}".rstrip(": ")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         stage = self.stage
