@@ -1,8 +1,8 @@
 """The BHN study's images: seeded splits with a held-out class, and the OOD sets (docs bayes.md §a.2 B4, §b).
 
-- :func:`load_images`: an MNIST-format directory (``core.data.load_idx_dir``: the training split when present, else
-  the test split t10k, the smoke/cpu data), or the embedded deformed digits when ``data_dir`` is None; pixels /255
-  in [0, 1], flattened to (N, 784) as the reference's ``mnist.pkl.gz``.
+- :func:`load_images`: an MNIST-format directory (``core.data.load_idx_merged``: every split there, the training split
+  first, so train + t10k is ``mnist.pkl.gz``'s 70,000 in order; t10k alone is the smoke/cpu data), or the embedded
+  deformed digits when ``data_dir`` is None; pixels /255 in [0, 1], flattened to (N, 784) as ``mnist.pkl.gz``.
 - :func:`make_split`: a seeded partition into train / valid / test by sizes, then, as ``dk_anomaly_detection.py``'s
   ``split_by_exclude`` (``ooc=1``, ``exclude=3``), the excluded class leaves every part, the remaining labels are
   renumbered 0..C−1 in class order, and the excluded images **of the training part** are the held-out OOD set.
