@@ -13,7 +13,8 @@ configuration, the last ``final``; the metrics themselves are core.naf.metrics (
   is NaN); ``heat`` = q's mass on a 64 × 64 grid (report figures).
 - :func:`sinewave_trainable` (naf-sinewave): ``mode_mass_0.6/1.2/1.8`` and ``kl_nats`` by quadrature over q's noise.
 - :func:`tabular_trainable` (naf-tabular): ``test_ll_nats`` of the best-validation checkpoint, its ± 2 s.e. over
-  test points, ``entropy_gap_nats`` where the density is known, epochs to best.
+  test points, ``entropy_gap_nats`` where the density is known, epochs to best; transformer ``zuko-maf`` is the
+  library anchor (core.naf.library: zuko's MAF, one seed after another, the same data order and protocol).
 - :func:`vae_trainable` (naf-vae): test ``elbo`` and ``iw_bound`` of the best-validation-ELBO checkpoint.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ from core.naf import metrics
 from core.naf import sinewave as sw
 from core.naf.metrics import noise, sample_block
 from tasks.report import Report, configurations, tune_reporter
+
+LIBRARY_MAF = "zuko-maf"  # naf-tabular's library anchor (core.naf.library), not a core.flows transformer
 
 
 def spec_of(config: dict, dim: int) -> FlowSpec:
@@ -175,8 +178,42 @@ def sinewave_trainable(config: dict, data=None) -> None:
 # ============================================================================ naf-tabular
 
 
+def tabular_minibatches(n: int, batch: int, seeds: list[int]):
+    """step -> (K, batch) training indices, configuration k's order from its seed alone."""
+    return epoch_minibatches(n, batch, [torch.Generator().manual_seed(1_000_003 * s + 41) for s in seeds])
+
+
+def _tabular_rows(ll: torch.Tensor, data: ndata.Tabular) -> list[dict]:
+    true_ll = torch.from_numpy(ndata.mixture6_log_prob(data.test)) if data.name == "mixture6" else None
+    return metrics.tabular_ll_metrics(ll, true_ll)
+
+
+def library_tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
+    """``zuko-maf``: the library's MAF (core.naf.library), one model per seed in turn, our data order and protocol."""
+    from core.naf import library
+
+    start, rows = time.time(), []
+    seeds = seeds_of(config)
+    train, val, test = (torch.from_numpy(np.ascontiguousarray(p)) for p in (data.train, data.val, data.test))
+    batch, max_epochs = int(config["batch"]), int(config["max_epochs"])
+    for seed in seeds:
+        flow = library.zuko_maf(data.dim, int(config["flows"]), int(config["hidden"]), int(config.get("hidden_layers", 1)), seed)
+        minibatch = tabular_minibatches(len(train), batch, [seed])
+        on_epoch = (lambda epoch, nll: report(Report(step=epoch, final=False, metrics=[{"val_nll": nll}]))) if len(seeds) == 1 else None
+        result = library.fit_maf(flow, train, val, lambda step, m=minibatch: m(step)[0], lr=float(config["lr"]), batch=batch,
+                                 max_epochs=max_epochs, patience=int(config["patience"]), clip=clip_of(config), on_epoch=on_epoch)
+        (row,) = _tabular_rows(library.best_log_prob(result, test)[None], data)
+        rows.append(dict(row, val_nll_best=result.best_val_nll, epochs_to_best=float(result.best_epoch), epochs_run=float(result.epochs_run)))
+    for row in rows:
+        row["wall_s"] = time.time() - start
+    report(Report(step=max_epochs, final=True, metrics=rows))
+    return rows
+
+
 def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
     """Maximum likelihood with minibatches, validation NLL every epoch, best-validation checkpoint, patience (epochs)."""
+    if config["transformer"] == LIBRARY_MAF:
+        return library_tabular_run(config, data, report)
     start = time.time()
     seeds = seeds_of(config)
     spec = spec_of(config, data.dim)
@@ -184,7 +221,7 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
     train, val, test = (torch.from_numpy(np.ascontiguousarray(p)) for p in (data.train, data.val, data.test))
     batch = int(config["batch"])
     per_epoch = max(1, len(train) // batch)
-    minibatch = epoch_minibatches(len(train), batch, [torch.Generator().manual_seed(1_000_003 * s + 41) for s in seeds])
+    minibatch = tabular_minibatches(len(train), batch, seeds)
 
     def loss_fn(step: int) -> torch.Tensor:
         return -flow.log_prob(spec, params, train[minibatch(step)]).mean(1)
@@ -202,8 +239,7 @@ def tabular_run(config: dict, data: ndata.Tabular, report) -> list[dict]:
                  eval_every=per_epoch, patience=int(config["patience"]), on_eval=on_eval)
     with torch.no_grad():  # in float64: an exp-scale (maf) flow can overflow float32 on a heavy-tailed test point
         ll = mean_log_prob([p.double() for p in result.best_params], test.double())
-    true_ll = torch.from_numpy(ndata.mixture6_log_prob(data.test)) if data.name == "mixture6" else None
-    rows = metrics.tabular_ll_metrics(ll, true_ll)
+    rows = _tabular_rows(ll, data)
     for k, row in enumerate(rows):
         row.update(val_nll_best=float(result.best_metric[k]), epochs_to_best=float(int(result.best_step[k]) // per_epoch + 1),
                    epochs_run=float(int(result.steps_done[k]) / per_epoch), wall_s=time.time() - start)

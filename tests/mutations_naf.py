@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mutation_runner import main
 
 F, T, E, C = "tests/test_flows.py", "tests/test_flows_train.py", "tests/test_flows_energies.py", "tests/test_flows_coupling.py"
-ORA = "tests/test_flows_oracle.py"
+ORA, NP = "tests/test_flows_oracle.py", "tests/test_naf_pipelines.py"
 TR, MO, MA, TN = "core/flows/transformers.py", "core/flows/model.py", "core/flows/made.py", "core/flows/train.py"
 EN, CO = "core/flows/energies.py", "core/flows/coupling.py"
 M = [
@@ -192,6 +192,23 @@ M += [
  ("g33 DDSF one-input layer weighted by sigmoid(u_), not softmax (= 1)", TR,
   "pre = h * torch.softmax(u_, -1).view(u_.shape[0], 1, 1, d) * a + b", "pre = h * torch.sigmoid(u_).view(u_.shape[0], 1, 1, d) * a + b", [F]),
  ("g34 DDSF chain rule skipped after the first layer", TR, "    if logj_prev is None:  # log dh/dx = 0", "    if True:  # log dh/dx = 0", [F]),
+ # the library anchor (core/naf/library.py: zuko's MAF with naf-tabular's protocol; maf_experiments.py's rules)
+ ("z1 anchor keeps the last epoch, not the best validation", "core/naf/library.py", "        if val_nll < best_val:\n",
+  "        if True:\n", [NP + "::test_library_anchor_keeps_the_best_validation_checkpoint"]),
+ ("z2 anchor's patience off by one", "core/naf/library.py", "        if epoch - best_epoch > patience:", "        if epoch - best_epoch >= patience:",
+  [NP + "::test_library_anchor_stops_after_patience_epochs_without_improvement"]),
+ ("z3 anchor's test log-likelihood sign flipped", "core/naf/library.py", "    return mean_log_prob(copy.deepcopy(fit.best).double(), test.double())",
+  "    return -mean_log_prob(copy.deepcopy(fit.best).double(), test.double())", [NP + "::test_library_anchor_keeps_the_best_validation_checkpoint"]),
+ ("z4 anchor trained in blocks of seeds (sequential, sharing one trial)", "pipelines/naf/tabular.py",
+  'common.block_configs(library, settings["seeds"], 1)', 'common.block_configs(library, settings["seeds"], settings["block_size"])',
+  [NP + "::test_sinewave_and_tabular_presets"]),
+ ("z5 anchor without the flows extra not refused", "pipelines/naf/tabular.py",
+  'if LIBRARY_MAF in settings["transformers"] and importlib.util.find_spec("zuko") is None:', "if False:",
+  [NP + "::test_library_anchor_needs_the_flows_extra"]),
+ ("z6 anchor reads seed 0's data order for every seed", "tasks/naf.py", "minibatch = tabular_minibatches(len(train), batch, [seed])",
+  "minibatch = tabular_minibatches(len(train), batch, [0])", [NP + "::test_library_anchor_reads_each_seeds_own_data_order"]),
+ ("z7 anchor rows without their note in the report", "pipelines/naf/tabular.py", "    if LIBRARY_MAF in set(frame[\"transformer\"]):\n        anchor = (",
+  "    if False:\n        anchor = (", [NP + "::test_sinewave_and_tabular_reports"]),
 ]
 
 if __name__ == "__main__":

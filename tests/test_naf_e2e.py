@@ -9,7 +9,7 @@ from pipelines.naf import sinewave, tabular, toy, vae
 TINY = {
     toy: (["targets=U4,mog4", "energy_steps=60", "density_steps=60", "eval_samples=2000", "eval_every=30"], 8),
     sinewave: (["steps=100", "eval_every=50"], 4),
-    tabular: (["max_epochs=2", "mixture6_train=500", "hidden=16"], 4),
+    tabular: (["max_epochs=2", "mixture6_train=500", "hidden=16"], 6),  # maf, dsf (2-seed blocks), zuko-maf (one per trial)
     vae: (["epochs=1", "hidden=32", "iw_samples=5", "posteriors=gaussian,dsf"], 2),
 }
 

@@ -79,15 +79,18 @@ def test_sinewave_and_tabular_presets():
     assert len(rows(cpu)) == 2 * 2 * 5 and {(c["steps"], c["batch"], c["lr"], c["ds_dim"]) for c in cpu} == {(20_000, 320, 0.01, 24)}
     assert {(c["final_linear"], tasks.clip_of(c)) for c in cpu} == {(False, None)} and not tasks.spec_of(cpu[0], 1).final_linear
     t_smoke = expand(tabular.PIPELINE, "smoke")
-    assert len(t_smoke) == 2 and len(rows(t_smoke)) == 4 and {c["flows"] for c in t_smoke} == {2}
+    assert len(t_smoke) == 2 + 2 and len(rows(t_smoke)) == 6 and {c["flows"] for c in t_smoke} == {2}
     t_cpu = expand(tabular.PIPELINE, "cpu")
-    assert len(t_cpu) == 8 and len(rows(t_cpu)) == 24
+    assert len(t_cpu) == 8 + 2 * 3 and len(rows(t_cpu)) == 24 + 6
+    library = [c for c in t_cpu if c["transformer"] == tasks.LIBRARY_MAF]  # the anchor: one seed per trial, every dataset
+    assert {len(c["block"]) for c in library} == {1} and sorted(c["dataset"] for c in library) == ["digits63"] * 3 + ["mixture6"] * 3
     n = hparams.NAF_TABULAR
     assert {(c["hidden"], c["lr"], c["batch"], c["patience"], c["ds_dim"], c["clip"]) for c in t_cpu} == \
         {(n["hidden"], n["lr"], n["batch"], n["patience"], n["ds_dim"], n["clip"])}
     paper = expand(tabular.PIPELINE, "paper")
-    maf_power = [c for c in paper if c["transformer"] == "maf" and c["dataset"] == "hepmass"]
-    assert {c["hidden"] for c in maf_power} == {512} and {c["flows"] for c in maf_power} == {5, 10}
+    maf_power = [c for c in paper if c["transformer"] in ("maf", tasks.LIBRARY_MAF) and c["dataset"] == "hepmass"]
+    assert {c["hidden"] for c in maf_power} == {512} and {(c["transformer"], c["flows"]) for c in maf_power} == \
+        {("maf", 5), ("maf", 10), (tasks.LIBRARY_MAF, 5), (tasks.LIBRARY_MAF, 10)}
 
 
 BAD = {
@@ -199,6 +202,62 @@ def test_tabular_trainable_best_checkpoint_and_gap():
         assert row["val_nll_best"] == pytest.approx(min(reports[i].metrics[out.index(row)]["val_nll"] for i in range(4)))
 
 
+def _library_config(**kw) -> dict:
+    return dict(dict(dataset="mixture6", transformer=tasks.LIBRARY_MAF, flows=2, hidden=16, hidden_layers=1, lr=3e-2, batch=50,
+                     max_epochs=8, patience=30, clip=5.0, block=[{"seed": 0}]), **kw)
+
+
+def test_library_anchor_keeps_the_best_validation_checkpoint():
+    """zuko's MAF on data whose test split is its validation split: the row's test LL is minus the best validation NLL,
+    not the last epoch's (a large lr makes the validation NLL move both ways)."""
+    pytest.importorskip("zuko")
+    from core.naf import data as nd
+
+    base = nd.load_mixture6(400, 200, 10)
+    data = nd.Tabular("mixture6-val-as-test", base.train, base.val, base.val.copy(), "test")
+    reports = []
+    (row,) = tasks.tabular_run(_library_config(lr=0.1, max_epochs=6), data, reports.append)
+    val = [r.metrics[0]["val_nll"] for r in reports if not r.final]
+    assert len(val) == 6 and int(np.argmin(val)) != len(val) - 1  # the last epoch is not the best
+    assert row["val_nll_best"] == pytest.approx(min(val)) and row["epochs_to_best"] == 1 + int(np.argmin(val))
+    assert row["test_ll_nats"] == pytest.approx(-min(val), abs=1e-4) and reports[-1].final
+
+
+def test_library_anchor_stops_after_patience_epochs_without_improvement():
+    pytest.importorskip("zuko")
+    from core.naf import data as nd
+
+    data = nd.load_mixture6(400, 200, 100)
+    (row,) = tasks.tabular_run(_library_config(lr=0.3, max_epochs=40, patience=2), data, lambda r: None)
+    assert row["epochs_run"] < 40 and row["epochs_run"] == row["epochs_to_best"] + 2 + 1  # maf_experiments' impatient rule
+
+
+def test_library_anchor_reads_each_seeds_own_data_order(monkeypatch):
+    pytest.importorskip("zuko")
+    from core.naf import data as nd
+
+    order = tasks.tabular_minibatches(400, 50, [2, 5])
+    alone = tasks.tabular_minibatches(400, 50, [5])
+    assert all(torch.equal(order(step)[1], alone(step)[0]) for step in range(20))  # a seed's order is its own in any block
+    seen = []
+    real = tasks.tabular_minibatches
+    monkeypatch.setattr(tasks, "tabular_minibatches", lambda n, b, seeds: seen.append(list(seeds)) or real(n, b, seeds))
+    data = nd.load_mixture6(400, 100, 100)
+    first = tasks.tabular_run(_library_config(max_epochs=1, block=[{"seed": 5}]), data, lambda r: None)
+    again = tasks.tabular_run(_library_config(max_epochs=1, block=[{"seed": 5}]), data, lambda r: None)
+    assert seen == [[5], [5]] and first[0]["test_ll_nats"] == again[0]["test_ll_nats"]
+
+
+def test_library_anchor_needs_the_flows_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zuko" else real(name, *a))
+    with pytest.raises(GensweepError, match=r"transformer zuko-maf needs the 'flows' extra \(zuko not installed\)"):
+        resolve_settings(tabular.PIPELINE, "smoke", [])
+    resolve_settings(tabular.PIPELINE, "smoke", ["transformers=maf,dsf"])  # without the anchor: fine
+
+
 # ------------------------------------------------------------------------------------------- reports
 
 
@@ -237,7 +296,10 @@ def test_sinewave_and_tabular_reports(tmp_path):
     text = tabular.report(tab, None, str(tmp_path))
     assert "| power | DDSF | 5 | 100 | 0.510 ± 0.006 |" in text and "0.62 ± 0.01 [V]" in text
     assert "| NAF DDSF (5) | V | 0.62 ± 0.01 | 11.91 ± 0.13 | -15.09 ± 0.40 | -8.86 ± 0.15 | 157.73 ± 0.04 |" in text
-    assert "| FFJORD | V | 0.46 |" in text and "| B-NAF | R |" in text
+    assert "| FFJORD | V | 0.46 |" in text and "| B-NAF | R |" in text and "library anchor" not in text
+    anchor = tab.assign(transformer=tasks.LIBRARY_MAF, test_ll_nats=0.3)
+    text = tabular.report(pd.concat([tab, anchor]), None, str(tmp_path))
+    assert "| power | MAF (zuko, library anchor) | 5 | 100 | 0.300 ± 0.000 |" in text and "zuko's `MAF` (core.naf.library" in text
 
 
 def test_mode_coverage_counts_modes_with_half_their_mass():

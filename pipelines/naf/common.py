@@ -10,7 +10,8 @@ from pipelines.engine import reports
 from pipelines.engine.spec import GensweepError, Setting
 
 SHAPE_KEYS = ("transformer", "flows", "hidden", "hidden_layers", "ds_dim", "ds_layers")
-DISPLAY = {"maf": "affine (MAF, exp-scale)", "affine-gated": "affine (NAF code, gated)", "dsf": "DSF", "ddsf": "DDSF"}
+DISPLAY = {"maf": "affine (MAF, exp-scale)", "affine-gated": "affine (NAF code, gated)", "dsf": "DSF", "ddsf": "DDSF",
+           "zuko-maf": "MAF (zuko, library anchor)"}
 
 
 def transformers_setting(default: list[str], help_text: str = "transformers (affine-gated = NAF code's IAF, maf = MAF's)") -> Setting:

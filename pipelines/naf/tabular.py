@@ -12,19 +12,24 @@ Report: our table, the published UCI table of NAF / MAF (and §e's anchors) with
 from __future__ import annotations
 
 
+import importlib.util
+
+from core.flows.spec import TRANSFORMERS
 from core.naf import data as ndata
 from core.naf import hparams
 from pipelines.engine import reports
-from pipelines.engine.spec import Grid, Pipeline, Setting, Stage
+from pipelines.engine.spec import GensweepError, Grid, Pipeline, Setting, Stage
 from pipelines.naf import common
-from tasks.naf import tabular_trainable
+from tasks.naf import LIBRARY_MAF, tabular_trainable
 
 N = hparams.NAF_TABULAR
 DIMS = {"mixture6": ndata.MIXTURE6_DIM, "digits63": 63, **hparams.MAF_DIMS}
 
 SETTINGS = {
     "datasets": Setting(["mixture6"], "data sets (offline: mixture6, digits63; MAF's five need --data-dir)", choices=ndata.TABULAR),
-    "transformers": common.transformers_setting(["maf", "dsf"]),
+    "transformers": Setting(["maf", "dsf", LIBRARY_MAF], "transformers (affine-gated = NAF code's IAF, maf = MAF's; "
+                            f"{LIBRARY_MAF} = the library anchor, zuko's MAF, one seed per trial; extra 'flows')",
+                            choices=(*TRANSFORMERS, LIBRARY_MAF)),
     "flows": Setting([2], "flows (list; NAF's table: 5 and 10)", ge=1, item=int),
     "seeds": Setting(2, "seeds per (dataset, transformer, flows)", ge=1),
     "block_size": Setting(5, "seeds trained together in one trial", ge=1),
@@ -44,19 +49,24 @@ SETTINGS = {
 }
 PRESETS = {
     "smoke": dict(hidden=64, max_epochs=20, mixture6_train=5_000),
-    "cpu": dict(datasets=["mixture6", "digits63"], transformers=["maf", "affine-gated", "dsf", "ddsf"], flows=[5], seeds=3, max_epochs=200),
-    "paper": dict(datasets=list(hparams.UCI_DATASETS), transformers=["maf", "dsf", "ddsf"], flows=[5, 10], seeds=5, maf_widths=True),
+    "cpu": dict(datasets=["mixture6", "digits63"], transformers=["maf", "affine-gated", "dsf", "ddsf", LIBRARY_MAF], flows=[5],
+                seeds=3, max_epochs=200),
+    "paper": dict(datasets=list(hparams.UCI_DATASETS), transformers=["maf", "dsf", "ddsf", LIBRARY_MAF], flows=[5, 10], seeds=5,
+                  maf_widths=True),
 }
 PRESET_HELP = {
-    "smoke": "mixture6 with 5k training points, {maf, dsf}, 2 flows, MADE 64, 20 epochs, 2 seeds: runs, no claim",
-    "cpu": "mixture6 (50k) + digits63, 4 transformers, 5 flows, 3 seeds, <= 200 epochs (N5: 400), patience 30",
-    "paper": "MAF's five sets (--data-dir), {maf, dsf, ddsf} x {5, 10} flows, 5 seeds, N5's defaults: GPU-days",
+    "smoke": "mixture6 with 5k training points, {maf, dsf, zuko-maf}, 2 flows, MADE 64, 20 epochs, 2 seeds: runs, no claim",
+    "cpu": "mixture6 (50k) + digits63, 4 transformers + zuko's MAF, 5 flows, 3 seeds, <= 200 epochs (N5: 400), patience 30",
+    "paper": "MAF's five sets (--data-dir), {maf, dsf, ddsf, zuko-maf} x {5, 10} flows, 5 seeds, N5's defaults: GPU-days",
 }
 
 
 def check(settings: dict) -> None:
     for name in settings["datasets"]:
         common.check_hidden(settings["hidden"], DIMS[name], name)
+    if LIBRARY_MAF in settings["transformers"] and importlib.util.find_spec("zuko") is None:
+        raise GensweepError(f"transformer {LIBRARY_MAF} needs the 'flows' extra (zuko not installed): pip install "
+                            f"'gensweep[flows]', or leave it out: --set transformers=maf,dsf")
 
 
 def configs(settings: dict) -> list[dict]:
@@ -65,11 +75,13 @@ def configs(settings: dict) -> list[dict]:
     for name in settings["datasets"]:
         for transformer in settings["transformers"]:
             hidden = settings["hidden"]
-            if transformer == "maf" and settings["maf_widths"] and name in hparams.MAF_HIDDEN:
+            if transformer in ("maf", LIBRARY_MAF) and settings["maf_widths"] and name in hparams.MAF_HIDDEN:
                 hidden = hparams.MAF_HIDDEN[name]
             for flows in settings["flows"]:
                 shared.append(dict({k: settings[k] for k in keys}, dataset=name, transformer=transformer, flows=flows, hidden=hidden))
-    return common.block_configs(shared, settings["seeds"], settings["block_size"])
+    ours = [c for c in shared if c["transformer"] != LIBRARY_MAF]
+    library = [c for c in shared if c["transformer"] == LIBRARY_MAF]  # one model per trial: no block to share
+    return common.block_configs(ours, settings["seeds"], settings["block_size"]) + common.block_configs(library, settings["seeds"], 1)
 
 
 def stages(settings: dict) -> list[Stage]:
@@ -122,9 +134,15 @@ def report(frame, curves, out_dir: str) -> str:
             curves = curves.assign(step=curves.groupby("trial_key").cumcount() + 1)
         reports.curves_figure(curves, "flow", ["val_nll"], f"{out_dir}/naf_tabular_curves.png", "validation NLL per epoch (mean over seeds)")
         truth += "\n![learning curves](naf_tabular_curves.png)\n"
+    anchor = ""
+    if LIBRARY_MAF in set(frame["transformer"]):
+        anchor = (f"\n{common.DISPLAY[LIBRARY_MAF]}: zuko's `MAF` (core.naf.library: monotonic affine transformers, a ReLU MADE "
+                  "of the same width per flow, orders alternating natural / reversed, base N(0, I)) trained on the same data "
+                  "one seed per trial, with each seed's data order, Adam, clip and patience as our rows: a library's MAF "
+                  "beside ours, not the same model.\n")
     return ("Mean test log-likelihood (nats, higher is better) of the best-validation checkpoint; ± s.e. over seeds, and the mean "
             "over seeds of ± 2 s.e. over test points (the MAF paper's error bars). mixture6 and digits63 are our offline "
-            "constructions: no published numbers.\n\n" + table + truth
+            "constructions: no published numbers.\n\n" + table + anchor + truth
             + "\nPublished (test LL, nats; NAF's ± over 5 runs, MAF-paper rows: 2 s.e. over test points of one run):\n\n" + published_table())
 
 
