@@ -302,6 +302,15 @@ def test_sinewave_and_tabular_reports(tmp_path):
     assert "| power | MAF (zuko, library anchor) | 5 | 100 | 0.300 ± 0.000 |" in text and "zuko's `MAF` (core.naf.library" in text
 
 
+def test_tabular_curves_one_panel_per_dataset_with_a_diverged_flow(tmp_path):
+    frame = pd.DataFrame([dict(trial_key=f"{d}-{t}", dataset=d, transformer=t, flows=5) for d in ("mixture6", "digits63")
+                          for t in ("dsf", "maf")])
+    curves = pd.DataFrame([dict(trial_key=k, step=e, val_nll=(float("nan") if k == "mixture6-maf" and e > 2 else 10 + 5 / e))
+                           for k in frame["trial_key"] for e in range(1, 31)])
+    tabular.curves_figure(frame, curves, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
 def test_mode_coverage_counts_modes_with_half_their_mass():
     truth = metrics.truth_grid("mog4")
     assert metrics.mode_coverage("mog4", truth, truth) == 1.0

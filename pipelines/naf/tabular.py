@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
+
 from core.flows.spec import TRANSFORMERS
 from core.naf import data as ndata
 from core.naf import hparams
@@ -106,6 +108,45 @@ def published_table() -> str:
     return reports.markdown_table(["published model", "tag", *hparams.UCI_DATASETS], rows)
 
 
+def curves_figure(frame, curves, path: str) -> None:
+    """Validation NLL per epoch, mean over seeds: one panel per dataset, one line per flow; the y range from the best
+    value to the worst one at epoch 10 (the first epochs and a diverged flow would flatten the rest); mixture6's
+    true entropy dashed."""
+    names = {r.trial_key: (r.dataset, f"{common.DISPLAY.get(r.transformer, r.transformer)} ×{int(r.flows)}") for r in frame.itertuples()}
+    curves = curves[curves["val_nll"].notna() & curves["trial_key"].isin(names)]
+    if "step" not in curves:  # one curve row per evaluation (epoch), in order
+        curves = curves.assign(step=curves.groupby("trial_key").cumcount() + 1)
+    curves = curves.assign(dataset=curves["trial_key"].map(lambda k: names[k][0]), flow=curves["trial_key"].map(lambda k: names[k][1]))
+    datasets = sorted(set(curves["dataset"]))
+    if not datasets:
+        return
+    fig, axes = reports.figure(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        part = curves[curves["dataset"] == name]
+        finite = []
+        for flow, g in part.groupby("flow"):
+            series = g.groupby("step")["val_nll"].mean()
+            series = series[np.isfinite(series.to_numpy())]
+            ax.plot(series.index, series.values, label=flow)
+            finite.append(series)
+        values = [v for s_ in finite for v in s_.to_numpy()]
+        if values:
+            top = max([s_[s_.index >= 10].iloc[0] for s_ in finite if (s_.index >= 10).any()] or [max(values)])
+            low = min(values)
+            if name == "mixture6":
+                h = ndata.mixture6_entropy()[0]
+                ax.axhline(h, ls="--", color="k", lw=0.8, label=f"true entropy {h:.3f}")
+                low = min(low, h)
+            ax.set_ylim(low - 0.05 * (top - low), top + 0.05 * (top - low))
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation NLL (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("validation NLL per epoch (mean over seeds)")
+    reports.save_figure(fig, path)
+
+
 def report(frame, curves, out_dir: str) -> str:
     rows = []
     for (name, transformer, flows, hidden), g in frame.groupby(["dataset", "transformer", "flows", "hidden"], sort=True):
@@ -127,12 +168,7 @@ def report(frame, curves, out_dir: str) -> str:
         truth = (f"\nmixture6's true entropy: {h:.4f} nats (Monte Carlo over {ndata.MIXTURE6_ENTROPY_SAMPLES:,} samples, s.e. {se:.4f}): "
                  f"a perfect model's expected test LL is {-h:.3f}; the gap column is true minus model LL on the same test points.\n")
     if curves is not None and len(curves) and "val_nll" in curves and "trial_key" in curves:
-        names = {r.trial_key: f"{r.dataset} {r.transformer} x{int(r.flows)}" for r in frame.itertuples()}
-        curves = curves[curves["val_nll"].notna() & curves["trial_key"].isin(names)]
-        curves = curves.assign(flow=curves["trial_key"].map(names))
-        if "step" not in curves:  # one curve row per evaluation (epoch), in order
-            curves = curves.assign(step=curves.groupby("trial_key").cumcount() + 1)
-        reports.curves_figure(curves, "flow", ["val_nll"], f"{out_dir}/naf_tabular_curves.png", "validation NLL per epoch (mean over seeds)")
+        curves_figure(frame, curves, f"{out_dir}/naf_tabular_curves.png")
         truth += "\n![learning curves](naf_tabular_curves.png)\n"
     anchor = ""
     if LIBRARY_MAF in set(frame["transformer"]):
