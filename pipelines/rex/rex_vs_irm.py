@@ -295,24 +295,10 @@ def _chance_table(frame, path: str) -> str:
     variants = _variants(frame)
     fig, axes = reports.figure(1, len(variants), figsize=(5 * len(variants), 4), squeeze=False)
     methods_here = _methods(frame)
-    for ax, variant in zip(axes[0], variants):
-        for j, method in enumerate(methods_here):
-            mine = [o for o in outcomes if o["variant"] == variant and o["method"] == method]
-            if not mine:
-                continue
-            ps = np.array([o["shift_p"] for o in mine]) + 0.01 * (j - (len(methods_here) - 1) / 2)  # side by side
-            shares = np.array([100 * o["above"] / o["n"] for o in mine])
-            errors = np.array([[s - 100 * o["low"] for s, o in zip(shares, mine)], [100 * o["high"] - s for s, o in zip(shares, mine)]])
-            marker, line = STYLES[method]
-            ax.errorbar(ps, shares, yerr=errors, marker=marker, ls=line, capsize=3, label=NAMES[method])
-        small, share = THESIS_SEARCH[variant]
-        ax.plot([small, small], [share, 0.0], "kx", ms=9, mew=2, label="thesis: REx, IRM")
-        ax.set_title(VARIANT_NAMES[variant])
-        ax.set_xlabel("p")
-        ax.set_ylabel("% of configurations beating chance")
-        ax.set_xlim(-0.02, 0.52)
-        ax.set_ylim(-2, 102)
-        ax.legend(fontsize=8)
+    if all(len({o["shift_p"] for o in outcomes if o["variant"] == v}) == 1 for v in variants):
+        _draw_shares_per_method(axes[0], variants, methods_here, outcomes)  # searched at one p each (search_at=small)
+    else:
+        _draw_shares_against_p(axes[0], variants, methods_here, outcomes)
     reports.save_figure(fig, path)
     note = (f"Per study: configurations with test accuracy > {100 * CHANCE:g}% (the thesis's count), the share with its "
             "Wilson score 95% interval (binomial, no continuity correction), and the thesis's share at its small p (its "
@@ -328,6 +314,58 @@ def _chance_table(frame, path: str) -> str:
     header = ["variant", "p", "method", "above chance", "share [95% CI]", "thesis", "collapsed", "against colour",
               "follows colour", "above, not degenerate"]
     return note + reports.markdown_table(header, rows) + "\n![share beating chance](above_chance.png)\n"
+
+
+def _errors(shares, mine):
+    """Error-bar lengths (below, above) of each share (%) from its Wilson interval."""
+    return np.array([[s - 100 * o["low"] for s, o in zip(shares, mine)], [100 * o["high"] - s for s, o in zip(shares, mine)]])
+
+
+def _draw_shares_against_p(axes, variants, methods_here, outcomes) -> None:
+    """One panel per variant: each method's share beating chance against p, the thesis's shares at its small p."""
+    for ax, variant in zip(axes, variants):
+        for j, method in enumerate(methods_here):
+            mine = [o for o in outcomes if o["variant"] == variant and o["method"] == method]
+            if not mine:
+                continue
+            ps = np.array([o["shift_p"] for o in mine]) + 0.01 * (j - (len(methods_here) - 1) / 2)  # side by side
+            shares = np.array([100 * o["above"] / o["n"] for o in mine])
+            marker, line = STYLES[method]
+            ax.errorbar(ps, shares, yerr=_errors(shares, mine), marker=marker, ls=line, capsize=3, label=NAMES[method])
+        small, share = THESIS_SEARCH[variant]
+        ax.plot([small, small], [share, 0.0], "kx", ms=9, mew=2, label="thesis: REx, IRM")
+        ax.set_title(VARIANT_NAMES[variant])
+        ax.set_xlabel("p")
+        ax.set_ylabel("% of configurations beating chance")
+        ax.set_xlim(-0.02, 0.52)
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=8)
+
+
+def _draw_shares_per_method(axes, variants, methods_here, outcomes) -> None:
+    """One panel per variant searched at a single p: each method's share beating chance with its interval, and the
+    thesis's shares (REx beside V-REx, IRM's "never") as crosses."""
+    top = max([100 * o["high"] for o in outcomes] + [share for _, share in THESIS_SEARCH.values()])
+    for ax, variant in zip(axes, variants):
+        mine = [next((o for o in outcomes if o["variant"] == variant and o["method"] == m), None) for m in methods_here]
+        for j, (method, o) in enumerate(zip(methods_here, mine)):
+            if o is None:
+                continue
+            share = np.array([100 * o["above"] / o["n"]])
+            marker, _ = STYLES[method]
+            ax.errorbar([j], share, yerr=_errors(share, [o]), marker=marker, ls="none", capsize=4, ms=8, label=NAMES[method])
+        p = next(o["shift_p"] for o in mine if o is not None)
+        small, share = THESIS_SEARCH[variant]
+        thesis = [(methods_here.index(m) + 0.2, s) for m, s in (("vrex", share), ("irm", 0.0)) if m in methods_here]  # beside ours
+        if thesis and math.isclose(p, small):  # the thesis counts at its small p only
+            ax.plot(*zip(*thesis), "kx", ms=10, mew=2, label="thesis (340 configurations): REx, IRM")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xticks(range(len(methods_here)), [NAMES[m] for m in methods_here])
+        n = max(o["n"] for o in mine if o is not None)
+        ax.set_title(f"{VARIANT_NAMES[variant]}, p = {p:g} ({n} configurations)")
+        ax.set_ylabel("% beating chance (Wilson 95%)")
+        ax.set_ylim(-2, min(102, top + 8))
+        ax.legend(fontsize=8, loc="upper left")
 
 
 def _selected_table(frame) -> str:
