@@ -78,7 +78,7 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'naf-vae/paper': ('paper-6f6d94058a', {'fits': (20, '81deb51d3dce')}),
     # the bhn study, pinned when it landed (issue 31)
     'bhn-toy/smoke': ('smoke-491f3ca56f', {'fits': (8, 'f1c06283cff3')}),
-    'bhn-toy/cpu': ('cpu-eb3a0e8e98', {'fits': (60, '7a1efd31ff2e')}),
+    'bhn-toy/cpu': ('cpu-4a31edd312', {'fits': (60, '6e413faa3c36')}),
     'bhn-toy/paper': ('paper-a10475012f', {'fits': (90, 'ffbddd176e6c')}),
     'bhn-classify/smoke': ('smoke-c004c724c7', {'fits': (8, 'ceb99cd1a435')}),
     'bhn-classify/cpu': ('cpu-617338d253', {'fits': (45, '5dbc02eadb7b')}),

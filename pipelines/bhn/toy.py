@@ -49,15 +49,16 @@ SETTINGS = {
 DEPARTURES = {"temper": 0.0, "init_log_scale": REFERENCE_LOG_SCALE}  # enter a config only when set (recorded ids stay)
 PRESETS = {
     "smoke": {},
-    # tempering over the first 40 % of the steps from a unit-spread init (issue 31: without both, every family sits
-    # on one branch of the product net; docs/results/bhn.md)
-    "cpu": dict(posteriors=list(POSTERIORS), seeds=5, steps=10_000, temper=0.4, init_log_scale=0.0),
+    # tempering over the first 40 % of the steps from a unit-spread init, 256 draws per step (issue 31: without the
+    # first two every family sits on one branch of the product net; with 64 draws the gradient noise tips realnvp onto
+    # one branch in 2 of 5 seeds; docs/results/bhn.md)
+    "cpu": dict(posteriors=list(POSTERIORS), seeds=5, steps=10_000, samples=256, temper=0.4, init_log_scale=0.0),
     "paper": dict(posteriors=list(POSTERIORS), coupling=[4, 8], seeds=5, steps=10_000, eval_samples=100_000),
 }
 PRESET_HELP = {
     "smoke": "product + linear x {mean-field, realnvp x4} x 2 seeds, 2,000 steps: runs, no claim",
     "cpu": "product + linear x {map, linear, mean-field, realnvp, iaf, dsf} (flows x4) x 5 seeds, 10,000 steps, "
-           "likelihood tempered over the first 40 % (AVO) from a unit-spread init",
+           "likelihood tempered over the first 40 % (AVO) from a unit-spread init, 256 draws of q per step (default 64)",
     "paper": "cpu with coupling {4, 8} and 100,000 evaluation draws, the reference's plain log joint and init (no "
              "tempering; the toys are CPU-sized; B1 has figures only)",
 }
@@ -121,13 +122,16 @@ def checks(frame) -> list[str]:
     if len(mf):
         lines.append(f"- product, mean-field: one branch (P(a > 0) < 0.05 or > 0.95) in {int(mf['one_branch'].sum())}/{len(mf)} "
                      f"seeds; KL {col(mf, 'kl')}")
+    mf_kl = dict(zip(mf["seed"], mf["kl"]))
     for fam in [f for f in sorted(set(prod["family"]), key=family_order) if f.split()[0] in FLOWS]:
         g = prod[prod["family"] == fam]
-        both = int(g["both_branches"].sum())
-        lower = len(mf) and float(g["kl"].mean()) < float(mf["kl"].mean())
-        ok = both >= 0.8 * len(g) and lower
-        lines.append(f"- product, {fam}: both branches (0.3 ≤ P(a > 0) ≤ 0.7) in {both}/{len(g)} seeds; KL {col(g, 'kl')} "
-                     f"{'below' if lower else 'not below'} mean-field's → {'yes' if ok else 'no'}")
+        both = g["both_branches"].to_numpy() > 0
+        # paired by seed (a seed draws the data and the init): one seed's heavy tail cannot sink the others
+        lower = np.array([kl < mf_kl.get(seed, -np.inf) for seed, kl in zip(g["seed"], g["kl"])])
+        ok = int((both & lower).sum()) >= 0.8 * len(g)
+        lines.append(f"- product, {fam}: both branches (0.3 ≤ P(a > 0) ≤ 0.7) in {int(both.sum())}/{len(g)} seeds, both "
+                     f"with KL below mean-field's on the same seed in {int((both & lower).sum())}/{len(g)}; KL {col(g, 'kl')} "
+                     f"(median {float(g['kl'].median()):.3f}) → {'yes' if ok else 'no'}")
     return lines
 
 
