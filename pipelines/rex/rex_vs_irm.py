@@ -351,9 +351,9 @@ def _draw_shares_per_method(axes, variants, methods_here, outcomes) -> None:
         for j, (method, o) in enumerate(zip(methods_here, mine)):
             if o is None:
                 continue
-            share = np.array([100 * o["above"] / o["n"]])
+            ours = np.array([100 * o["above"] / o["n"]])
             marker, _ = STYLES[method]
-            ax.errorbar([j], share, yerr=_errors(share, [o]), marker=marker, ls="none", capsize=4, ms=8, label=NAMES[method])
+            ax.errorbar([j], ours, yerr=_errors(ours, [o]), marker=marker, ls="none", capsize=4, ms=8, label=NAMES[method])
         p = next(o["shift_p"] for o in mine if o is not None)
         small, share = THESIS_SEARCH[variant]
         thesis = [(methods_here.index(m) + 0.2, s) for m, s in (("vrex", share), ("irm", 0.0)) if m in methods_here]  # beside ours
