@@ -108,13 +108,15 @@ def spec_of(config: dict, classes: int = 10) -> bm.BHNSpec:
 
 
 def train_model(config: dict, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, x_valid, y_valid, seed: int, epochs: int,
-                progress=None, model: bm.BHNModel | None = None) -> tuple[bm.BHNModel, btrain.FitResult]:
-    """Init (data-dependent, on the first 64 training images) unless ``model`` is given (warm start), then fit."""
+                progress=None, model: bm.BHNModel | None = None, optimizer: torch.optim.Optimizer | None = None
+                ) -> tuple[bm.BHNModel, btrain.FitResult]:
+    """Init (data-dependent, on the first 64 training images) unless ``model`` is given (warm start, with its
+    ``optimizer`` when given), then fit."""
     if model is None:
         model = bm.init_model(spec, x[: bm.INIT_BATCH], seed)
     result = btrain.fit(model, spec, x, y, x_valid, y_valid, epochs, float(config["lr"]), int(config["batch"]), seed,
                         valid_samples=int(config.get("valid_samples", 20)), anneal=bool(config.get("anneal", False)),
-                        progress=progress)
+                        progress=progress, optimizer=optimizer)
     return model, result
 
 
@@ -294,7 +296,7 @@ def active_run(config: dict, data: Images, report) -> dict:
                                   split.num_classes)
     rng = np.random.default_rng(10_007 * seed + 3)
     gen = torch.Generator().manual_seed(7_919 * seed + 5)
-    epochs, model, curve = int(config["epochs"]), None, []
+    epochs, model, optimizer, curve = int(config["epochs"]), None, None, []
     for step in range(int(config["steps"]) + 1):
         if step > 0:
             values = active_values_fn(model, x_all, str(config["acquisition"]), int(config["mc_samples"]), gen)  # None: random
@@ -302,7 +304,11 @@ def active_run(config: dict, data: Images, report) -> dict:
             if config["params_reset"] == "random":
                 model = None
         idx = torch.as_tensor(state.labelled)
-        model, _ = train_model(config, spec, x_all[idx], y_all[idx], None, None, 1_000 * seed + step, epochs, model=model)
+        if model is None:  # a fresh model gets a fresh Adam; a warm start keeps both (the reference's train_func)
+            model = bm.init_model(spec, x_all[idx][: bm.INIT_BATCH], 1_000 * seed + step)
+            optimizer = btrain.make_optimizer(model, float(config["lr"]))
+        model, _ = train_model(config, spec, x_all[idx], y_all[idx], None, None, 1_000 * seed + step, epochs, model=model,
+                               optimizer=optimizer)
         acc = prob_metrics(predict(model, x_test, int(config["test_samples"]), 7_919 * seed + 11), y_test)["test_acc"]
         curve.append((len(state.labelled), acc))
         if step < int(config["steps"]):

@@ -71,6 +71,12 @@ M = [
   "lower = np.full(len(g), float(g[\"kl\"].mean()) < float(mf[\"kl\"].mean()))", [f"{P}::test_toy_report"]),
  ("p24 toy check: a seed counted on KL alone, branches ignored", TO, "ok = int((both & lower).sum())", "ok = int(lower.sum())",
   [f"{P}::test_toy_report"]),
+ ("p25 warm start with a fresh Adam per acquisition (the NaN jolt of 05:29)", TB,
+  "epochs, model=model,\n                               optimizer=optimizer)", "epochs, model=model)",
+  [f"{P}::test_active_run_warm_start_keeps_one_adam"]),
+ ("p26 fit ignores the optimizer it is given", "core/bhn/train.py",
+  "optimizer = make_optimizer(model, lr) if optimizer is None else optimizer", "optimizer = make_optimizer(model, lr)",
+  [f"{P}::test_active_run_warm_start_keeps_one_adam"]),
 ]
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def test_classify_presets():
     cpu = expand(classify.PIPELINE, "cpu")
     assert len(cpu) == 5 * 3 * 3 and {c["labels"] for c in cpu} == {100, 1000, 7000}
     assert {(c["n_train"], c["n_valid"], c["n_test"]) for c in cpu} == {(7000, 1000, 2000)}
+    assert {(c["epochs"], c["lr"]) for c in cpu} == {(100, 1e-3)}  # a point of launch_IAF_MNIST_MLP's grid, half its epochs
     paper = expand(classify.PIPELINE, "paper")
     assert {c["lr"] for c in paper} == {1e-4} and {c["test_samples"] for c in paper} == {200} and max(c["labels"] for c in paper) == 50_000
     assert {c["coupling"] for c in paper if c["posterior"] == "realnvp"} == {4, 8}
@@ -258,6 +259,37 @@ def test_active_run_remove_never_reacquires(blobs, one_thread):
     assert [n for n, _ in curve] == [20, 25, 30, 35] and [r.step for r in reports] == [20, 25, 30, 35] and reports[-1].final
     assert row["unique_labels"] == row["labels"] == 35 and row["pool_left"] == 500 - 15
     assert math.isnan(row["mean_acc_100_500"]) and row["auc"] == pytest.approx(np.mean([a for _, a in curve]))
+
+
+@pytest.mark.parametrize("reset", ["none", "random"])
+def test_active_run_warm_start_keeps_one_adam(blobs, one_thread, monkeypatch, reset):
+    """params_reset none: every fit continues one Adam (its step count runs on over the acquisitions, as the reference's
+    compiled train_func keeps its Adam state); random: a fresh model and a fresh Adam per acquisition."""
+    real, seen = tasks.btrain.fit, []
+
+    def spy(model, *args, optimizer=None, **kwargs):
+        before = sum(int(s["step"]) for s in optimizer.state.values()) if optimizer is not None else None
+        result = real(model, *args, optimizer=optimizer, **kwargs)
+        seen.append((optimizer, before, sum(h["steps"] for h in result.history)))
+        return result
+
+    monkeypatch.setattr(tasks.btrain, "fit", spy)
+    settings = tiny(active.PIPELINE, ["models=bhn", "posteriors=realnvp", "acquisitions=random", "steps=2", "acquire=5",
+                                      "subset=40", "mc_samples=2", "epochs=2", "n_train=600", "n_test=200", "candidates=100",
+                                      "test_samples=2", "hidden=8", f"params_reset={reset}"])
+    tasks.active_run(active.configs(settings)[0], blobs, lambda r: None)
+    optimizers = [o for o, _, _ in seen]
+    assert len(seen) == 3 and all(o is not None for o in optimizers)
+    if reset == "none":
+        assert all(o is optimizers[0] for o in optimizers)
+        done = 0
+        for _, before, steps in seen:
+            assert before == done * len(optimizers[0].state)  # every parameter's Adam step count carried over
+            done += steps
+        state = optimizers[0].state
+        assert len(state) > 0 and sum(int(s["step"]) for s in state.values()) == done * len(state)
+    else:
+        assert len({id(o) for o in optimizers}) == 3 and all(before == 0 for _, before, _ in seen)
 
 
 def test_active_run_reference_pool_grows(blobs, one_thread):

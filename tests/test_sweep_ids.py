@@ -81,7 +81,7 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'bhn-toy/cpu': ('cpu-4a31edd312', {'fits': (60, '6e413faa3c36')}),
     'bhn-toy/paper': ('paper-a10475012f', {'fits': (90, 'ffbddd176e6c')}),
     'bhn-classify/smoke': ('smoke-c004c724c7', {'fits': (8, 'ceb99cd1a435')}),
-    'bhn-classify/cpu': ('cpu-617338d253', {'fits': (45, '5dbc02eadb7b')}),
+    'bhn-classify/cpu': ('cpu-92c7bca186', {'fits': (45, 'a4fceda02aa5')}),
     'bhn-classify/paper': ('paper-d8a8849f88', {'fits': (147, '4bd5aff17945')}),
     'bhn-active/smoke': ('smoke-869ee5a5ba', {'loops': (4, 'db1e7c4cc2f9')}),
     'bhn-active/cpu': ('cpu-78a429185d', {'loops': (33, '24b86b13e490')}),

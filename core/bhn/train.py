@@ -71,13 +71,15 @@ def train_step(model: bm.BHNModel, optimizer: torch.optim.Optimizer, x: torch.Te
 
 def fit(model: bm.BHNModel, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, x_valid: torch.Tensor | None,
         y_valid: torch.Tensor | None, epochs: int, lr: float, batch: int, seed: int, valid_samples: int = 20,
-        anneal: bool = False, progress: Callable[[int, dict], None] | None = None) -> FitResult:
+        anneal: bool = False, progress: Callable[[int, dict], None] | None = None,
+        optimizer: torch.optim.Optimizer | None = None) -> FitResult:
     """Train in place; restore the best-validation weights (none given: the last). ``progress(epoch, entry)``
-    after each epoch."""
+    after each epoch. ``optimizer``: continue with this Adam and its moments (a warm start, as the reference's
+    compiled ``train_func`` keeps its Adam state across active-learning acquisitions); None: a fresh one at ``lr``."""
     if spec != model.spec:
         raise ValueError("spec differs from the model's spec")
     gen = torch.Generator().manual_seed(int(seed))
-    optimizer = make_optimizer(model, lr)
+    optimizer = make_optimizer(model, lr) if optimizer is None else optimizer
     n = len(x)
     history: list[dict] = []
     best_acc, best_epoch, best_state = 0.0, -1, None  # utils.train_model: rec = 0, save when va_acc > rec

@@ -38,15 +38,15 @@ SETTINGS = {
 PAPER_LABELS = [100, 500, 1000, 2000, 5000, 10_000, 50_000]
 PRESETS = {
     "smoke": dict(lr=1e-3),
-    "cpu": dict(labels=[100, 1000, 7000], lr=1e-3, posteriors=["mean-field", "realnvp", "iaf"], seeds=3, epochs=20, test_samples=100),
+    "cpu": dict(labels=[100, 1000, 7000], lr=1e-3, posteriors=["mean-field", "realnvp", "iaf"], seeds=3, epochs=100, test_samples=100),
     "paper": dict(labels=PAPER_LABELS, posteriors=["mean-field", "realnvp", "iaf"], coupling=[4, 8], seeds=3, epochs=200,
                   test_samples=B2["test_samples"], n_train=50_000, n_valid=10_000, n_test=10_000),
 }
 PRESET_HELP = {
     "smoke": "sizes {500, 2000} x {map, mcdropout, bhn mean-field, bhn realnvp x4}, 10 epochs, Adam 1e-3, 1 seed, 50 MC samples; "
              "MNIST test split (--data-dir) or embedded digits: runs, no claim",
-    "cpu": "MNIST test split 7k/1k/2k, sizes {100, 1000, 7000} x {map, mcdropout, bhn mean-field / realnvp / iaf}, 20 epochs, "
-           "3 seeds, Adam 1e-3 (reference 1e-4), 100 MC samples at test (reference 200)",
+    "cpu": "MNIST test split 7k/1k/2k, sizes {100, 1000, 7000} x {map, mcdropout, bhn mean-field / realnvp / iaf}, 100 epochs "
+           "(the IAF launcher: 200), 3 seeds, Adam 1e-3 (the launcher's grid: 1e-3, 1e-4), 100 MC samples at test (reference 200)",
     "paper": "MNIST 50k/10k/10k (--data-dir), sizes 100-50,000, coupling {4, 8}, 200 epochs, 200 MC samples (the MLP; "
              "the CIFAR CNN is not built)",
 }
