@@ -108,15 +108,15 @@ def spec_of(config: dict, classes: int = 10) -> bm.BHNSpec:
 
 
 def train_model(config: dict, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, x_valid, y_valid, seed: int, epochs: int,
-                progress=None, model: bm.BHNModel | None = None, optimizer: torch.optim.Optimizer | None = None
-                ) -> tuple[bm.BHNModel, btrain.FitResult]:
+                progress=None, model: bm.BHNModel | None = None, optimizer: torch.optim.Optimizer | None = None,
+                tail: bool = False) -> tuple[bm.BHNModel, btrain.FitResult]:
     """Init (data-dependent, on the first 64 training images) unless ``model`` is given (warm start, with its
-    ``optimizer`` when given), then fit."""
+    ``optimizer`` when given), then fit (``tail``: keep each epoch's partial last minibatch)."""
     if model is None:
         model = bm.init_model(spec, x[: bm.INIT_BATCH], seed)
     result = btrain.fit(model, spec, x, y, x_valid, y_valid, epochs, float(config["lr"]), int(config["batch"]), seed,
                         valid_samples=int(config.get("valid_samples", 20)), anneal=bool(config.get("anneal", False)),
-                        progress=progress, optimizer=optimizer)
+                        progress=progress, optimizer=optimizer, tail=tail)
     return model, result
 
 
@@ -308,7 +308,7 @@ def active_run(config: dict, data: Images, report) -> dict:
             model = bm.init_model(spec, x_all[idx][: bm.INIT_BATCH], 1_000 * seed + step)
             optimizer = btrain.make_optimizer(model, float(config["lr"]))
         model, _ = train_model(config, spec, x_all[idx], y_all[idx], None, None, 1_000 * seed + step, epochs, model=model,
-                               optimizer=optimizer)
+                               optimizer=optimizer, tail=True)  # dk_AL.py's train_model keeps the partial batch
         acc = prob_metrics(predict(model, x_test, int(config["test_samples"]), 7_919 * seed + 11), y_test)["test_acc"]
         curve.append((len(state.labelled), acc))
         if step < int(config["steps"]):

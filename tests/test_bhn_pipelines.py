@@ -264,19 +264,21 @@ def test_active_run_remove_never_reacquires(blobs, one_thread):
 @pytest.mark.parametrize("reset", ["none", "random"])
 def test_active_run_warm_start_keeps_one_adam(blobs, one_thread, monkeypatch, reset):
     """params_reset none: every fit continues one Adam (its step count runs on over the acquisitions, as the reference's
-    compiled train_func keeps its Adam state); random: a fresh model and a fresh Adam per acquisition."""
+    compiled train_func keeps its Adam state); random: a fresh model and a fresh Adam per acquisition. Every epoch
+    trains on ceil(N / batch) minibatches (dk_AL.py's train_model keeps the partial one)."""
     real, seen = tasks.btrain.fit, []
 
-    def spy(model, *args, optimizer=None, **kwargs):
+    def spy(model, spec, x, *args, optimizer=None, **kwargs):
         before = sum(int(s["step"]) for s in optimizer.state.values()) if optimizer is not None else None
-        result = real(model, *args, optimizer=optimizer, **kwargs)
+        result = real(model, spec, x, *args, optimizer=optimizer, **kwargs)
         seen.append((optimizer, before, sum(h["steps"] for h in result.history)))
+        assert [h["steps"] for h in result.history] == [math.ceil(len(x) / 8)] * 2  # dk_AL keeps the partial batch
         return result
 
     monkeypatch.setattr(tasks.btrain, "fit", spy)
     settings = tiny(active.PIPELINE, ["models=bhn", "posteriors=realnvp", "acquisitions=random", "steps=2", "acquire=5",
                                       "subset=40", "mc_samples=2", "epochs=2", "n_train=600", "n_test=200", "candidates=100",
-                                      "test_samples=2", "hidden=8", f"params_reset={reset}"])
+                                      "test_samples=2", "hidden=8", "batch=8", f"params_reset={reset}"])
     tasks.active_run(active.configs(settings)[0], blobs, lambda r: None)
     optimizers = [o for o, _, _ in seen]
     assert len(seen) == 3 and all(o is not None for o in optimizers)

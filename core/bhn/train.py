@@ -3,8 +3,8 @@
 
 fit, per epoch e = 0..epochs-1: KL weight w = objective.kl_weight(e, epochs, anneal); a fresh permutation of the
 training set (the reference's default ``toshuffle=False`` never reshuffles: the one documented difference) cut
-into N // batch full minibatches (the reference's ``range(N/bs)`` drops the tail; one minibatch of all N when
-N < batch); per minibatch one eps (objective.elbo_loss), backward, total-norm clip 10 then value clip 5, Adam
+into N // batch full minibatches (the reference's ``range(N/bs)`` drops the tail; ``tail`` keeps it,
+as dk_AL.py's active-learning loop does; one minibatch of all N when N < batch); per minibatch one eps (objective.elbo_loss), backward, total-norm clip 10 then value clip 5, Adam
 (torch.optim.Adam, lasagne's defaults 0.9 / 0.999 / 1e-8). After each epoch the validation accuracy of the
 ``valid_samples``-sample MC predictive (utils.evaluate_model, argmax of the mean); weights saved when it improves
 strictly (``va_acc > rec``) and restored at the end. The reference's ``e <= e0`` skips epoch 0 (e0 = 0): we train
@@ -32,11 +32,12 @@ class FitResult:
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, nll, kl, kl_weight, valid_acc, valid_nll, steps
 
 
-def epoch_batches(n: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's minibatches: a fresh permutation, N // batch full batches (the whole set when N < batch)."""
+def epoch_batches(n: int, batch: int, generator: torch.Generator, tail: bool = False) -> list[torch.Tensor]:
+    """One epoch's minibatches: a fresh permutation, N // batch full batches (the whole set when N < batch); with
+    ``tail`` the partial last batch too (dk_AL.py's train_model: ``range(N/bs + int(N%bs > 0))``)."""
     perm = torch.randperm(n, generator=generator)
-    if n <= batch:
-        return [perm]
+    if n <= batch or tail:
+        return list(perm.split(batch))
     return list(perm[: (n // batch) * batch].split(batch))
 
 
@@ -72,10 +73,11 @@ def train_step(model: bm.BHNModel, optimizer: torch.optim.Optimizer, x: torch.Te
 def fit(model: bm.BHNModel, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, x_valid: torch.Tensor | None,
         y_valid: torch.Tensor | None, epochs: int, lr: float, batch: int, seed: int, valid_samples: int = 20,
         anneal: bool = False, progress: Callable[[int, dict], None] | None = None,
-        optimizer: torch.optim.Optimizer | None = None) -> FitResult:
+        optimizer: torch.optim.Optimizer | None = None, tail: bool = False) -> FitResult:
     """Train in place; restore the best-validation weights (none given: the last). ``progress(epoch, entry)``
     after each epoch. ``optimizer``: continue with this Adam and its moments (a warm start, as the reference's
-    compiled ``train_func`` keeps its Adam state across active-learning acquisitions); None: a fresh one at ``lr``."""
+    compiled ``train_func`` keeps its Adam state across active-learning acquisitions); None: a fresh one at ``lr``.
+    ``tail``: keep each epoch's partial last minibatch (:func:`epoch_batches`)."""
     if spec != model.spec:
         raise ValueError("spec differs from the model's spec")
     gen = torch.Generator().manual_seed(int(seed))
@@ -87,7 +89,7 @@ def fit(model: bm.BHNModel, spec: bm.BHNSpec, x: torch.Tensor, y: torch.Tensor, 
         weight = obj.kl_weight(epoch, epochs, anneal)
         model.train()
         sums: dict[str, float] = {}
-        batches = epoch_batches(n, batch, gen)
+        batches = epoch_batches(n, batch, gen, tail)
         for idx in batches:
             terms = train_step(model, optimizer, x[idx], y[idx], n, weight, gen)
             for k, v in terms.items():
