@@ -143,8 +143,9 @@ def curve_figure(frame, path: str) -> None:
             labels, acc = curves[(v, a)]
             mean = 100 * acc.mean(0)
             se = 100 * acc.std(0, ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else np.zeros_like(mean)
-            ax.plot(labels, mean, label=a)
-            ax.fill_between(labels, mean - se, mean + se, alpha=0.2)
+            color = f"C{ACQUISITIONS.index(a)}"  # one colour per acquisition in every panel
+            ax.plot(labels, mean, label=a, color=color)
+            ax.fill_between(labels, mean - se, mean + se, alpha=0.2, color=color)
         top = max(labels.max() for (v2, _), (labels, _) in curves.items() if v2 == v)
         shown = [(n, a) for n, a in anchor if n <= top]  # the anchor only where our curve reaches
         if shown:
