@@ -81,6 +81,10 @@ M = [
   [f"{P}::test_active_run_warm_start_keeps_one_adam"]),
  ("p28 epoch_batches ignores tail", "core/bhn/train.py", "if n <= batch or tail:", "if n <= batch:",
   [f"{P}::test_active_run_warm_start_keeps_one_adam"]),
+ ("p29 active: arch never enters the configs", AC, 'shared["arch"] = settings["arch"]', "pass",
+  [f"{P}::test_active_presets", f"{P}::test_active_run_cnn_trains_the_reference_net"]),
+ ("p30 the model spec ignores arch", TB, 'arch=str(config.get("arch", "mlp"))', 'arch="mlp"',
+  [f"{P}::test_active_run_cnn_trains_the_reference_net"]),
 ]
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def test_active_presets():
     assert len(cpu) == (2 * 4 + 3) * 3  # map has no BALD
     assert {c["acquisition"] for c in cpu if c["model"] == "map"} == {"max_ent", "var_ratio", "random"}
     assert {(c["steps"], c["subset"], c["mc_samples"], c["epochs"], c["batch"], c["lr"], c["pool"]) for c in cpu} == {(48, 2000, 50, 50, 128, 1e-3, "remove")}
-    assert {(c["steps"], c["mc_samples"]) for c in expand(active.PIPELINE, "paper")} == {(98, 100)}
+    assert {(c["steps"], c["mc_samples"], c["arch"]) for c in expand(active.PIPELINE, "paper")} == {(98, 100, "cnn")}  # dk_AL's hyperCNN
+    assert "arch" not in cpu[0] and "arch" not in smoke[0]  # the default stays out of the configs (recorded trial keys)
 
 
 BAD = {
@@ -292,6 +293,21 @@ def test_active_run_warm_start_keeps_one_adam(blobs, one_thread, monkeypatch, re
         assert len(state) > 0 and sum(int(s["step"]) for s in state.values()) == done * len(state)
     else:
         assert len({id(o) for o in optimizers}) == 3 and all(before == 0 for _, before, _ in seen)
+
+
+def test_active_run_cnn_trains_the_reference_net(blobs, one_thread, monkeypatch):
+    """arch=cnn reaches the model: the loop trains dk_AL's CNN (3 convs, 2 dense layers of scales)."""
+    real, archs = tasks.btrain.fit, []
+
+    def spy(model, spec, *args, **kwargs):
+        archs.append([s.kind for s in model.nets[0].shapes])
+        return real(model, spec, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.btrain, "fit", spy)
+    settings = tiny(active.PIPELINE, ["models=mcdropout", "acquisitions=bald", "steps=1", "acquire=5", "subset=40", "mc_samples=2",
+                                      "epochs=1", "n_train=600", "n_test=200", "candidates=100", "test_samples=2", "arch=cnn"])
+    row = tasks.active_run(active.configs(settings)[0], blobs, lambda r: None)
+    assert archs == [["conv"] * 3 + ["dense"] * 2] * 2 and row["labels"] == 25
 
 
 def test_active_run_reference_pool_grows(blobs, one_thread):

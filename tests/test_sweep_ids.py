@@ -85,7 +85,7 @@ GOLDEN: dict[str, tuple[str, dict[str, tuple[int, str]]]] = {
     'bhn-classify/paper': ('paper-d8a8849f88', {'fits': (147, '4bd5aff17945')}),
     'bhn-active/smoke': ('smoke-869ee5a5ba', {'loops': (4, 'db1e7c4cc2f9')}),
     'bhn-active/cpu': ('cpu-78a429185d', {'loops': (33, '24b86b13e490')}),
-    'bhn-active/paper': ('paper-b5b1ef1e06', {'loops': (39, '3981bdf0fd23')}),
+    'bhn-active/paper': ('paper-692bd64820', {'loops': (39, 'db9bc81b755a')}),
     'bhn-ood/smoke': ('smoke-401f5db908', {'models': (42, '9f9527cae358')}),
     'bhn-ood/cpu': ('cpu-15ef753151', {'models': (504, '46be4ada4366')}),
     'bhn-ood/paper': ('paper-23e5e6f76d', {'models': (1740, '125196d6ab5c')}),
