@@ -3,13 +3,14 @@
 
 fit, per epoch e = 0..epochs-1: KL weight w = objective.kl_weight(e, epochs, anneal); a fresh permutation of the
 training set (the reference's default ``toshuffle=False`` never reshuffles: the one documented difference) cut
-into N // batch full minibatches (the reference's ``range(N/bs)`` drops the tail; ``tail`` keeps it,
-as dk_AL.py's active-learning loop does; one minibatch of all N when N < batch); per minibatch one eps (objective.elbo_loss), backward, total-norm clip 10 then value clip 5, Adam
-(torch.optim.Adam, lasagne's defaults 0.9 / 0.999 / 1e-8). After each epoch the validation accuracy of the
-``valid_samples``-sample MC predictive (utils.evaluate_model, argmax of the mean); weights saved when it improves
-strictly (``va_acc > rec``) and restored at the end. The reference's ``e <= e0`` skips epoch 0 (e0 = 0): we train
-every epoch, so its annealing starts at w(1) where ours starts at w(0) = 0.001. core/bhn/reference.py is the
-reference-style loop that tests/test_bhn_train.py compares to this one step for step.
+into N // batch full minibatches (the reference's ``range(N/bs)`` drops the tail; ``tail`` keeps it, as dk_AL.py's
+active-learning loop does; one minibatch of all N when N < batch); per minibatch one eps (objective.elbo_loss),
+backward, total-norm clip 10 then value clip 5, Adam (torch.optim.Adam, lasagne's defaults 0.9 / 0.999 / 1e-8).
+After each epoch the validation accuracy of the ``valid_samples``-sample MC predictive (utils.evaluate_model, argmax
+of the mean); weights saved when it improves strictly (``va_acc > rec``) and restored at the end. The reference's
+``e <= e0`` skips epoch 0 (e0 = 0): we train every epoch, so its annealing starts at w(1) where ours starts at
+w(0) = 0.001. core/bhn/reference.py is the reference-style loop that tests/test_bhn_train.py compares to this one
+step for step.
 
 All randomness (permutations, eps, dropout masks) comes from one torch.Generator seeded by ``seed``.
 """

@@ -105,7 +105,7 @@ def runs(settings: dict) -> list[tuple[dict, str]]:
 
 def configs(settings: dict) -> list[dict]:
     shared = dict(common.model_keys(settings), **{k: settings[k] for k in TRAIN_KEYS})
-    if settings.get("arch", "mlp") != "mlp":  # enters a config only when set (the mlp sweeps' trial keys stay)
+    if settings["arch"] != "mlp":  # enters a config only when set (the mlp sweeps' trial keys stay)
         shared["arch"] = settings["arch"]
     return [dict(shared, **variant, acquisition=a, seed=seed) for variant, a in runs(settings) for seed in range(settings["seeds"])]
 
